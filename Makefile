@@ -1,0 +1,59 @@
+# provision: the PostgreSQL extension (PGXS) and the webhook listener.
+#
+#   make                 build the extension and listener/provision-listener
+#   make install         install both (PG_CONFIG=..., PREFIX=... override)
+#   make run             private cluster under .run/ and a listener on :8080
+#   make test            every suite against private clusters it starts itself
+#   make installcheck    the pg_regress and isolation suites on a running server
+
+EXTENSION   = provision
+EXTVERSION  = 1.0
+
+MODULE_big  = provision
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql results output_iso \
+              regression.diffs regression.out tmp_check
+
+REGRESS       = $(basename $(notdir $(sort $(wildcard tests/sql/*.sql))))
+REGRESS_OPTS  = --inputdir=tests
+ISOLATION     = $(basename $(notdir $(sort $(wildcard tests/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=tests
+
+PG_CPPFLAGS = -I$(srcdir)/extension -DPROVISION_VERSION='"$(EXTVERSION)"' \
+              -Wall -Wextra -Werror -Wno-unused-parameter \
+              -Wno-missing-field-initializers -Wno-sign-compare
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+PREFIX ?= /usr/local
+export PG_CONFIG
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
+
+all: listener
+.PHONY: listener listener-install test run lint fuzz test-faults
+
+listener:
+	$(MAKE) -C listener
+
+install: listener-install
+listener-install: listener
+	$(MAKE) -C listener install PREFIX=$(PREFIX)
+
+clean: listener-clean
+listener-clean:
+	$(MAKE) -C listener clean
+
+test:
+	tests/run
+
+run:
+	scripts/run
+
+lint:
+	scripts/lint
