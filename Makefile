@@ -26,8 +26,20 @@ PG_CPPFLAGS = -I$(srcdir)/extension -DPROVISION_VERSION='"$(EXTVERSION)"' \
               -Wno-missing-field-initializers -Wno-sign-compare
 
 PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+all:
+
+ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+else
+# A fresh machine has no PostgreSQL yet: `make run` and `make test` install
+# it (scripts/deps); the targets that need PGXS say how to get it.
+all install installcheck clean:
+	@echo "PostgreSQL 15 server development files not found ($(PG_CONFIG) --pgxs)." >&2
+	@echo "Run 'scripts/deps run' (as root) or 'make run', or set PG_CONFIG." >&2
+	@exit 1
+endif
 
 PREFIX ?= /usr/local
 export PG_CONFIG
