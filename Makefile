@@ -64,6 +64,15 @@ listener-clean:
 test:
 	tests/run
 
+# Every fault-injection test (tests/faults), the slow ones too.
+test-faults:
+	TEST_SUITES=faults-all DEPS=faults tests/run
+
+# libFuzzer targets of the listener's pure parts; FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 10
+fuzz:
+	$(MAKE) -C tests/fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
+
 run:
 	scripts/run
 

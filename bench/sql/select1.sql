@@ -1,0 +1,2 @@
+-- Ceiling: the cheapest round trip and transaction there is.
+SELECT 1;

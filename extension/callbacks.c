@@ -1,0 +1,379 @@
+/*
+ * callbacks.c
+ *		handle_callback: the one entry point of the webhook listener.
+ *
+ * The payload is parsed here, in C, and routed to the same locked steps the
+ * other functions use. Exactly-once per delivery id: the job row is locked
+ * first, then (a new statement, so under READ COMMITTED a snapshot taken
+ * after the lock was granted) the delivery id is looked up; a known delivery
+ * returns its recorded result. Otherwise the statement that applies the
+ * effect also records the delivery, with ON CONFLICT DO NOTHING; if that
+ * records nothing, a concurrent transaction got there first with the same id
+ * (for another job, or under REPEATABLE READ), and 40001 rolls this one back.
+ */
+#include "provision.h"
+
+#include <sys/socket.h>
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+#include "utils/numeric.h"
+
+PG_FUNCTION_INFO_V1(handle_callback);
+
+/* The statuses a callback may carry. */
+typedef enum CallbackStatus
+{
+	CALLBACK_PROVISIONING,
+	CALLBACK_RUNNING,
+	CALLBACK_FAILED,
+	CALLBACK_HEARTBEAT
+} CallbackStatus;
+
+typedef struct Callback
+{
+	pg_uuid_t	job_id;
+	CallbackStatus status;
+	bool		has_metadata;
+	InstanceMetadata metadata;
+	char	   *error;
+} Callback;
+
+static const struct
+{
+	const char *name;
+	CallbackStatus status;
+	JobStatus	job_status;
+}			callback_statuses[] = {
+	{"provisioning", CALLBACK_PROVISIONING, JOB_PROVISIONING},
+	{"running", CALLBACK_RUNNING, JOB_RUNNING},
+	{"failed", CALLBACK_FAILED, JOB_FAILED},
+	{"heartbeat", CALLBACK_HEARTBEAT, JOB_STATUS_COUNT},
+};
+
+static SPIPlanPtr plan_find_delivery;
+
+static void parse_callback(Jsonb *payload, Callback *cb);
+static JsonbValue *get_field(Jsonb *payload, const char *key);
+static const char *json_type_name(const JsonbValue *v);
+static char *string_field(const JsonbValue *v, const char *key);
+static bool parse_uuid(const char *src, pg_uuid_t *uuid);
+static Datum inet_field(const JsonbValue *v, const char *key);
+static void check_delivery_id(const char *delivery_id);
+static Jsonb *find_delivery(const char *delivery_id);
+
+/*
+ * provision.handle_callback(payload, delivery_id): applies one callback of the
+ * provisioning workflow and returns the result object (job_id, agent_id,
+ * action, applied, duplicate, job_status, agent_status, instance_id). The same
+ * delivery id is applied at most once; a redelivery returns the recorded
+ * result with "duplicate": true.
+ */
+Datum
+handle_callback(PG_FUNCTION_ARGS)
+{
+	Callback	cb;
+	char	   *delivery_id = NULL;
+	LockedJob	job;
+	StepResult	step;
+	Jsonb	   *recorded;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("callback payload must not be null")));
+	parse_callback(PG_GETARG_JSONB_P(0), &cb);
+	if (!PG_ARGISNULL(1))
+	{
+		delivery_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		check_delivery_id(delivery_id);
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	job_lock_or_error(&cb.job_id, cb.status != CALLBACK_HEARTBEAT, &job);
+
+	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
+	{
+		SPI_finish();
+		PG_RETURN_JSONB_P(recorded);
+	}
+
+	if (cb.status == CALLBACK_HEARTBEAT)
+	{
+		job_check_heartbeat(&job);
+		job_heartbeat(&job, delivery_id, &step);
+	}
+	else
+	{
+		JobStatus	to = callback_statuses[cb.status].job_status;
+		CallbackAction action = cb.status == CALLBACK_FAILED ? ACTION_FAILED
+			: cb.has_metadata ? ACTION_COMPLETED : ACTION_STATUS;
+		TransitionAction decision = job_decide(&job, to, cb.has_metadata);
+
+		if (decision == TRANSITION_SAME || decision == TRANSITION_STALE)
+			job_noop(&job, action, delivery_id, &step);
+		else
+			job_apply(&job, to, decision, job_event_kind(to), cb.error,
+					  cb.has_metadata ? &cb.metadata : NULL, action, delivery_id, &step);
+	}
+
+	SPI_finish();
+	PG_RETURN_JSONB_P(step.result);
+}
+
+/*
+ * Validates the payload and fills *cb. Unknown keys are ignored and a JSON
+ * null counts as absent. Errors name the field: 22023 for a missing or
+ * mistyped field, 22P02 for a malformed uuid or IP address.
+ */
+static void
+parse_callback(Jsonb *payload, Callback *cb)
+{
+	static const char *const metadata_keys[] = {"server_id", "server_ip", "tailscale_ip"};
+	JsonbValue *metadata[lengthof(metadata_keys)];
+	JsonbValue *v;
+	char	   *text;
+	int			present = 0;
+	int			i;
+
+	if (!JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("callback payload must be a JSON object"),
+				 errdetail("Got a JSON %s.",
+						   JB_ROOT_IS_SCALAR(payload) ? "scalar" : "array")));
+
+	v = get_field(payload, "job_id");
+	if (v == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("missing \"job_id\" in callback payload")));
+	text = string_field(v, "job_id");
+	if (!parse_uuid(text, &cb->job_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid \"job_id\" in callback payload"),
+				 errdetail("Expected a uuid.")));
+
+	v = get_field(payload, "status");
+	if (v == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("missing \"status\" in callback payload")));
+	text = string_field(v, "status");
+	for (i = 0; i < lengthof(callback_statuses); i++)
+		if (strcmp(text, callback_statuses[i].name) == 0)
+			break;
+	if (i == lengthof(callback_statuses))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid \"status\" in callback payload"),
+				 errdetail("Expected one of provisioning, running, failed, heartbeat.")));
+	cb->status = callback_statuses[i].status;
+
+	cb->has_metadata = false;
+	cb->error = NULL;
+
+	if (cb->status == CALLBACK_FAILED && (v = get_field(payload, "error")) != NULL)
+	{
+		cb->error = string_field(v, "error");
+		check_error_text(cb->error, "\"error\" in callback payload");
+	}
+
+	if (cb->status != CALLBACK_RUNNING)
+		return;
+
+	for (i = 0; i < lengthof(metadata_keys); i++)
+	{
+		metadata[i] = get_field(payload, metadata_keys[i]);
+		if (metadata[i] != NULL)
+			present++;
+	}
+	if (present == 0)
+		return;
+	for (i = 0; i < lengthof(metadata_keys); i++)
+		if (metadata[i] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("missing \"%s\" in callback payload", metadata_keys[i]),
+					 errdetail("A running callback carries all of server_id, server_ip and tailscale_ip, or none of them.")));
+
+	/* Hetzner sends server ids as numbers; they are stored as their text. */
+	if (metadata[0]->type == jbvNumeric)
+		cb->metadata.server_id = DatumGetCString(DirectFunctionCall1(numeric_out,
+																	 NumericGetDatum(metadata[0]->val.numeric)));
+	else if (metadata[0]->type == jbvString)
+		cb->metadata.server_id = string_field(metadata[0], "server_id");
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid \"server_id\" in callback payload"),
+				 errdetail("Expected a JSON string or number, got a JSON %s.",
+						   json_type_name(metadata[0]))));
+	check_server_id(cb->metadata.server_id, " in callback payload");
+	cb->metadata.server_ip = inet_field(metadata[1], "server_ip");
+	cb->metadata.tailscale_ip = inet_field(metadata[2], "tailscale_ip");
+	cb->has_metadata = true;
+}
+
+/* The value of a top-level key; NULL when absent or JSON null. */
+static JsonbValue *
+get_field(Jsonb *payload, const char *key)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&payload->root, JB_FOBJECT, &k);
+	if (v != NULL && v->type == jbvNull)
+		return NULL;
+	return v;
+}
+
+static const char *
+json_type_name(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvBinary:
+			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
+		default:
+			return "value";
+	}
+}
+
+/* The field as a C string; 22023 unless it is a JSON string. */
+static char *
+string_field(const JsonbValue *v, const char *key)
+{
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid \"%s\" in callback payload", key),
+				 errdetail("Expected a JSON string, got a JSON %s.", json_type_name(v))));
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Parses a uuid with the syntax uuid_in accepts (optional braces, a hyphen
+ * allowed after any group of four hex digits) without raising its generic
+ * error, so the message can name the field.
+ */
+static bool
+parse_uuid(const char *src, pg_uuid_t *uuid)
+{
+	bool		braces = false;
+
+	if (*src == '{')
+	{
+		src++;
+		braces = true;
+	}
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		int			hi,
+					lo;
+
+		if (src[0] == '\0' || src[1] == '\0')
+			return false;
+		hi = hex_value(src[0]);
+		lo = hex_value(src[1]);
+		if (hi < 0 || lo < 0)
+			return false;
+		uuid->data[i] = (unsigned char) (hi << 4 | lo);
+		src += 2;
+		if (src[0] == '-' && (i % 2) == 1 && i < UUID_LEN - 1)
+			src++;
+	}
+	if (braces)
+	{
+		if (*src != '}')
+			return false;
+		src++;
+	}
+	return *src == '\0';
+}
+
+/*
+ * The field as an inet Datum, parsed the way inet_in does, but with an error
+ * (22P02) that names the field. Only a host address is accepted: a VM has an
+ * address, and a network such as 203.0.113.9/24 is not one.
+ */
+static Datum
+inet_field(const JsonbValue *v, const char *key)
+{
+	char	   *text = string_field(v, key);
+	inet	   *addr = palloc0(sizeof(inet));
+	int			bits;
+
+	ip_family(addr) = strchr(text, ':') != NULL ? PGSQL_AF_INET6 : PGSQL_AF_INET;
+	bits = pg_inet_net_pton(ip_family(addr), text, ip_addr(addr), -1);
+	if (bits != (ip_family(addr) == PGSQL_AF_INET ? 32 : 128))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid \"%s\" in callback payload", key),
+				 errdetail("Expected an IP address.")));
+	ip_bits(addr) = bits;
+	SET_INET_VARSIZE(addr);
+	return InetPGetDatum(addr);
+}
+
+static void
+check_delivery_id(const char *delivery_id)
+{
+	if (delivery_id[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("delivery_id must not be empty")));
+	if (strlen(delivery_id) > PROVISION_MAX_DELIVERY_ID_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("delivery_id is longer than %d bytes", PROVISION_MAX_DELIVERY_ID_BYTES)));
+}
+
+/* The recorded result of a delivery, marked as a duplicate; NULL if unknown. */
+static Jsonb *
+find_delivery(const char *delivery_id)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_plan(spi_plan(&plan_find_delivery,
+								   "SELECT result OPERATOR(pg_catalog.||) "
+								   "'{\"duplicate\": true}'::pg_catalog.jsonb "
+								   "FROM provision.callback_deliveries "
+								   "WHERE delivery_id OPERATOR(pg_catalog.=) $1",
+								   1, argtypes),
+						  (Datum[]) {CStringGetTextDatum(delivery_id)}, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "looking up the delivery");
+	if (SPI_processed == 0)
+		return NULL;
+	return DatumGetJsonbP(SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull),
+											false, -1));
+}

@@ -1,0 +1,159 @@
+/*
+ * provision.h
+ *		Shared declarations of the provision extension: the job state machine,
+ *		the locked job snapshot every mutating function works on, events,
+ *		cached SPI plans and small JSON helpers.
+ */
+#ifndef PROVISION_H
+#define PROVISION_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* Length limits, each also backed by a CHECK constraint in the install script. */
+#define PROVISION_MAX_DELIVERY_ID_BYTES 255
+#define PROVISION_MAX_SERVER_ID_CHARS 255
+#define PROVISION_MAX_ERROR_CHARS 4096
+#define PROVISION_MAX_IDEMPOTENCY_KEY_CHARS 255
+
+/* provision.job_status, in enum order. */
+typedef enum JobStatus
+{
+	JOB_PENDING,
+	JOB_DISPATCHED,
+	JOB_PROVISIONING,
+	JOB_RUNNING,
+	JOB_FAILED,
+	JOB_CANCELLED,
+	JOB_STATUS_COUNT
+} JobStatus;
+
+/* provision.agent_status, in enum order. */
+typedef enum AgentStatus
+{
+	AGENT_DRAFT,
+	AGENT_PROVISIONING,
+	AGENT_ACTIVE,
+	AGENT_FAILED,
+	AGENT_STATUS_COUNT
+} AgentStatus;
+
+/* What the state machine says about moving a job from one status to another. */
+typedef enum TransitionAction
+{
+	TRANSITION_REFUSE,			/* 55000 */
+	TRANSITION_APPLY,			/* change the status */
+	TRANSITION_RERUN,			/* leave failed for a new attempt */
+	TRANSITION_SAME,			/* no-op: already there */
+	TRANSITION_STALE,			/* no-op: a late callback of an earlier step */
+	TRANSITION_UPDATE_METADATA	/* running again with VM metadata: update it */
+} TransitionAction;
+
+/* provision.events.kind */
+typedef enum EventKind
+{
+	EVENT_ENQUEUED,
+	EVENT_DISPATCHED,
+	EVENT_STATUS,
+	EVENT_COMPLETED,
+	EVENT_FAILED,
+	EVENT_EXPIRED
+} EventKind;
+
+/* The "action" of a handle_callback result. */
+typedef enum CallbackAction
+{
+	ACTION_COMPLETED,
+	ACTION_STATUS,
+	ACTION_HEARTBEAT,
+	ACTION_FAILED
+} CallbackAction;
+
+/*
+ * A job row locked FOR UPDATE, with what the state machine needs to decide.
+ * row is the whole provision.provisioning_jobs row, allocated in the memory
+ * context that was current at SPI_connect (it outlives SPI_finish).
+ */
+typedef struct LockedJob
+{
+	pg_uuid_t	job_id;
+	pg_uuid_t	agent_id;
+	JobStatus	status;
+	AgentStatus agent_status;
+	Datum		row;
+} LockedJob;
+
+/* VM metadata of a running callback. */
+typedef struct InstanceMetadata
+{
+	const char *server_id;
+	Datum		server_ip;		/* inet */
+	Datum		tailscale_ip;	/* inet */
+} InstanceMetadata;
+
+/*
+ * The outcome of one mutating step: the handle_callback result object (with
+ * instance_id) and, when the step wrote them, the new rows. All allocated in
+ * the memory context that was current at SPI_connect.
+ */
+typedef struct StepResult
+{
+	Jsonb	   *result;
+	Datum		job_row;		/* provisioning_jobs, (Datum) 0 if unchanged */
+	Datum		instance_row;	/* agent_instances, (Datum) 0 if none written */
+} StepResult;
+
+/* provision.c: GUC values */
+extern bool provision_notify;
+extern int	provision_heartbeat_timeout;
+extern int	provision_history_retention;
+
+/* jobs.c: the state machine and the steps every entry point shares */
+extern const char *job_status_name(JobStatus status);
+extern JobStatus job_status_from_name(const char *name);
+extern const char *agent_status_name(AgentStatus status);
+extern TransitionAction job_decide(const LockedJob *job, JobStatus to, bool with_metadata);
+extern void job_check_heartbeat(const LockedJob *job);
+extern bool job_lock(const pg_uuid_t *job_id, bool lock_agent, LockedJob *job);
+extern void job_lock_or_error(const pg_uuid_t *job_id, bool lock_agent, LockedJob *job);
+extern EventKind job_event_kind(JobStatus to);
+extern void job_apply(const LockedJob *job, JobStatus to, TransitionAction action,
+					  EventKind kind, const char *error, const InstanceMetadata *meta,
+					  CallbackAction cb_action, const char *delivery_id, StepResult *out);
+extern void job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out);
+extern void job_noop(const LockedJob *job, CallbackAction cb_action,
+					 const char *delivery_id, StepResult *out);
+extern void check_error_text(const char *error, const char *field);
+extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
+
+/* instances.c */
+extern void check_server_id(const char *server_id, const char *where);
+
+/* events.c */
+extern const char *event_kind_name(EventKind kind);
+extern void event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id,
+						 EventKind kind, JobStatus to);
+
+/* spi.c: plans prepared once per backend and kept */
+extern SPIPlanPtr spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
+extern void spi_check(int rc, int expected, const char *what);
+
+/* json.c: building result objects and event details */
+typedef struct JsonObjectBuilder
+{
+	JsonbParseState *state;
+	bool		empty;
+} JsonObjectBuilder;
+
+extern void json_begin(JsonObjectBuilder *b);
+extern void json_add_text(JsonObjectBuilder *b, const char *key, const char *value);
+extern void json_add_bool(JsonObjectBuilder *b, const char *key, bool value);
+extern void json_add_uuid(JsonObjectBuilder *b, const char *key, const pg_uuid_t *value);
+extern Jsonb *json_end(JsonObjectBuilder *b);
+extern char *uuid_to_cstring(const pg_uuid_t *uuid);
+
+#endif							/* PROVISION_H */

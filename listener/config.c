@@ -1,0 +1,482 @@
+/*
+ * config.c - the option table and everything it drives.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SECRET_FILE_MAX 65536
+
+struct option_spec;
+
+typedef bool (*option_parser) (const struct option_spec *opt,
+							   struct config *cfg, const char *value,
+							   bool from_env, char *err, size_t errlen);
+
+struct option_spec
+{
+	const char *name;			/* the flag, without "--" */
+	const char *env;			/* environment fallback, or NULL */
+	const char *def;			/* default, or NULL when there is none */
+	const char *metavar;
+	option_parser parse;
+	size_t		offset;			/* field of struct config for numbers */
+	long		min;
+	long		max;
+	const char *help;
+};
+
+static bool parse_listen(const struct option_spec *, struct config *,
+						 const char *, bool, char *, size_t);
+static bool parse_database(const struct option_spec *, struct config *,
+						   const char *, bool, char *, size_t);
+static bool parse_secret(const struct option_spec *, struct config *,
+						 const char *, bool, char *, size_t);
+static bool parse_long(const struct option_spec *, struct config *,
+					   const char *, bool, char *, size_t);
+static bool parse_duration_opt(const struct option_spec *, struct config *,
+							   const char *, bool, char *, size_t);
+static bool parse_log_format(const struct option_spec *, struct config *,
+							 const char *, bool, char *, size_t);
+
+#define F(field) offsetof(struct config, field)
+
+static const struct option_spec options[] = {
+	{"listen", "PROVISION_LISTEN", "127.0.0.1:8080", "ADDR:PORT",
+		parse_listen, 0, 0, 0,
+	"address to serve on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, localhost:8080"},
+	{"database", "PROVISION_DATABASE_URL", "", "CONNINFO",
+		parse_database, 0, 0, 0,
+	"libpq connection string or URI (empty: PGHOST, PGPORT, ... as libpq does)"},
+	{"secret-file", "PROVISION_WEBHOOK_SECRET", NULL, "PATH",
+		parse_secret, 0, 0, 0,
+		"file holding the webhook secrets, one per line (whsec_ prefix: base64); "
+	"the environment variable holds the secrets themselves"},
+	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES",
+		parse_long, F(max_body), 1, 64L * 1024 * 1024,
+	"largest request body accepted (413 above it)"},
+	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS",
+		parse_long, F(tolerance), 0, 7L * 24 * 3600,
+	"how far webhook-timestamp may be from now, either way"},
+	{"pool", "PROVISION_POOL", "10", "N",
+		parse_long, F(pool), 1, 1000,
+	"database connections"},
+	{"threads", "PROVISION_THREADS", NULL, "N",
+		parse_long, F(threads), 1, 1000,
+	"worker threads running database calls (default: same as --pool)"},
+	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json",
+		parse_log_format, 0, 0, 0,
+	"stderr log lines as key=value text or one JSON object per line"},
+	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N",
+		parse_long, F(max_connections), 4, 1000000,
+	"concurrent HTTP connections (capped by the open-file limit)"},
+	{"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION",
+		parse_duration_opt, F(idle_timeout_ms), 1000, 3600L * 1000,
+	"close a connection that sends nothing for this long"},
+	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION",
+		parse_duration_opt, F(request_timeout_ms), 1000, 3600L * 1000,
+	"longest time from connecting (or from the previous answer) until a whole request has arrived; then the connection is closed"},
+	{"statement-timeout", "PROVISION_STATEMENT_TIMEOUT", "10s", "DURATION",
+		parse_duration_opt, F(statement_timeout_ms), 1, 3600L * 1000,
+	"statement_timeout set on each database connection (503 when reached)"},
+	{"pool-wait", "PROVISION_POOL_WAIT", "5s", "DURATION",
+		parse_duration_opt, F(pool_wait_ms), 0, 600L * 1000,
+	"longest wait for a free database connection (then 503)"},
+	{"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION",
+		parse_duration_opt, F(shutdown_timeout_ms), 0, 3600L * 1000,
+	"on SIGTERM/SIGINT, longest wait for in-flight requests to finish"},
+};
+
+#define NOPTIONS ((int) (sizeof options / sizeof options[0]))
+
+static long *
+long_field(const struct option_spec *opt, struct config *cfg)
+{
+	return (long *) ((char *) cfg + opt->offset);
+}
+
+/* "--name" for flags, the variable for the environment. */
+static const char *
+origin(const struct option_spec *opt, bool from_env, char *buf, size_t len)
+{
+	if (from_env)
+		snprintf(buf, len, "%s", opt->env);
+	else
+		snprintf(buf, len, "--%s", opt->name);
+	return buf;
+}
+
+bool
+config_parse_listen(const char *value, char *host, size_t hostlen, char *port,
+					size_t portlen)
+{
+	const char *colon;
+	const char *h;
+	size_t		hlen;
+	long		p;
+	char	   *end;
+
+	if (value[0] == '[')
+	{
+		const char *close = strchr(value, ']');
+
+		if (close == NULL || close[1] != ':')
+			return false;
+		h = value + 1;
+		hlen = (size_t) (close - h);
+		colon = close + 1;
+		if (memchr(h, ':', hlen) == NULL)
+			return false;
+	}
+	else
+	{
+		colon = strrchr(value, ':');
+		if (colon == NULL)
+			return false;
+		h = value;
+		hlen = (size_t) (colon - value);
+		if (memchr(h, ':', hlen) != NULL)
+			return false;		/* bare IPv6 needs brackets */
+	}
+	if (hlen == 0 || hlen >= hostlen)
+		return false;
+	if (colon[1] < '0' || colon[1] > '9')
+		return false;
+	errno = 0;
+	p = strtol(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || p < 1 || p > 65535)
+		return false;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	snprintf(port, portlen, "%ld", p);
+	return true;
+}
+
+bool
+config_parse_duration(const char *value, long *ms)
+{
+	char	   *end;
+	long		n;
+	long		scale;
+
+	if (value[0] < '0' || value[0] > '9')
+		return false;
+	errno = 0;
+	n = strtol(value, &end, 10);
+	if (errno != 0)
+		return false;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		scale = 1000;
+	else if (strcmp(end, "ms") == 0)
+		scale = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		scale = 60000;
+	else
+		return false;
+	if (n > LONG_MAX / scale)
+		return false;
+	*ms = n * scale;
+	return true;
+}
+
+static bool
+parse_listen(const struct option_spec *opt, struct config *cfg,
+			 const char *value, bool from_env, char *err, size_t errlen)
+{
+	char		name[64];
+
+	if (!config_parse_listen(value, cfg->listen_host, sizeof cfg->listen_host,
+							 cfg->listen_port, sizeof cfg->listen_port))
+	{
+		snprintf(err, errlen,
+				 "invalid %s \"%s\": expected HOST:PORT or [IPV6]:PORT with a port from 1 to 65535",
+				 origin(opt, from_env, name, sizeof name), value);
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_database(const struct option_spec *opt, struct config *cfg,
+			   const char *value, bool from_env, char *err, size_t errlen)
+{
+	(void) opt;
+	(void) from_env;
+	free(cfg->database);
+	cfg->database = strdup(value);
+	if (cfg->database == NULL)
+	{
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	return true;
+}
+
+static bool
+read_secret_file(const char *path, char *buf, size_t cap, size_t *len,
+				 char *err, size_t errlen)
+{
+	int			fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t		used = 0;
+
+	if (fd < 0)
+	{
+		snprintf(err, errlen, "cannot open secret file %s: %s", path,
+				 strerror(errno));
+		return false;
+	}
+	for (;;)
+	{
+		ssize_t		n = read(fd, buf + used, cap - used);
+
+		if (n < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			snprintf(err, errlen, "cannot read secret file %s: %s", path,
+					 strerror(errno));
+			close(fd);
+			return false;
+		}
+		if (n == 0)
+			break;
+		used += (size_t) n;
+		if (used == cap)
+		{
+			snprintf(err, errlen, "secret file %s is larger than %zu bytes",
+					 path, cap - 1);
+			close(fd);
+			return false;
+		}
+	}
+	close(fd);
+	*len = used;
+	return true;
+}
+
+static bool
+parse_secret(const struct option_spec *opt, struct config *cfg,
+			 const char *value, bool from_env, char *err, size_t errlen)
+{
+	char		msg[200];
+	bool		ok;
+
+	if (from_env)
+	{
+		ok = secrets_parse(value, strlen(value), &cfg->secrets, msg, sizeof msg);
+		if (!ok)
+			snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
+	}
+	else
+	{
+		char	   *buf = malloc(SECRET_FILE_MAX);
+		size_t		len;
+
+		if (buf == NULL)
+		{
+			snprintf(err, errlen, "out of memory");
+			return false;
+		}
+		ok = read_secret_file(value, buf, SECRET_FILE_MAX, &len, err, errlen);
+		if (ok)
+		{
+			ok = secrets_parse(buf, len, &cfg->secrets, msg, sizeof msg);
+			if (!ok)
+				snprintf(err, errlen, "invalid secret file %s: %s", value, msg);
+		}
+		OPENSSL_cleanse(buf, SECRET_FILE_MAX);
+		free(buf);
+	}
+	return ok;
+}
+
+static bool
+parse_long(const struct option_spec *opt, struct config *cfg,
+		   const char *value, bool from_env, char *err, size_t errlen)
+{
+	char		name[64];
+	char	   *end;
+	long		n;
+
+	errno = 0;
+	n = strtol(value, &end, 10);
+	if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0' ||
+		n < opt->min || n > opt->max)
+	{
+		snprintf(err, errlen,
+				 "invalid %s \"%s\": expected an integer from %ld to %ld",
+				 origin(opt, from_env, name, sizeof name), value, opt->min,
+				 opt->max);
+		return false;
+	}
+	*long_field(opt, cfg) = n;
+	return true;
+}
+
+static bool
+parse_duration_opt(const struct option_spec *opt, struct config *cfg,
+				   const char *value, bool from_env, char *err, size_t errlen)
+{
+	char		name[64];
+	long		ms;
+
+	if (!config_parse_duration(value, &ms) || ms < opt->min || ms > opt->max)
+	{
+		snprintf(err, errlen,
+				 "invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to %lds",
+				 origin(opt, from_env, name, sizeof name), value, opt->min,
+				 opt->max / 1000);
+		return false;
+	}
+	*long_field(opt, cfg) = ms;
+	return true;
+}
+
+static bool
+parse_log_format(const struct option_spec *opt, struct config *cfg,
+				 const char *value, bool from_env, char *err, size_t errlen)
+{
+	char		name[64];
+
+	if (strcmp(value, "text") == 0)
+		cfg->log_format = LOG_FORMAT_TEXT;
+	else if (strcmp(value, "json") == 0)
+		cfg->log_format = LOG_FORMAT_JSON;
+	else
+	{
+		snprintf(err, errlen, "invalid %s \"%s\": expected text or json",
+				 origin(opt, from_env, name, sizeof name), value);
+		return false;
+	}
+	return true;
+}
+
+static int
+find_option(const char *name, size_t len)
+{
+	for (int i = 0; i < NOPTIONS; i++)
+		if (strlen(options[i].name) == len &&
+			strncmp(options[i].name, name, len) == 0)
+			return i;
+	return -1;
+}
+
+enum config_result
+config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
+			 char *err, size_t errlen)
+{
+	const char *flag_values[NOPTIONS] = {0};
+
+	memset(cfg, 0, sizeof *cfg);
+	err[0] = '\0';
+
+	for (int i = 1; i < argc; i++)
+	{
+		const char *arg = argv[i];
+		const char *eq;
+		size_t		namelen;
+		int			o;
+
+		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+			return CONFIG_HELP;
+		if (strcmp(arg, "--version") == 0)
+			return CONFIG_VERSION;
+		if (strncmp(arg, "--", 2) != 0)
+		{
+			snprintf(err, errlen, "unexpected argument \"%s\" (see --help)", arg);
+			return CONFIG_ERROR;
+		}
+		eq = strchr(arg + 2, '=');
+		namelen = eq ? (size_t) (eq - arg - 2) : strlen(arg + 2);
+		o = find_option(arg + 2, namelen);
+		if (o < 0)
+		{
+			snprintf(err, errlen, "unknown option \"%.*s\" (see --help)",
+					 (int) namelen + 2, arg);
+			return CONFIG_ERROR;
+		}
+		if (eq != NULL)
+			flag_values[o] = eq + 1;
+		else if (i + 1 < argc)
+			flag_values[o] = argv[++i];
+		else
+		{
+			snprintf(err, errlen, "option --%s needs a value", options[o].name);
+			return CONFIG_ERROR;
+		}
+	}
+
+	for (int o = 0; o < NOPTIONS; o++)
+	{
+		const struct option_spec *opt = &options[o];
+		const char *value = flag_values[o];
+		bool		from_env = false;
+
+		if (value == NULL && opt->env != NULL)
+		{
+			value = env(opt->env);
+			if (value != NULL && value[0] == '\0')
+				value = NULL;
+			from_env = value != NULL;
+		}
+		if (value == NULL)
+			value = opt->def;
+		if (value == NULL)
+			continue;
+		if (!opt->parse(opt, cfg, value, from_env, err, errlen))
+			return CONFIG_ERROR;
+	}
+
+	if (cfg->secrets.count == 0)
+	{
+		snprintf(err, errlen,
+				 "no webhook secret: set PROVISION_WEBHOOK_SECRET or pass --secret-file PATH");
+		return CONFIG_ERROR;
+	}
+	if (cfg->threads == 0)
+		cfg->threads = cfg->pool;
+	return CONFIG_OK;
+}
+
+void
+config_free(struct config *cfg)
+{
+	free(cfg->database);
+	secrets_clear(&cfg->secrets);
+	memset(cfg, 0, sizeof *cfg);
+}
+
+void
+config_usage(FILE *out)
+{
+	fprintf(out,
+			"usage: provision-listener [OPTION]...\n"
+			"Receives signed provisioning callbacks over HTTP and applies each one with\n"
+			"provision.handle_callback() in PostgreSQL.\n\n"
+			"Every option may also come from its environment variable; flags win.\n"
+			"Durations take ms, s (the default unit) or m.\n\n");
+	for (int i = 0; i < NOPTIONS; i++)
+	{
+		const struct option_spec *opt = &options[i];
+		char		left[64];
+
+		snprintf(left, sizeof left, "--%s %s", opt->name, opt->metavar);
+		fprintf(out, "  %-30s %s\n", left, opt->help);
+		fprintf(out, "  %-30s [%s]", "", opt->env);
+		if (opt->def != NULL && opt->def[0] != '\0')
+			fprintf(out, " default: %s", opt->def);
+		fprintf(out, "\n");
+	}
+	fprintf(out,
+			"  %-30s show this help and exit\n"
+			"  %-30s show the version and exit\n",
+			"--help", "--version");
+}

@@ -1,0 +1,710 @@
+/*
+ * db.c - connection pool, work queue and worker threads.
+ *
+ * Each slot of the pool holds one libpq connection.  A broken connection is
+ * closed and re-opened by the next worker that borrows its slot, no sooner
+ * than its backoff allows (100ms doubling to 5s), so while the database is
+ * down requests get a quick 503 instead of piling up behind connect
+ * attempts, and no worker ever waits for another one's reconnect.
+ *
+ * Statements are unnamed and sent with PQsendQueryParams, so the listener
+ * also works through PgBouncer in transaction pooling mode.  Every wait is
+ * bounded: for a free slot by --pool-wait, on the server by statement_timeout,
+ * and on the client side by the statement timeout plus a grace period, after
+ * which the connection is dropped and the outcome treated as unknown (503).
+ */
+#include "db.h"
+
+#include "log.h"
+#include "metrics.h"
+#include "respond.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define SERIALIZATION_ATTEMPTS 3
+#define CLIENT_GRACE_MS 5000
+#define CONNECT_TIMEOUT_S "5"
+
+static const char CALLBACK_SQL[] =
+"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
+static const char READY_SQL[] =
+"SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
+static const char SET_TIMEOUT_SQL[] =
+"SELECT pg_catalog.set_config('statement_timeout', $1::pg_catalog.text, false)";
+
+struct slot
+{
+	PGconn	   *conn;			/* NULL or unusable: reconnect before use */
+	bool		busy;
+	bool		ever_connected;
+	long		backoff_ms;
+	struct timespec next_attempt;
+};
+
+struct db_pool
+{
+	pthread_mutex_t lock;
+	pthread_cond_t slot_free;
+	pthread_cond_t work;
+	struct slot *slots;
+	int			nslots;
+	struct db_job *head;
+	struct db_job *tail;
+	long		queued;
+	long		queue_cap;
+	bool		stopping;
+	pthread_t  *workers;
+	int			nworkers;
+	char	   *conninfo;
+	long		statement_timeout_ms;
+	long		pool_wait_ms;
+};
+
+enum exec_outcome
+{
+	EXEC_RESULT,				/* *res holds the server's answer */
+	EXEC_BROKEN					/* connection lost or timed out: unknown */
+};
+
+/* The one place a failed borrow turns into a 503. */
+enum borrow_outcome
+{
+	BORROW_OK,
+	BORROW_TIMEOUT,
+	BORROW_DOWN
+};
+
+static long
+ms_until(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+static void
+timespec_add_ms(struct timespec *t, long ms)
+{
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000;
+	if (t->tv_nsec >= 1000000000)
+	{
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000;
+	}
+}
+
+static bool
+slot_usable(const struct slot *s)
+{
+	return s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK;
+}
+
+/* Length of the first line of a libpq message, for one-line logs. */
+static int
+first_line(const char *msg)
+{
+	return (int) strcspn(msg, "\n");
+}
+
+/*
+ * An idle connection has nothing to read unless the server sent an error
+ * (shutdown, restart, idle timeout) or closed it; notice that before the
+ * request is sent, so it goes to a fresh connection instead of failing.
+ */
+static bool
+idle_connection_alive(PGconn *conn)
+{
+	struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
+
+	/* an error message and the end of the stream may take two reads */
+	for (int i = 0; i < 2; i++)
+	{
+		if (poll(&pfd, 1, 0) == 0)
+			return PQstatus(conn) == CONNECTION_OK;
+		if (!PQconsumeInput(conn))
+			return false;
+		while (!PQisBusy(conn))
+		{
+			PGresult   *r = PQgetResult(conn);
+
+			if (r == NULL)
+				break;
+			PQclear(r);
+		}
+		if (PQstatus(conn) != CONNECTION_OK)
+			return false;
+	}
+	return false;
+}
+
+/* Server notices and asynchronous errors go to the log, one line each. */
+static void
+log_notice(void *arg, const PGresult *res)
+{
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
+
+	(void) arg;
+	if (msg != NULL)
+		log_warn("database %s: %.*s", severity ? severity : "notice",
+				 first_line(msg), msg);
+}
+
+/*
+ * Sends one parameterized statement and waits for its result, at most
+ * timeout_ms.  Results beyond the first are drained so the connection is
+ * ready for the next statement.
+ */
+static enum exec_outcome
+exec_params(PGconn *conn, const char *sql, int nparams,
+			const char *const *values, long timeout_ms, PGresult **res)
+{
+	struct timespec deadline;
+	PGresult   *r;
+
+	*res = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	timespec_add_ms(&deadline, timeout_ms);
+
+	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+		return EXEC_BROKEN;
+	for (;;)
+	{
+		while (PQisBusy(conn))
+		{
+			struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
+			long		left = ms_until(&deadline);
+			int			n;
+
+			if (left <= 0)
+				return EXEC_BROKEN;
+			n = poll(&pfd, 1, (int) left);
+			if (n < 0 && errno != EINTR)
+				return EXEC_BROKEN;
+			if (n > 0 && !PQconsumeInput(conn))
+				return EXEC_BROKEN;
+		}
+		r = PQgetResult(conn);
+		if (r == NULL)
+			break;
+		if (*res == NULL)
+			*res = r;
+		else
+			PQclear(r);
+	}
+	if (*res == NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		PQclear(*res);
+		*res = NULL;
+		return EXEC_BROKEN;
+	}
+	return EXEC_RESULT;
+}
+
+/* Opens the slot's connection and sets statement_timeout; false on failure. */
+static bool
+slot_connect(struct db_pool *pool, struct slot *s)
+{
+	const char *keys[] = {"fallback_application_name", "connect_timeout",
+	"dbname", NULL};
+	const char *vals[] = {"provision-listener", CONNECT_TIMEOUT_S,
+	pool->conninfo, NULL};
+	char		timeout[32];
+	const char *params[1] = {timeout};
+	PGresult   *res;
+	PGconn	   *conn;
+
+	if (s->conn != NULL)
+		PQfinish(s->conn);
+	s->conn = NULL;
+
+	conn = PQconnectdbParams(keys, vals, 1);
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
+
+		log_warn("database connection failed: PQconnectdbParams: %.*s",
+				 first_line(msg), msg);
+		metrics_db_error();
+		PQfinish(conn);
+		return false;
+	}
+
+	PQsetNoticeReceiver(conn, log_notice, NULL);
+
+	/*
+	 * Behind PgBouncer in transaction pooling mode a session setting does
+	 * not stick to a server connection; there statement_timeout belongs on
+	 * the role (ALTER ROLE ... SET statement_timeout).
+	 */
+	snprintf(timeout, sizeof timeout, "%ldms", pool->statement_timeout_ms);
+	if (exec_params(conn, SET_TIMEOUT_SQL, 1, params, pool->statement_timeout_ms + CLIENT_GRACE_MS, &res) != EXEC_RESULT ||
+		PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+
+		log_warn("database connection failed: set statement_timeout: %.*s",
+				 first_line(msg), msg);
+		metrics_db_error();
+		PQclear(res);
+		PQfinish(conn);
+		return false;
+	}
+	PQclear(res);
+
+	if (s->ever_connected)
+		metrics_db_reconnect();
+	s->ever_connected = true;
+	s->conn = conn;
+	s->backoff_ms = 0;
+	return true;
+}
+
+/* Marks the slot's connection broken and schedules the next attempt. */
+static void
+slot_fail(struct slot *s)
+{
+	long		jitter;
+
+	if (s->conn != NULL)
+		PQfinish(s->conn);
+	s->conn = NULL;
+	s->backoff_ms = s->backoff_ms == 0 ? BACKOFF_MIN_MS : s->backoff_ms * 2;
+	if (s->backoff_ms > BACKOFF_MAX_MS)
+		s->backoff_ms = BACKOFF_MAX_MS;
+	jitter = s->backoff_ms / 4 > 0 ? random() % (s->backoff_ms / 4) : 0;
+	clock_gettime(CLOCK_MONOTONIC, &s->next_attempt);
+	timespec_add_ms(&s->next_attempt, s->backoff_ms + jitter);
+}
+
+/*
+ * Borrows a slot: a healthy free one if any, else a broken free one whose
+ * backoff has passed (the caller reconnects it).  When every free slot is
+ * still backing off the database is down and waiting would not help.
+ */
+static enum borrow_outcome
+pool_borrow(struct db_pool *pool, struct slot **out)
+{
+	struct timespec deadline;
+	enum borrow_outcome result = BORROW_TIMEOUT;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	timespec_add_ms(&deadline, pool->pool_wait_ms);
+
+	pthread_mutex_lock(&pool->lock);
+	for (;;)
+	{
+		struct slot *retry = NULL;
+		bool		any_free = false;
+
+		for (int i = 0; i < pool->nslots; i++)
+		{
+			struct slot *s = &pool->slots[i];
+
+			if (s->busy)
+				continue;
+			any_free = true;
+			if (slot_usable(s))
+			{
+				*out = s;
+				result = BORROW_OK;
+				goto done;
+			}
+			if (retry == NULL && ms_until(&s->next_attempt) <= 0)
+				retry = s;
+		}
+		if (retry != NULL)
+		{
+			*out = retry;
+			result = BORROW_OK;
+			goto done;
+		}
+		if (any_free)
+		{
+			result = BORROW_DOWN;
+			goto done;
+		}
+		if (pthread_cond_timedwait(&pool->slot_free, &pool->lock, &deadline) == ETIMEDOUT)
+		{
+			result = BORROW_TIMEOUT;
+			goto done;
+		}
+	}
+done:
+	if (result == BORROW_OK)
+	{
+		(*out)->busy = true;
+		metrics_pool_in_use_add(1);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return result;
+}
+
+static void
+pool_release(struct db_pool *pool, struct slot *s)
+{
+	pthread_mutex_lock(&pool->lock);
+	s->busy = false;
+	metrics_pool_in_use_add(-1);
+	pthread_cond_signal(&pool->slot_free);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* Borrows a slot with a live connection, or fills in a 503 and returns NULL. */
+static struct slot *
+borrow_connected(struct db_pool *pool, struct db_job *job)
+{
+	struct slot *s = NULL;
+	enum borrow_outcome b = pool_borrow(pool, &s);
+	char	   *body;
+
+	if (b == BORROW_OK)
+	{
+		if ((slot_usable(s) && idle_connection_alive(s->conn)) ||
+			slot_connect(pool, s))
+			return s;
+		slot_fail(s);
+		pool_release(pool, s);
+		b = BORROW_DOWN;
+	}
+	body = json_error_body(b == BORROW_TIMEOUT ?
+						   "no database connection became free in time; retry later" :
+						   "database unavailable; retry later");
+	job->status = 503;
+	job->retry_after = b == BORROW_TIMEOUT ? 1 : 2;
+	job->body = body;
+	return NULL;
+}
+
+static void
+set_answer(struct db_job *job, unsigned int status, char *body,
+		   unsigned int retry_after)
+{
+	job->status = body != NULL ? status : 500;
+	job->body = body;
+	job->retry_after = retry_after;
+}
+
+/* Answers a callback from the successful result of handle_callback. */
+static void
+answer_result(struct db_job *job, PGresult *res)
+{
+	cJSON	   *result;
+	char	   *body;
+
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
+	{
+		log_error("provision.handle_callback returned no result");
+		set_answer(job, 500, json_error_body("internal error"), 0);
+		return;
+	}
+	result = cJSON_Parse(PQgetvalue(res, 0, 0));
+	if (result == NULL)
+	{
+		log_error("provision.handle_callback returned a result that is not JSON");
+		set_answer(job, 500, json_error_body("internal error"), 0);
+		return;
+	}
+	if (result_is_duplicate(result))
+		metrics_duplicate();
+	json_job_id(result, job->job_id, sizeof job->job_id);
+	body = cJSON_PrintUnformatted(result);
+	cJSON_Delete(result);
+	set_answer(job, 200, body, 0);
+}
+
+/* Answers a callback from a database error; true when worth retrying. */
+static bool
+answer_error(struct db_job *job, PGresult *res, bool last_attempt)
+{
+	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	struct sqlstate_action action = sqlstate_to_http(sqlstate);
+	char		status[64];
+
+	metrics_db_error();
+	if (message == NULL)
+		message = "database error";
+	if (action.retry && !last_attempt)
+		return true;
+
+	switch (action.http_status)
+	{
+		case 400:
+		case 404:
+			set_answer(job, action.http_status, json_error_body(message), 0);
+			break;
+		case 409:
+			set_answer(job, 409,
+					   json_conflict_body(message, job->payload_job_id,
+										  detail_current_status(detail, status,
+																sizeof status)),
+					   0);
+			break;
+		case 503:
+			log_warn("handle_callback failed: SQLSTATE %s: %s",
+					 sqlstate ? sqlstate : "none", message);
+			set_answer(job, 503,
+					   json_error_body(action.retry ?
+									   "database conflict persisted after retries; retry later" :
+									   "database temporarily unavailable; retry later"),
+					   1);
+			break;
+		default:
+			log_error("handle_callback failed: SQLSTATE %s: %s",
+					  sqlstate ? sqlstate : "none", message);
+			set_answer(job, 500, json_error_body("internal error"), 0);
+			break;
+	}
+	return false;
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
+
+	while (nanosleep(&t, &t) != 0 && errno == EINTR)
+		;
+}
+
+static void
+run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
+{
+	const char *params[2] = {job->payload, job->delivery_id};
+
+	for (int attempt = 1; attempt <= SERIALIZATION_ATTEMPTS; attempt++)
+	{
+		struct slot *s = borrow_connected(pool, job);
+		PGresult   *res;
+		bool		retry = false;
+
+		if (s == NULL)
+			return;
+		if (exec_params(s->conn, CALLBACK_SQL, 2, params,
+						pool->statement_timeout_ms + CLIENT_GRACE_MS,
+						&res) != EXEC_RESULT)
+		{
+			/* the call may or may not have committed: let the sender retry */
+			const char *msg = PQerrorMessage(s->conn);
+
+			log_warn("handle_callback failed: connection lost: %.*s",
+					 first_line(msg), msg);
+			metrics_db_error();
+			slot_fail(s);
+			pool_release(pool, s);
+			set_answer(job, 503,
+					   json_error_body("database connection lost; retry later"), 1);
+			return;
+		}
+		if (PQresultStatus(res) == PGRES_TUPLES_OK)
+			answer_result(job, res);
+		else
+			retry = answer_error(job, res, attempt == SERIALIZATION_ATTEMPTS);
+		PQclear(res);
+		if (!slot_usable(s))
+			slot_fail(s);
+		pool_release(pool, s);
+		if (!retry)
+			return;
+		sleep_ms(10L * attempt + (long) (rand_r(seed) % 20));
+	}
+}
+
+static void
+run_ready(struct db_pool *pool, struct db_job *job)
+{
+	const char *params[1] = {"provision"};
+	struct slot *s = borrow_connected(pool, job);
+	PGresult   *res;
+
+	if (s == NULL)
+		return;
+	if (exec_params(s->conn, READY_SQL, 1, params,
+					pool->statement_timeout_ms + CLIENT_GRACE_MS,
+					&res) != EXEC_RESULT)
+	{
+		slot_fail(s);
+		pool_release(pool, s);
+		set_answer(job, 503, json_error_body("database unreachable"), 2);
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		const char *msg = PQresultErrorMessage(res);
+
+		log_warn("readiness check failed: %.*s", first_line(msg), msg);
+		set_answer(job, 503, json_error_body("database readiness query failed"), 2);
+	}
+	else if (PQntuples(res) != 1)
+		set_answer(job, 503,
+				   json_error_body("extension provision is not installed in the database"),
+				   5);
+	else
+	{
+		cJSON	   *obj = cJSON_CreateObject();
+		char	   *body = NULL;
+
+		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ready") != NULL)
+			body = cJSON_PrintUnformatted(obj);
+		cJSON_Delete(obj);
+		set_answer(job, 200, body, 0);
+	}
+	PQclear(res);
+	if (!slot_usable(s))
+		slot_fail(s);
+	pool_release(pool, s);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct db_pool *pool = arg;
+	unsigned int seed = (unsigned int) (uintptr_t) &seed ^ (unsigned int) time(NULL);
+
+	for (;;)
+	{
+		struct db_job *job;
+
+		pthread_mutex_lock(&pool->lock);
+		while (pool->head == NULL && !pool->stopping)
+			pthread_cond_wait(&pool->work, &pool->lock);
+		job = pool->head;
+		if (job == NULL)
+		{
+			pthread_mutex_unlock(&pool->lock);
+			return NULL;
+		}
+		pool->head = job->next;
+		if (pool->head == NULL)
+			pool->tail = NULL;
+		pool->queued--;
+		pthread_mutex_unlock(&pool->lock);
+
+		job->status = 0;
+		job->body = NULL;
+		job->retry_after = 0;
+		job->job_id[0] = '\0';
+		if (job->kind == DB_JOB_CALLBACK)
+			run_callback(pool, job, &seed);
+		else
+			run_ready(pool, job);
+		job->done(job);
+	}
+}
+
+bool
+db_submit(struct db_pool *pool, struct db_job *job)
+{
+	bool		ok = false;
+
+	job->next = NULL;
+	pthread_mutex_lock(&pool->lock);
+	if (!pool->stopping && pool->queued < pool->queue_cap)
+	{
+		if (pool->tail != NULL)
+			pool->tail->next = job;
+		else
+			pool->head = job;
+		pool->tail = job;
+		pool->queued++;
+		pthread_cond_signal(&pool->work);
+		ok = true;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return ok;
+}
+
+struct db_pool *
+db_pool_open(const struct config *cfg, char *err, size_t errlen)
+{
+	struct db_pool *pool = calloc(1, sizeof *pool);
+	pthread_condattr_t attr;
+
+	if (pool == NULL)
+		goto oom;
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_cond_init(&pool->work, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_REALTIME);
+	pthread_cond_init(&pool->slot_free, &attr);
+	pthread_condattr_destroy(&attr);
+	pool->nslots = (int) cfg->pool;
+	pool->queue_cap = cfg->max_connections;
+	pool->statement_timeout_ms = cfg->statement_timeout_ms;
+	pool->pool_wait_ms = cfg->pool_wait_ms;
+	pool->conninfo = strdup(cfg->database ? cfg->database : "");
+	pool->slots = calloc((size_t) pool->nslots, sizeof *pool->slots);
+	pool->workers = calloc((size_t) cfg->threads, sizeof *pool->workers);
+	if (pool->conninfo == NULL || pool->slots == NULL || pool->workers == NULL)
+		goto oom;
+	metrics_set_pool_size(pool->nslots);
+
+	/*
+	 * Connect now so configuration mistakes show up in the log at once; stop
+	 * at the first failure, the rest connect on demand.
+	 */
+	for (int i = 0; i < pool->nslots; i++)
+		if (!slot_connect(pool, &pool->slots[i]))
+			break;
+
+	for (int i = 0; i < cfg->threads; i++)
+	{
+		int			rc = pthread_create(&pool->workers[i], NULL, worker_main, pool);
+
+		if (rc != 0)
+		{
+			snprintf(err, errlen, "cannot start worker thread: pthread_create: %s",
+					 strerror(rc));
+			db_pool_close(pool);
+			return NULL;
+		}
+		pool->nworkers++;
+	}
+	return pool;
+
+oom:
+	snprintf(err, errlen, "cannot create the database pool: out of memory");
+	if (pool != NULL)
+	{
+		free(pool->conninfo);
+		free(pool->slots);
+		free(pool->workers);
+		free(pool);
+	}
+	return NULL;
+}
+
+void
+db_pool_close(struct db_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	pool->stopping = true;
+	pthread_cond_broadcast(&pool->work);
+	pthread_mutex_unlock(&pool->lock);
+	for (int i = 0; i < pool->nworkers; i++)
+		pthread_join(pool->workers[i], NULL);
+	for (int i = 0; i < pool->nslots; i++)
+		if (pool->slots[i].conn != NULL)
+			PQfinish(pool->slots[i].conn);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_cond_destroy(&pool->work);
+	pthread_cond_destroy(&pool->slot_free);
+	free(pool->conninfo);
+	free(pool->slots);
+	free(pool->workers);
+	free(pool);
+}

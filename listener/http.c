@@ -1,0 +1,818 @@
+/*
+ * http.c - libmicrohttpd in one internal epoll thread, with suspend/resume.
+ *
+ * The polling thread only parses, checks and verifies; a callback that
+ * passes every check is suspended and queued for a database worker, which
+ * resumes it with the answer.  A slow or stalled client therefore costs one
+ * socket and never a worker.  Idle clients are closed by MHD's connection
+ * timeout; clients that drip a request byte by byte are closed by the
+ * reaper thread once --request-timeout has passed since the connection
+ * opened (or since its previous answer).
+ *
+ * Order of checks for a callback: route (404/405), size (413), content type
+ * (415), signature (401), JSON (400), then the database.
+ */
+#include "http.h"
+
+#include "log.h"
+#include "metrics.h"
+#include "respond.h"
+#include "verify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DELIVERY_ID_MAX 255
+#define FD_RESERVE 64			/* pool, log, resolver and spare fds */
+
+/* One connection, as the reaper sees it. */
+struct conn_entry
+{
+	int			fd;
+	bool		receiving;		/* a request may be arriving: reapable */
+	struct timespec deadline;
+	struct conn_entry *prev;
+	struct conn_entry *next;
+};
+
+struct http_server
+{
+	struct MHD_Daemon *daemon;
+	const struct config *cfg;
+	struct db_pool *pool;
+	atomic_long in_flight;
+	atomic_bool draining;
+	pthread_mutex_t lock;		/* guards conns and the drain wait */
+	pthread_cond_t idle;
+	struct conn_entry *conns;
+	pthread_t	reaper;
+	pthread_cond_t reaper_wake;
+	bool		reaper_stop;
+	bool		reaper_started;
+};
+
+/* One request, from its headers to the notification that it is done. */
+struct request
+{
+	struct http_server *server;
+	struct MHD_Connection *conn;
+	enum endpoint ep;
+	bool		is_callback;
+	struct timespec start;
+	char	   *body;
+	size_t		len;
+	size_t		cap;
+	bool		too_large;
+	bool		check_type_later;	/* chunked: Content-Type after size */
+	bool		queued;			/* waiting for a worker */
+	bool		answered;		/* the worker filled in job */
+	unsigned int status;		/* what was queued, 0 if nothing */
+	char		method[16];
+	char		path[256];
+	char		delivery_id[DELIVERY_ID_MAX + 1];
+	char		job_id[64];
+	struct db_job job;
+};
+
+static double
+seconds_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double) (now.tv_sec - t->tv_sec) + (now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void
+deadline_from_now(struct timespec *t, long ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, t);
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000;
+	if (t->tv_nsec >= 1000000000)
+	{
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000;
+	}
+}
+
+static bool
+past(const struct timespec *t, const struct timespec *now)
+{
+	return now->tv_sec > t->tv_sec ||
+		(now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
+}
+
+static struct conn_entry *
+entry_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info ? info->socket_context : NULL;
+}
+
+static void
+set_receiving(struct http_server *server, struct MHD_Connection *conn,
+			  bool receiving)
+{
+	struct conn_entry *e = entry_of(conn);
+
+	if (e == NULL)
+		return;
+	pthread_mutex_lock(&server->lock);
+	e->receiving = receiving;
+	if (receiving)
+		deadline_from_now(&e->deadline, server->cfg->request_timeout_ms);
+	pthread_mutex_unlock(&server->lock);
+}
+
+/*
+ * Queues a response.  body is JSON text owned by cJSON's allocator (or
+ * plain text from malloc for /metrics, with free_fn free); NULL means the
+ * body could not be built, which becomes a bare 500.
+ */
+static enum MHD_Result
+send_response(struct request *req, unsigned int status, char *body,
+			  const char *content_type, void (*free_fn) (void *),
+			  unsigned int retry_after, const char *allow)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result rc;
+
+	if (body == NULL)
+	{
+		status = 500;
+		resp = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
+	}
+	else
+		resp = MHD_create_response_from_buffer_with_free_callback(strlen(body), body,
+																  free_fn);
+	if (resp == NULL)
+	{
+		free_fn(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	if (retry_after > 0)
+	{
+		char		value[16];
+
+		snprintf(value, sizeof value, "%u", retry_after);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, value);
+	}
+	if (allow != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+	if (atomic_load(&req->server->draining))
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	rc = MHD_queue_response(req->conn, status, resp);
+	MHD_destroy_response(resp);
+	if (rc == MHD_YES)
+		req->status = status;
+	return rc;
+}
+
+static enum MHD_Result
+send_json(struct request *req, unsigned int status, char *body,
+		  unsigned int retry_after)
+{
+	return send_response(req, status, body, "application/json", cJSON_free,
+						 retry_after, NULL);
+}
+
+static enum MHD_Result
+send_error(struct request *req, unsigned int status, const char *message)
+{
+	return send_json(req, status, json_error_body(message), 0);
+}
+
+static const char *
+header(struct MHD_Connection *conn, const char *name)
+{
+	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+/* Runs in a worker thread: hand the answer back to the polling thread. */
+static void
+job_done(struct db_job *job)
+{
+	struct request *req = (struct request *) ((char *) job - offsetof(struct request, job));
+
+	req->answered = true;
+	MHD_resume_connection(req->conn);
+}
+
+static enum MHD_Result
+queue_job(struct request *req, enum db_job_kind kind)
+{
+	req->job.kind = kind;
+	req->job.done = job_done;
+	req->queued = true;
+	set_receiving(req->server, req->conn, false);
+	MHD_suspend_connection(req->conn);
+	if (!db_submit(req->server->pool, &req->job))
+	{
+		req->job.status = 503;
+		req->job.retry_after = 1;
+		req->job.body = json_error_body("server is busy or shutting down; retry later");
+		req->answered = true;
+		MHD_resume_connection(req->conn);
+	}
+	return MHD_YES;
+}
+
+/* Route, size and (for known lengths) content type: all from the headers. */
+static enum MHD_Result
+on_headers(struct request *req, const char *url, const char *method)
+{
+	const struct config *cfg = req->server->cfg;
+	const char *length;
+	const char *encoding;
+
+	req->ep = endpoint_for_path(url);
+	switch (req->ep)
+	{
+		case ENDPOINT_OTHER:
+			return send_error(req, 404, "unknown path; callbacks go to POST /webhooks/github");
+		case ENDPOINT_WEBHOOK:
+		case ENDPOINT_API_WEBHOOK:
+			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+				return send_response(req, 405,
+									 json_error_body("method not allowed; use POST"),
+									 "application/json", cJSON_free, 0, "POST");
+			req->is_callback = true;
+			break;
+		case ENDPOINT_HEALTHZ:
+		case ENDPOINT_READYZ:
+		case ENDPOINT_METRICS:
+		case ENDPOINT_COUNT:
+			if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+				strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+				return send_response(req, 405,
+									 json_error_body("method not allowed; use GET"),
+									 "application/json", cJSON_free, 0, "GET, HEAD");
+			break;
+	}
+
+	if (req->ep == ENDPOINT_HEALTHZ)
+	{
+		cJSON	   *obj = cJSON_CreateObject();
+		char	   *body = NULL;
+
+		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ok") != NULL)
+			body = cJSON_PrintUnformatted(obj);
+		cJSON_Delete(obj);
+		return send_json(req, 200, body, 0);
+	}
+	if (req->ep == ENDPOINT_METRICS)
+	{
+		size_t		len;
+		char	   *text = metrics_render(&len);
+
+		if (text == NULL)
+			return send_error(req, 500, "internal error");
+		return send_response(req, 200, text,
+							 "text/plain; version=0.0.4; charset=utf-8", free, 0,
+							 NULL);
+	}
+	if (req->ep == ENDPOINT_READYZ)
+		return queue_job(req, DB_JOB_READY);
+
+	length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (length != NULL)
+	{
+		char	   *end;
+		unsigned long long n;
+
+		errno = 0;
+		n = strtoull(length, &end, 10);
+		if (errno == 0 && *end == '\0' && n > (unsigned long long) cfg->max_body)
+		{
+			char		msg[128];
+
+			snprintf(msg, sizeof msg,
+					 "request body of %llu bytes exceeds the limit of %ld bytes",
+					 n, cfg->max_body);
+			return send_error(req, 413, msg);
+		}
+	}
+	encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (encoding != NULL && length == NULL)
+		req->check_type_later = true;
+	else if (!content_type_is_json(header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
+		return send_error(req, 415, "header Content-Type must be application/json");
+	return MHD_YES;
+}
+
+static void
+on_body(struct request *req, const char *data, size_t size)
+{
+	size_t		max = (size_t) req->server->cfg->max_body;
+
+	if (req->too_large)
+		return;
+	if (size > max - req->len)
+	{
+		req->too_large = true;
+		free(req->body);
+		req->body = NULL;
+		req->len = req->cap = 0;
+		return;
+	}
+	if (req->len + size + 1 > req->cap)
+	{
+		size_t		cap = req->cap ? req->cap : 1024;
+		char	   *body;
+
+		while (cap < req->len + size + 1)
+			cap *= 2;
+		if (cap > max + 1)
+			cap = max + 1;
+		body = realloc(req->body, cap);
+		if (body == NULL)
+		{
+			/* answered as too large: the only limit a client can act on */
+			req->too_large = true;
+			return;
+		}
+		req->body = body;
+		req->cap = cap;
+	}
+	memcpy(req->body + req->len, data, size);
+	req->len += size;
+}
+
+/* The whole request is in: the remaining checks, then the database. */
+static enum MHD_Result
+on_complete(struct request *req)
+{
+	const struct config *cfg = req->server->cfg;
+	struct verify_input in;
+	struct verify_result vr;
+	const char *delivery;
+	const char *delivery_header;
+	cJSON	   *payload;
+	char		msg[160];
+
+	if (req->too_large)
+	{
+		snprintf(msg, sizeof msg, "request body exceeds the limit of %ld bytes",
+				 cfg->max_body);
+		return send_error(req, 413, msg);
+	}
+	if (req->check_type_later &&
+		!content_type_is_json(header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
+		return send_error(req, 415, "header Content-Type must be application/json");
+
+	if (req->body == NULL)
+	{
+		req->body = malloc(1);
+		if (req->body == NULL)
+			return send_error(req, 500, "internal error");
+	}
+	req->body[req->len] = '\0';
+
+	memset(&in, 0, sizeof in);
+	in.hub_signature = header(req->conn, "X-Hub-Signature-256");
+	in.webhook_id = header(req->conn, "webhook-id");
+	in.webhook_timestamp = header(req->conn, "webhook-timestamp");
+	in.webhook_signature = header(req->conn, "webhook-signature");
+	in.body = (const unsigned char *) req->body;
+	in.body_len = req->len;
+	in.now = (int64_t) time(NULL);
+	in.tolerance = cfg->tolerance;
+
+	/*
+	 * The delivery id of the scheme in use (verify_request picks Standard
+	 * Webhooks whenever webhook-signature is present); it is logged even
+	 * when verification fails, so a refused delivery can be traced.
+	 */
+	delivery_header = in.webhook_signature != NULL ? "webhook-id" : "X-GitHub-Delivery";
+	delivery = header(req->conn, delivery_header);
+	if (delivery != NULL)
+		snprintf(req->delivery_id, sizeof req->delivery_id, "%s", delivery);
+
+	verify_request(&cfg->secrets, &in, &vr);
+	if (vr.status != VERIFY_OK)
+	{
+		metrics_signature_failure();
+		if (vr.status == VERIFY_INTERNAL)
+		{
+			log_error("signature verification failed inside OpenSSL");
+			return send_error(req, 500, "internal error");
+		}
+		return send_error(req, 401, vr.message);
+	}
+	if (delivery != NULL && strlen(delivery) > DELIVERY_ID_MAX)
+	{
+		snprintf(msg, sizeof msg, "header %s is longer than %d characters",
+				 delivery_header, DELIVERY_ID_MAX);
+		return send_error(req, 400, msg);
+	}
+
+	payload = parse_callback_body(req->body, req->len, msg, sizeof msg);
+	if (payload == NULL)
+		return send_error(req, 400, msg);
+	json_job_id(payload, req->job_id, sizeof req->job_id);
+	cJSON_Delete(payload);
+
+	req->job.payload = req->body;
+	req->job.delivery_id = req->delivery_id[0] ? req->delivery_id : NULL;
+	req->job.payload_job_id = req->job_id[0] ? req->job_id : NULL;
+	return queue_job(req, DB_JOB_CALLBACK);
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url,
+		   const char *method, const char *version, const char *upload_data,
+		   size_t *upload_data_size, void **con_cls)
+{
+	struct http_server *server = cls;
+	struct request *req = *con_cls;
+	char	   *body;
+
+	(void) version;
+	if (req == NULL)
+	{
+		req = calloc(1, sizeof *req);
+		if (req == NULL)
+			return MHD_NO;
+		req->server = server;
+		req->conn = conn;
+		snprintf(req->method, sizeof req->method, "%s", method);
+		snprintf(req->path, sizeof req->path, "%s", url);
+		clock_gettime(CLOCK_MONOTONIC, &req->start);
+		*con_cls = req;
+		atomic_fetch_add(&server->in_flight, 1);
+		return on_headers(req, url, method);
+	}
+	if (req->queued)
+	{
+		/* resumed by a worker: its answer is ready */
+		if (!req->answered)
+			return MHD_YES;
+		if (req->job.job_id[0] != '\0')
+			snprintf(req->job_id, sizeof req->job_id, "%s", req->job.job_id);
+		req->queued = false;
+		body = req->job.body;
+		req->job.body = NULL;
+		return send_json(req, req->job.status, body, req->job.retry_after);
+	}
+	if (*upload_data_size > 0)
+	{
+		on_body(req, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (!req->is_callback)
+		return MHD_YES;
+	return on_complete(req);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct http_server *server = cls;
+	struct request *req = *con_cls;
+	double		duration;
+
+	(void) toe;
+	if (req == NULL)
+		return;
+	*con_cls = NULL;
+	duration = seconds_since(&req->start);
+	log_request(req->method, req->path, req->status, duration,
+				req->delivery_id[0] ? req->delivery_id : NULL,
+				req->job_id[0] ? req->job_id : NULL);
+	if (req->status != 0)
+		metrics_observe_request(req->ep, req->status, duration);
+	set_receiving(server, conn, true);
+	cJSON_free(req->job.body);
+	free(req->body);
+	free(req);
+
+	pthread_mutex_lock(&server->lock);
+	if (atomic_fetch_sub(&server->in_flight, 1) == 1)
+		pthread_cond_broadcast(&server->idle);
+	pthread_mutex_unlock(&server->lock);
+}
+
+/*
+ * Tracks connections for the reaper.  MHD reports a closed connection here
+ * before it closes the socket, so under the lock an entry's fd is always the
+ * connection's own.
+ */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct http_server *server = cls;
+	struct conn_entry *e;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *info =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		e = calloc(1, sizeof *e);
+		if (e == NULL || info == NULL)
+		{
+			free(e);
+			return;
+		}
+		e->fd = info->connect_fd;
+		e->receiving = true;
+		deadline_from_now(&e->deadline, server->cfg->request_timeout_ms);
+		pthread_mutex_lock(&server->lock);
+		e->next = server->conns;
+		if (server->conns != NULL)
+			server->conns->prev = e;
+		server->conns = e;
+		pthread_mutex_unlock(&server->lock);
+		*socket_context = e;
+		return;
+	}
+
+	e = *socket_context;
+	if (e == NULL)
+		return;
+	pthread_mutex_lock(&server->lock);
+	if (e->prev != NULL)
+		e->prev->next = e->next;
+	else
+		server->conns = e->next;
+	if (e->next != NULL)
+		e->next->prev = e->prev;
+	pthread_mutex_unlock(&server->lock);
+	free(e);
+	*socket_context = NULL;
+}
+
+/*
+ * Closes connections whose request has not fully arrived by its deadline.
+ * shutdown() makes MHD see the end of the stream and close the connection
+ * in its own thread, the only one allowed to.
+ */
+static void *
+reaper_main(void *arg)
+{
+	struct http_server *server = arg;
+
+	pthread_mutex_lock(&server->lock);
+	while (!server->reaper_stop)
+	{
+		struct timespec now;
+		struct timespec wake;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		for (struct conn_entry *e = server->conns; e != NULL; e = e->next)
+			if (e->receiving && past(&e->deadline, &now))
+			{
+				shutdown(e->fd, SHUT_RDWR);
+				e->receiving = false;
+			}
+		clock_gettime(CLOCK_REALTIME, &wake);
+		wake.tv_sec += 1;
+		pthread_cond_timedwait(&server->reaper_wake, &server->lock, &wake);
+	}
+	pthread_mutex_unlock(&server->lock);
+	return NULL;
+}
+
+/*
+ * MHD reports every client that disconnects or times out; those are normal
+ * for a server on the network (and the reaper causes some on purpose), so
+ * only the daemon's own troubles reach the log.
+ */
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	static const char *const client_noise[] = {
+		"closed", "timed out", "timeout", "Connection reset",
+		"Failed to receive", "Failed to send", "Broken pipe"
+	};
+	char		msg[512];
+	size_t		len;
+
+	(void) cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	for (size_t i = 0; i < sizeof client_noise / sizeof client_noise[0]; i++)
+		if (strstr(msg, client_noise[i]) != NULL)
+			return;
+	len = strlen(msg);
+	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+		msg[--len] = '\0';
+	log_warn("libmicrohttpd: %s", msg);
+}
+
+/* Raises the open-file limit to its hard limit; returns the new soft limit. */
+static rlim_t
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max)
+	{
+		rlim_t		old = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		{
+			log_warn("cannot raise the open-file limit: setrlimit: %s",
+					 strerror(errno));
+			rl.rlim_cur = old;
+		}
+	}
+	return rl.rlim_cur;
+}
+
+int
+http_bind(const struct config *cfg, char *err, size_t errlen)
+{
+	struct addrinfo hints;
+	struct addrinfo *res;
+	int			rc;
+	int			fd = -1;
+	int			saved = 0;
+
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(cfg->listen_host, cfg->listen_port, &hints, &res);
+	if (rc != 0)
+	{
+		snprintf(err, errlen, "cannot resolve listen address %s: getaddrinfo: %s",
+				 cfg->listen_host, gai_strerror(rc));
+		return -1;
+	}
+	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
+	{
+		int			one = 1;
+
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+					ai->ai_protocol);
+		if (fd < 0)
+		{
+			saved = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+			listen(fd, (int) (cfg->max_connections < SOMAXCONN ? SOMAXCONN : cfg->max_connections)) == 0)
+			break;
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		snprintf(err, errlen, "cannot listen on %s port %s: bind: %s",
+				 cfg->listen_host, cfg->listen_port, strerror(saved));
+	return fd;
+}
+
+struct http_server *
+http_start(const struct config *cfg, int listen_fd, struct db_pool *pool,
+		   char *err, size_t errlen)
+{
+	struct http_server *server = calloc(1, sizeof *server);
+	rlim_t		fds = raise_fd_limit();
+	long		limit = cfg->max_connections;
+	pthread_condattr_t attr;
+	int			rc;
+
+	if (server == NULL)
+	{
+		snprintf(err, errlen, "cannot start the HTTP server: out of memory");
+		return NULL;
+	}
+	server->cfg = cfg;
+	server->pool = pool;
+	pthread_mutex_init(&server->lock, NULL);
+	pthread_cond_init(&server->idle, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_REALTIME);
+	pthread_cond_init(&server->reaper_wake, &attr);
+	pthread_condattr_destroy(&attr);
+
+	if ((rlim_t) limit + (rlim_t) cfg->pool + FD_RESERVE > fds)
+	{
+		long		capped = (long) fds - cfg->pool - FD_RESERVE;
+
+		if (capped < 4)
+		{
+			snprintf(err, errlen,
+					 "open-file limit %llu is too low for --pool %ld; raise ulimit -n",
+					 (unsigned long long) fds, cfg->pool);
+			http_stop(server);
+			return NULL;
+		}
+		log_warn("connection limit lowered from %ld to %ld by the open-file limit %llu",
+				 limit, capped, (unsigned long long) fds);
+		limit = capped;
+	}
+
+	rc = pthread_create(&server->reaper, NULL, reaper_main, server);
+	if (rc != 0)
+	{
+		snprintf(err, errlen, "cannot start the reaper thread: pthread_create: %s",
+				 strerror(rc));
+		http_stop(server);
+		return NULL;
+	}
+	server->reaper_started = true;
+
+	server->daemon = MHD_start_daemon(
+									  MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+									  MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+									  0, NULL, NULL, on_request, server,
+									  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+									  MHD_OPTION_LISTEN_SOCKET, listen_fd,
+									  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
+									  MHD_OPTION_CONNECTION_TIMEOUT,
+									  (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),
+									  MHD_OPTION_NOTIFY_COMPLETED, on_completed, server,
+									  MHD_OPTION_NOTIFY_CONNECTION, on_connection, server,
+									  MHD_OPTION_END);
+	if (server->daemon == NULL)
+	{
+		snprintf(err, errlen, "cannot start the HTTP server: MHD_start_daemon failed");
+		http_stop(server);
+		return NULL;
+	}
+	return server;
+}
+
+void
+http_quiesce(struct http_server *server)
+{
+	MHD_socket	fd;
+
+	atomic_store(&server->draining, true);
+	fd = MHD_quiesce_daemon(server->daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+}
+
+bool
+http_drain(struct http_server *server, long timeout_ms)
+{
+	struct timespec deadline;
+	bool		idle = true;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000)
+	{
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&server->lock);
+	while (atomic_load(&server->in_flight) > 0)
+		if (pthread_cond_timedwait(&server->idle, &server->lock, &deadline) == ETIMEDOUT)
+		{
+			idle = atomic_load(&server->in_flight) == 0;
+			break;
+		}
+	pthread_mutex_unlock(&server->lock);
+	return idle;
+}
+
+void
+http_stop(struct http_server *server)
+{
+	if (server->daemon != NULL)
+		MHD_stop_daemon(server->daemon);
+	if (server->reaper_started)
+	{
+		pthread_mutex_lock(&server->lock);
+		server->reaper_stop = true;
+		pthread_cond_signal(&server->reaper_wake);
+		pthread_mutex_unlock(&server->lock);
+		pthread_join(server->reaper, NULL);
+	}
+	pthread_mutex_destroy(&server->lock);
+	pthread_cond_destroy(&server->idle);
+	pthread_cond_destroy(&server->reaper_wake);
+	free(server);
+}

@@ -1,0 +1,235 @@
+/*
+ * log.c - leveled logging to stderr.
+ *
+ * Text lines are "ts=... level=... msg=..." followed by key=value fields;
+ * values that are not plain tokens are quoted and escaped, so a header value
+ * chosen by a client cannot forge or split a log line.  The JSON format
+ * builds each line with cJSON for the same reason.  Each line goes out in a
+ * single write so lines from different threads never interleave.
+ */
+#include "log.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_LINE_MAX 2048
+#define LOG_VALUE_MAX 200
+
+static enum log_format log_format = LOG_FORMAT_TEXT;
+
+void
+log_set_format(enum log_format format)
+{
+	log_format = format;
+}
+
+static void
+format_timestamp(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm	tm;
+	size_t		n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03dZ", (int) (ts.tv_nsec / 1000000) % 1000);
+}
+
+static void
+write_line(const char *line, size_t len)
+{
+	while (len > 0)
+	{
+		ssize_t		n = write(STDERR_FILENO, line, len);
+
+		if (n <= 0)
+			return;
+		line += n;
+		len -= (size_t) n;
+	}
+}
+
+/* Appends " key=value" to buf, quoting and escaping value when needed. */
+static void
+append_field(char *buf, size_t *used, size_t cap, const char *key,
+			 const char *value, size_t limit)
+{
+	size_t		pos = *used;
+	bool		plain = value[0] != '\0';
+	int			n;
+
+	for (const char *p = value; *p && plain; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c <= ' ' || c >= 0x7f || c == '"' || c == '=' || c == '\\')
+			plain = false;
+	}
+
+	n = snprintf(buf + pos, cap - pos, " %s=%s", key, plain ? "" : "\"");
+	if (n < 0 || (size_t) n >= cap - pos)
+		return;
+	pos += (size_t) n;
+
+	for (size_t i = 0; value[i] && i < limit && pos + 5 < cap; i++)
+	{
+		unsigned char c = (unsigned char) value[i];
+
+		if (c < ' ' || c >= 0x7f || c == '"' || c == '\\')
+			pos += (size_t) snprintf(buf + pos, cap - pos, "\\x%02x", c);
+		else
+			buf[pos++] = (char) c;
+	}
+	if (!plain && pos + 1 < cap)
+		buf[pos++] = '"';
+	buf[pos] = '\0';
+	*used = pos;
+}
+
+static void
+emit_text(const char *level, const char *msg, const char *const *fields,
+		  int nfields)
+{
+	char		line[LOG_LINE_MAX];
+	char		ts[32];
+	size_t		used = 0;
+
+	format_timestamp(ts, sizeof ts);
+	line[0] = '\0';
+	append_field(line, &used, sizeof line - 1, "ts", ts, LOG_VALUE_MAX);
+	append_field(line, &used, sizeof line - 1, "level", level, LOG_VALUE_MAX);
+	append_field(line, &used, sizeof line - 1, "msg", msg, sizeof line);
+	for (int i = 0; i + 1 < nfields; i += 2)
+		if (fields[i + 1] != NULL)
+			append_field(line, &used, sizeof line - 1, fields[i], fields[i + 1],
+						 LOG_VALUE_MAX);
+	/* drop the leading space of the first field */
+	line[used++] = '\n';
+	write_line(line + 1, used - 1);
+}
+
+/*
+ * status and duration are numbers in JSON so log processors can aggregate
+ * them; has_request says whether they belong in the line at all.
+ */
+static void
+emit_json(const char *level, const char *msg, const char *const *fields,
+		  int nfields, bool has_request, unsigned int status, double duration)
+{
+	cJSON	   *obj = cJSON_CreateObject();
+	char		ts[32];
+	char	   *text;
+	char	   *line;
+	size_t		len;
+
+	if (obj == NULL)
+		return;
+	format_timestamp(ts, sizeof ts);
+	cJSON_AddStringToObject(obj, "ts", ts);
+	cJSON_AddStringToObject(obj, "level", level);
+	cJSON_AddStringToObject(obj, "msg", msg);
+	for (int i = 0; i + 1 < nfields; i += 2)
+		if (fields[i + 1] != NULL)
+			cJSON_AddStringToObject(obj, fields[i], fields[i + 1]);
+	if (has_request)
+	{
+		cJSON_AddNumberToObject(obj, "status", status);
+		cJSON_AddNumberToObject(obj, "duration_s", duration);
+	}
+	text = cJSON_PrintUnformatted(obj);
+	cJSON_Delete(obj);
+	if (text == NULL)
+		return;
+	len = strlen(text);
+	line = malloc(len + 1);
+	if (line != NULL)
+	{
+		memcpy(line, text, len);
+		line[len] = '\n';
+		write_line(line, len + 1);
+		free(line);
+	}
+	cJSON_free(text);
+}
+
+static void
+log_message(const char *level, const char *fmt, va_list ap)
+{
+	char		msg[1024];
+
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	if (log_format == LOG_FORMAT_JSON)
+		emit_json(level, msg, NULL, 0, false, 0, 0);
+	else
+		emit_text(level, msg, NULL, 0);
+}
+
+void
+log_error(const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	log_message("error", fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warn(const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	log_message("warning", fmt, ap);
+	va_end(ap);
+}
+
+void
+log_info(const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	log_message("info", fmt, ap);
+	va_end(ap);
+}
+
+void
+log_request(const char *method, const char *path, unsigned int status,
+			double duration_seconds, const char *delivery_id,
+			const char *job_id)
+{
+	char		status_text[16];
+	char		duration_text[32];
+
+	if (log_format == LOG_FORMAT_JSON)
+	{
+		const char *fields[] = {
+			"method", method, "path", path,
+			"delivery_id", delivery_id, "job_id", job_id
+		};
+
+		emit_json("info", "request", fields,
+				  (int) (sizeof fields / sizeof fields[0]),
+				  true, status, duration_seconds);
+	}
+	else
+	{
+		const char *fields[] = {
+			"method", method, "path", path, "status", status_text,
+			"duration_s", duration_text,
+			"delivery_id", delivery_id, "job_id", job_id
+		};
+
+		snprintf(status_text, sizeof status_text, "%u", status);
+		snprintf(duration_text, sizeof duration_text, "%.6f", duration_seconds);
+		emit_text("info", "request", fields,
+				  (int) (sizeof fields / sizeof fields[0]));
+	}
+}

@@ -1,0 +1,133 @@
+/*
+ * main.c - provision-listener: verified webhook callbacks in, one call of
+ * provision.handle_callback() out.
+ *
+ * Parse the configuration, check it (including binding the port), open the
+ * database pool, start HTTP, wait for SIGTERM or SIGINT, drain, exit.
+ */
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "log.h"
+
+#include <cjson/cJSON.h>
+#include <libpq-fe.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_CONFIG 2
+
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_stop_signal(int signo)
+{
+	(void) signo;
+	stop_requested = 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct config cfg;
+	char		err[512];
+	sigset_t	stop_signals;
+	sigset_t	waiting_mask;
+	struct sigaction sa;
+	struct db_pool *pool;
+	struct http_server *http;
+	int			listen_fd;
+
+	switch (config_parse(&cfg, argc, argv, getenv, err, sizeof err))
+	{
+		case CONFIG_HELP:
+			config_usage(stdout);
+			config_free(&cfg);
+			return EXIT_SUCCESS;
+		case CONFIG_VERSION:
+			printf("provision-listener %s\n", PROVISION_LISTENER_VERSION);
+			config_free(&cfg);
+			return EXIT_SUCCESS;
+		case CONFIG_ERROR:
+			fprintf(stderr, "provision-listener: %s\n", err);
+			config_free(&cfg);
+			return EXIT_CONFIG;
+		case CONFIG_OK:
+			break;
+	}
+	/* the secret is in cfg now; keep it from libpq and anything we spawn */
+	unsetenv("PROVISION_WEBHOOK_SECRET");
+	log_set_format(cfg.log_format);
+
+	/*
+	 * Block the stop signals in every thread; the main thread takes them
+	 * only inside sigsuspend(), so the handler cannot race the check.
+	 */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, &waiting_mask);
+	sigdelset(&waiting_mask, SIGTERM);
+	sigdelset(&waiting_mask, SIGINT);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+
+	listen_fd = http_bind(&cfg, err, sizeof err);
+	if (listen_fd < 0)
+	{
+		fprintf(stderr, "provision-listener: %s\n", err);
+		config_free(&cfg);
+		return EXIT_CONFIG;
+	}
+
+	log_info("provision-listener %s starting: libpq %d, libmicrohttpd %s, %s, cJSON %s",
+			 PROVISION_LISTENER_VERSION, PQlibVersion(), MHD_get_version(),
+			 OpenSSL_version(OPENSSL_VERSION), cJSON_Version());
+
+	pool = db_pool_open(&cfg, err, sizeof err);
+	if (pool == NULL)
+	{
+		log_error("%s", err);
+		close(listen_fd);
+		config_free(&cfg);
+		return EXIT_FAILURE;
+	}
+
+	http = http_start(&cfg, listen_fd, pool, err, sizeof err);
+	if (http == NULL)
+	{
+		log_error("%s", err);
+		close(listen_fd);
+		db_pool_close(pool);
+		config_free(&cfg);
+		return EXIT_FAILURE;
+	}
+	log_info("listening on %s port %s with %ld database connections and %ld workers",
+			 cfg.listen_host, cfg.listen_port, cfg.pool, cfg.threads);
+
+	while (!stop_requested)
+		sigsuspend(&waiting_mask);
+
+	log_info("stopping: no new connections, finishing requests in progress");
+	http_quiesce(http);
+	if (!http_drain(http, cfg.shutdown_timeout_ms))
+		log_warn("requests still in progress after %ldms; closing anyway",
+				 cfg.shutdown_timeout_ms);
+	/* answers queued jobs, so their connections can be resumed and closed */
+	db_pool_close(pool);
+	http_drain(http, 1000);
+	http_stop(http);
+	log_info("stopped");
+	config_free(&cfg);
+	return EXIT_SUCCESS;
+}

@@ -1,0 +1,189 @@
+/*
+ * respond.c - pure decisions behind each HTTP answer.
+ */
+#include "respond.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define JSON_MEDIA_TYPE "application/json"
+
+bool
+content_type_is_json(const char *content_type)
+{
+	const char *p = content_type;
+	size_t		n = strlen(JSON_MEDIA_TYPE);
+
+	if (p == NULL)
+		return false;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, JSON_MEDIA_TYPE, n) != 0)
+		return false;
+	p += n;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p == '\0' || *p == ';';
+}
+
+struct sqlstate_action
+sqlstate_to_http(const char *s)
+{
+	struct sqlstate_action a = {500, false, false};
+
+	if (s == NULL || strlen(s) != 5)
+	{
+		/* no SQLSTATE: the connection failed, so the outcome is unknown */
+		a.http_status = 503;
+		a.retry_after = true;
+	}
+	else if (strncmp(s, "22", 2) == 0)
+		a.http_status = 400;
+	else if (strcmp(s, "P0002") == 0)
+		a.http_status = 404;
+	else if (strcmp(s, "55000") == 0)
+		a.http_status = 409;
+	else if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
+	{
+		a.http_status = 503;
+		a.retry = true;
+		a.retry_after = true;
+	}
+
+	/*
+	 * Connection exceptions, server shutdown or startup, too many
+	 * connections, a read-only (standby) server, and statement or lock
+	 * timeouts are all conditions that clear up without the client changing
+	 * anything.
+	 */
+	else if (strncmp(s, "08", 2) == 0 || strncmp(s, "53", 2) == 0 ||
+			 strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 ||
+			 strcmp(s, "57P03") == 0 || strcmp(s, "57014") == 0 ||
+			 strcmp(s, "55P03") == 0 || strcmp(s, "25006") == 0)
+	{
+		a.http_status = 503;
+		a.retry_after = true;
+	}
+	return a;
+}
+
+const char *
+detail_current_status(const char *detail, char *buf, size_t len)
+{
+	static const char prefix[] = "current status: ";
+	const char *p;
+	size_t		n;
+
+	if (detail == NULL || strncmp(detail, prefix, sizeof prefix - 1) != 0)
+		return NULL;
+	p = detail + sizeof prefix - 1;
+	n = strcspn(p, " .\n\r\t");
+	if (n == 0 || n >= len)
+		return NULL;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+static char *
+print_and_free(cJSON *obj)
+{
+	char	   *text = cJSON_PrintUnformatted(obj);
+
+	cJSON_Delete(obj);
+	return text;
+}
+
+char *
+json_error_body(const char *message)
+{
+	cJSON	   *obj = cJSON_CreateObject();
+
+	if (obj == NULL)
+		return NULL;
+	if (cJSON_AddStringToObject(obj, "error", message) == NULL)
+	{
+		cJSON_Delete(obj);
+		return NULL;
+	}
+	return print_and_free(obj);
+}
+
+static bool
+add_string_or_null(cJSON *obj, const char *key, const char *value)
+{
+	if (value == NULL)
+		return cJSON_AddNullToObject(obj, key) != NULL;
+	return cJSON_AddStringToObject(obj, key, value) != NULL;
+}
+
+char *
+json_conflict_body(const char *message, const char *job_id, const char *status)
+{
+	cJSON	   *obj = cJSON_CreateObject();
+
+	if (obj == NULL)
+		return NULL;
+	if (!add_string_or_null(obj, "error", message) ||
+		!add_string_or_null(obj, "job_id", job_id) ||
+		!add_string_or_null(obj, "status", status))
+	{
+		cJSON_Delete(obj);
+		return NULL;
+	}
+	return print_and_free(obj);
+}
+
+cJSON *
+parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
+{
+	const char *end = NULL;
+	cJSON	   *obj;
+
+	if (len == 0)
+	{
+		snprintf(err, errlen, "request body is empty; expected a JSON object");
+		return NULL;
+	}
+	obj = cJSON_ParseWithLengthOpts(body, len, &end, false);
+	if (obj == NULL)
+	{
+		snprintf(err, errlen, "request body is not valid JSON");
+		return NULL;
+	}
+	while (end < body + len &&
+		   (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+		end++;
+	if (end != body + len)
+	{
+		cJSON_Delete(obj);
+		snprintf(err, errlen, "request body is not valid JSON (trailing data after the value)");
+		return NULL;
+	}
+	if (!cJSON_IsObject(obj))
+	{
+		cJSON_Delete(obj);
+		snprintf(err, errlen, "request body must be a JSON object");
+		return NULL;
+	}
+	return obj;
+}
+
+const char *
+json_job_id(const cJSON *obj, char *buf, size_t len)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, "job_id");
+
+	if (!cJSON_IsString(item) || item->valuestring == NULL ||
+		strlen(item->valuestring) >= len)
+		return NULL;
+	strcpy(buf, item->valuestring);
+	return buf;
+}
+
+bool
+result_is_duplicate(const cJSON *result)
+{
+	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(result, "duplicate"));
+}

@@ -1,0 +1,378 @@
+/*
+ * verify.c - webhook secrets and signature verification.
+ *
+ * Both schemes are HMAC-SHA256 keyed with the same secret bytes.  Computed
+ * MACs are compared with CRYPTO_memcmp so the time taken does not reveal how
+ * many leading bytes of a forged signature were right.
+ */
+#include "verify.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAC_LEN 32
+#define MAC_B64_LEN 44			/* base64 of 32 bytes, with one '=' */
+#define GITHUB_PREFIX "sha256="
+#define WHSEC_PREFIX "whsec_"
+
+struct chunk
+{
+	const void *data;
+	size_t		len;
+};
+
+static bool
+hmac_sha256(const struct secret *key, const struct chunk *chunks, int nchunks,
+			unsigned char out[MAC_LEN])
+{
+	EVP_MAC    *mac;
+	EVP_MAC_CTX *ctx = NULL;
+	OSSL_PARAM	params[2];
+	size_t		outlen = 0;
+	bool		ok = false;
+
+	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (mac == NULL)
+		return false;
+	ctx = EVP_MAC_CTX_new(mac);
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+												 (char *) "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (ctx == NULL || !EVP_MAC_init(ctx, key->key, key->len, params))
+		goto done;
+	for (int i = 0; i < nchunks; i++)
+		if (!EVP_MAC_update(ctx, chunks[i].data, chunks[i].len))
+			goto done;
+	ok = EVP_MAC_final(ctx, out, &outlen, MAC_LEN) && outlen == MAC_LEN;
+done:
+	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(mac);
+	return ok;
+}
+
+static bool
+is_base64_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		(c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+bool
+base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap,
+			  size_t *outlen)
+{
+	size_t		pad = 0;
+	unsigned char tmp[SECRET_MAX_BYTES + 3];
+	int			n;
+
+	if (inlen == 0 || inlen % 4 != 0)
+		return false;
+	if (in[inlen - 1] == '=')
+		pad = (in[inlen - 2] == '=') ? 2 : 1;
+	for (size_t i = 0; i < inlen - pad; i++)
+		if (!is_base64_char((unsigned char) in[i]))
+			return false;
+	/* EVP_DecodeBlock counts padding as zero bytes; the real length is less */
+	if (inlen / 4 * 3 > sizeof tmp || inlen / 4 * 3 - pad > outcap)
+		return false;
+	n = EVP_DecodeBlock(tmp, (const unsigned char *) in, (int) inlen);
+	if (n < 0 || (size_t) n != inlen / 4 * 3)
+		return false;
+	*outlen = (size_t) n - pad;
+	memcpy(out, tmp, *outlen);
+	OPENSSL_cleanse(tmp, sizeof tmp);
+	return true;
+}
+
+bool
+secrets_parse(const char *text, size_t len, struct secrets *out, char *err,
+			  size_t errlen)
+{
+	size_t		pos = 0;
+	int			lineno = 0;
+
+	memset(out, 0, sizeof *out);
+	while (pos < len)
+	{
+		const char *line = text + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		size_t		linelen = nl ? (size_t) (nl - line) : len - pos;
+		struct secret *s;
+
+		pos += linelen + (nl ? 1 : 0);
+		lineno++;
+		if (linelen > 0 && line[linelen - 1] == '\r')
+			linelen--;
+		if (linelen == 0)
+			continue;
+		if (out->count == SECRETS_MAX)
+		{
+			snprintf(err, errlen, "too many secrets: at most %d are accepted",
+					 SECRETS_MAX);
+			goto fail;
+		}
+		s = &out->items[out->count];
+		if (linelen >= strlen(WHSEC_PREFIX) &&
+			memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0)
+		{
+			const char *b64 = line + strlen(WHSEC_PREFIX);
+			size_t		b64len = linelen - strlen(WHSEC_PREFIX);
+
+			if (!base64_decode(b64, b64len, s->key, sizeof s->key, &s->len))
+			{
+				snprintf(err, errlen,
+						 "secret on line %d starts with whsec_ but the rest is not valid base64",
+						 lineno);
+				goto fail;
+			}
+			if (s->len == 0)
+			{
+				snprintf(err, errlen, "secret on line %d is empty after whsec_",
+						 lineno);
+				goto fail;
+			}
+		}
+		else
+		{
+			if (linelen > sizeof s->key)
+			{
+				snprintf(err, errlen, "secret on line %d is longer than %d bytes",
+						 lineno, SECRET_MAX_BYTES);
+				goto fail;
+			}
+			memcpy(s->key, line, linelen);
+			s->len = linelen;
+		}
+		out->count++;
+	}
+	if (out->count == 0)
+	{
+		snprintf(err, errlen, "no secret found (one secret per line expected)");
+		return false;
+	}
+	return true;
+fail:
+	secrets_clear(out);
+	return false;
+}
+
+void
+secrets_clear(struct secrets *secrets)
+{
+	OPENSSL_cleanse(secrets, sizeof *secrets);
+}
+
+static int
+hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * GitHub sends lowercase hex; uppercase is accepted too, because hex case
+ * carries no information and refusing it would only reject honest senders.
+ */
+enum verify_status
+verify_github(const struct secrets *secrets, const char *header,
+			  const unsigned char *body, size_t body_len)
+{
+	unsigned char expected[MAC_LEN];
+	unsigned char mac[MAC_LEN];
+	const char *hex;
+	struct chunk chunk = {body, body_len};
+
+	if (header == NULL)
+		return VERIFY_MISSING;
+	if (strncmp(header, GITHUB_PREFIX, strlen(GITHUB_PREFIX)) != 0)
+		return VERIFY_MALFORMED;
+	hex = header + strlen(GITHUB_PREFIX);
+	if (strlen(hex) != 2 * MAC_LEN)
+		return VERIFY_MALFORMED;
+	for (int i = 0; i < MAC_LEN; i++)
+	{
+		int			hi = hex_value((unsigned char) hex[2 * i]);
+		int			lo = hex_value((unsigned char) hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return VERIFY_MALFORMED;
+		expected[i] = (unsigned char) (hi << 4 | lo);
+	}
+
+	for (int i = 0; i < secrets->count; i++)
+	{
+		if (!hmac_sha256(&secrets->items[i], &chunk, 1, mac))
+			return VERIFY_INTERNAL;
+		if (CRYPTO_memcmp(mac, expected, MAC_LEN) == 0)
+			return VERIFY_OK;
+	}
+	return VERIFY_MISMATCH;
+}
+
+/* Unix seconds: digits only, no sign, no overflow. */
+static bool
+parse_timestamp(const char *text, int64_t *out)
+{
+	int64_t		v = 0;
+
+	if (text == NULL || *text == '\0' || strlen(text) > 18)
+		return false;
+	for (const char *p = text; *p; p++)
+	{
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (*p - '0');
+	}
+	*out = v;
+	return true;
+}
+
+enum verify_status
+verify_standard(const struct secrets *secrets, const char *id,
+				const char *timestamp, const char *signature,
+				const unsigned char *body, size_t body_len, int64_t now,
+				int64_t tolerance)
+{
+	int64_t		ts;
+	unsigned char macs[SECRETS_MAX][MAC_B64_LEN + 1];
+	bool		have_v1 = false;
+	const char *p;
+
+	if (signature == NULL)
+		return VERIFY_MISSING;
+	if (id == NULL || *id == '\0' || !parse_timestamp(timestamp, &ts))
+		return VERIFY_MALFORMED;
+	if (ts < now - tolerance || ts > now + tolerance)
+		return VERIFY_TIMESTAMP;
+
+	for (int i = 0; i < secrets->count; i++)
+	{
+		unsigned char mac[MAC_LEN];
+		struct chunk chunks[] = {
+			{id, strlen(id)}, {".", 1},
+			{timestamp, strlen(timestamp)}, {".", 1},
+			{body, body_len}
+		};
+
+		if (!hmac_sha256(&secrets->items[i], chunks, 5, mac))
+			return VERIFY_INTERNAL;
+		if (EVP_EncodeBlock(macs[i], mac, MAC_LEN) != MAC_B64_LEN)
+			return VERIFY_INTERNAL;
+	}
+
+	/* entries are "version,base64" separated by single spaces */
+	p = signature;
+	while (*p)
+	{
+		const char *end = strchr(p, ' ');
+		size_t		len = end ? (size_t) (end - p) : strlen(p);
+
+		if (len > 3 && memcmp(p, "v1,", 3) == 0)
+		{
+			have_v1 = true;
+			if (len - 3 == MAC_B64_LEN)
+				for (int i = 0; i < secrets->count; i++)
+					if (CRYPTO_memcmp(macs[i], p + 3, MAC_B64_LEN) == 0)
+						return VERIFY_OK;
+		}
+		p += len;
+		while (*p == ' ')
+			p++;
+	}
+	return have_v1 ? VERIFY_MISMATCH : VERIFY_MALFORMED;
+}
+
+void
+verify_request(const struct secrets *secrets, const struct verify_input *in,
+			   struct verify_result *result)
+{
+	enum verify_status st;
+
+	memset(result, 0, sizeof *result);
+	if (in->webhook_signature != NULL)
+	{
+		result->scheme = SCHEME_STANDARD;
+		st = verify_standard(secrets, in->webhook_id, in->webhook_timestamp,
+							 in->webhook_signature, in->body, in->body_len,
+							 in->now, in->tolerance);
+		result->status = st;
+		switch (st)
+		{
+			case VERIFY_OK:
+				break;
+			case VERIFY_MALFORMED:
+				if (in->webhook_id == NULL || in->webhook_id[0] == '\0')
+					snprintf(result->message, sizeof result->message,
+							 "missing header webhook-id (required with webhook-signature)");
+				else if (in->webhook_timestamp == NULL)
+					snprintf(result->message, sizeof result->message,
+							 "missing header webhook-timestamp (required with webhook-signature)");
+				else
+				{
+					int64_t		ts;
+
+					if (!parse_timestamp(in->webhook_timestamp, &ts))
+						snprintf(result->message, sizeof result->message,
+								 "header webhook-timestamp must be Unix seconds");
+					else
+						snprintf(result->message, sizeof result->message,
+								 "header webhook-signature has no v1,<base64> entry");
+				}
+				break;
+			case VERIFY_TIMESTAMP:
+				snprintf(result->message, sizeof result->message,
+						 "header webhook-timestamp is more than %lld seconds away from the current time",
+						 (long long) in->tolerance);
+				break;
+			case VERIFY_MISMATCH:
+				snprintf(result->message, sizeof result->message,
+						 "header webhook-signature does not match the request");
+				break;
+			case VERIFY_MISSING:
+			case VERIFY_INTERNAL:
+				snprintf(result->message, sizeof result->message,
+						 "signature could not be verified");
+				break;
+		}
+		return;
+	}
+	if (in->hub_signature != NULL)
+	{
+		result->scheme = SCHEME_GITHUB;
+		st = verify_github(secrets, in->hub_signature, in->body, in->body_len);
+		result->status = st;
+		switch (st)
+		{
+			case VERIFY_OK:
+				break;
+			case VERIFY_MALFORMED:
+				snprintf(result->message, sizeof result->message,
+						 "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
+				break;
+			case VERIFY_MISMATCH:
+				snprintf(result->message, sizeof result->message,
+						 "header X-Hub-Signature-256 does not match the body");
+				break;
+			case VERIFY_MISSING:
+			case VERIFY_TIMESTAMP:
+			case VERIFY_INTERNAL:
+				snprintf(result->message, sizeof result->message,
+						 "signature could not be verified");
+				break;
+		}
+		return;
+	}
+	result->scheme = SCHEME_NONE;
+	result->status = VERIFY_MISSING;
+	snprintf(result->message, sizeof result->message,
+			 "missing signature: send X-Hub-Signature-256, or webhook-id, webhook-timestamp and webhook-signature");
+}

@@ -1,0 +1,185 @@
+
+# Every error row of SPEC's response table over HTTP, and the order of the
+# checks: route (404, 405) -> size (413) -> content type (415) -> signature
+# (401) -> JSON (400) -> database (404 unknown job, 409).  413 is pinned both
+# by Content-Length (answered before any body byte is sent) and by a chunked
+# body that grows past --max-body.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ProvisionTest;
+
+my $max = 1024;
+my $node = ProvisionTest::new_node('responses');
+my $l = ProvisionTest::start_listener(node => $node, args => [ '--max-body', $max ]);
+my $secret = ($l->secrets)[0];
+
+# An error answer: the status, a JSON object body with a non-empty "error",
+# Content-Type application/json.
+sub error_is
+{
+	my ($r, $status, $name, $error_re) = @_;
+	is($r->{status}, $status, "$name: $status") or diag explain $r;
+	like($r->{headers}{'content-type'} // '', qr{^application/json}i,
+		"$name: Content-Type application/json");
+	ok(ref $r->{json} eq 'HASH' && length($r->{json}{error} // ''),
+		"$name: JSON body with error");
+	like($r->{json}{error} // '', $error_re, "$name: error text") if $error_re;
+}
+
+my ($agent, $job) = ProvisionTest::new_job($node, status => 'dispatched');
+
+# --- 400: body not JSON, not an object, invalid field ---
+error_is($l->callback('{"job_id": '), 400, 'truncated JSON', qr/json/i);
+error_is($l->callback(''), 400, 'empty body');
+error_is($l->callback('[1, 2]'), 400, 'JSON array', qr/object/i);
+error_is($l->callback('"running"'), 400, 'JSON string', qr/object/i);
+error_is($l->callback({ status => 'running' }), 400, 'job_id missing', qr/job_id/);
+error_is($l->callback({ job_id => 'not-a-uuid', status => 'running' }),
+	400, 'job_id not a uuid', qr/job_id|uuid/);
+error_is($l->callback({ job_id => $job }), 400, 'status missing', qr/status/);
+error_is($l->callback({ job_id => $job, status => 'exploded' }),
+	400, 'unknown status', qr/status/);
+error_is($l->callback({ job_id => $job, status => 42 }),
+	400, 'status of the wrong JSON type', qr/status/);
+error_is(
+	$l->callback({
+		job_id => $job, status => 'running', server_id => '1',
+		server_ip => 'not-an-ip', tailscale_ip => '100.64.0.1' }),
+	400, 'server_ip not an IP', qr/server_ip|inet/);
+error_is($l->callback({ job_id => $job, status => 'running', server_id => '1' }),
+	400, 'running with some but not all metadata', qr/server_ip|tailscale_ip|metadata/);
+is(ProvisionTest::job_row($node, $job)->{status}, 'dispatched', '400s changed nothing');
+
+# --- 404: unknown path, unknown job ---
+error_is($l->callback({ job_id => $job, status => 'provisioning' }, path => '/webhooks/gitlab'),
+	404, 'POST to an unknown path');
+error_is($l->get('/'), 404, 'GET /');
+error_is($l->get('/webhooks/github/extra'), 404, 'GET below the callback path');
+my $nojob = '00000000-0000-4000-8000-000000000000';
+error_is($l->callback({ job_id => $nojob, status => 'provisioning' }), 404, 'unknown job',
+	qr/\Q$nojob\E|job/);
+
+# --- 405 with Allow ---
+for my $case ([ 'GET', '/webhooks/github', 'POST' ], [ 'PUT', '/api/webhooks/github', 'POST' ],
+	[ 'POST', '/healthz', 'GET' ], [ 'DELETE', '/readyz', 'GET' ], [ 'POST', '/metrics', 'GET' ])
+{
+	my ($method, $path, $allowed) = @$case;
+	my $r = $l->request($method, $path, body => $method eq 'GET' ? undef : '{}',
+		headers => { 'Content-Type' => 'application/json' });
+	error_is($r, 405, "$method $path");
+	like($r->{headers}{allow} // '', qr/\b$allowed\b/, "$method $path: Allow names $allowed");
+}
+
+# --- 409 with job_id and the current status ---
+my (undef, $cancelled) = ProvisionTest::new_job($node, status => 'cancelled');
+my $r = $l->callback({ job_id => $cancelled, status => 'provisioning' });
+error_is($r, 409, 'provisioning on a cancelled job');
+is($r->{json}{job_id}, $cancelled,  '409 names the job');
+is($r->{json}{status}, 'cancelled', '409 gives the current status');
+my (undef, $running) = ProvisionTest::new_job($node, status => 'running');
+$r = $l->callback({ job_id => $running, status => 'failed', error => 'late' }, scheme => 'standard');
+error_is($r, 409, 'failed on a running job');
+is($r->{json}{status}, 'running', '409 gives status running');
+is(ProvisionTest::job_row($node, $running)->{status}, 'running', '409 changed nothing');
+my (undef, $failed) = ProvisionTest::new_job($node, status => 'failed');
+$r = $l->callback({ job_id => $failed, status => 'heartbeat' });
+error_is($r, 409, 'heartbeat on a failed job');
+is($r->{json}{status}, 'failed', '409 gives status failed');
+
+# --- 415 ---
+error_is($l->callback({ job_id => $job, status => 'provisioning' }, content_type => 'text/plain'),
+	415, 'text/plain', qr/content-type|application\/json/i);
+error_is($l->callback({ job_id => $job, status => 'provisioning' },
+		content_type => 'application/x-www-form-urlencoded'), 415, 'form encoding');
+error_is($l->callback({ job_id => $job, status => 'provisioning' }, content_type => 'application/jsonp'),
+	415, 'application/jsonp is not application/json');
+error_is($l->callback({ job_id => $job, status => 'provisioning' },
+		content_type => 'application/json-seq'), 415, 'application/json-seq is not application/json');
+{
+	my $body = ProvisionTest::encode_json({ job_id => $job, status => 'provisioning' });
+	my $sig = ProvisionTest::sign_github($secret, $body);
+	my $resp = $l->raw("POST /webhooks/github HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+		  . "X-Hub-Signature-256: $sig\r\nContent-Length: " . length($body) . "\r\n\r\n$body");
+	error_is($resp, 415, 'no Content-Type header');
+}
+$r = $l->callback({ job_id => $job, status => 'provisioning' },
+	content_type => 'Application/JSON; Charset=UTF-8');
+is($r->{status}, 200, 'media type and parameter names are case-insensitive') or diag explain $r;
+
+# --- 413 by Content-Length, before any body is sent ---
+for my $len ($max + 1, 10_000_000_000)
+{
+	my $resp = $l->raw("POST /webhooks/github HTTP/1.1\r\nHost: t\r\n"
+		  . "Content-Type: application/json\r\nX-Hub-Signature-256: sha256=" . ('0' x 64) . "\r\n"
+		  . "Content-Length: $len\r\n\r\n", timeout => 10);
+	error_is($resp, 413, "Content-Length $len, no body sent", qr/\Q$max\E/);
+	ok($resp && $resp->{elapsed} < 5, "Content-Length $len: answered without waiting for the body");
+}
+
+# Exactly --max-body is allowed (the body is padded with JSON whitespace).
+{
+	my $body = ProvisionTest::encode_json({ job_id => $job, status => 'heartbeat' });
+	$body .= ' ' x ($max - length $body);
+	is(length $body, $max, 'padded body is exactly --max-body');
+	my $ok = $l->callback($body);
+	is($ok->{status}, 200, 'a body of exactly --max-body is accepted') or diag explain $ok;
+	error_is($l->callback("$body "), 413, 'one byte over --max-body');
+}
+
+# --- 413 while reading a chunked body ---
+{
+	my $chunk = '{' . (' ' x 254) . "\n";
+	my $head = "POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+	  . "X-Hub-Signature-256: sha256=" . ('0' x 64) . "\r\nTransfer-Encoding: chunked\r\n\r\n";
+	my @pieces = map { sprintf("%x\r\n%s\r\n", length $chunk, $chunk) } 1 .. 8;
+	push @pieces, "0\r\n\r\n";
+	my $resp = $l->raw($head, then => \@pieces, delay => 0.02, timeout => 10);
+	error_is($resp, 413, 'chunked body past --max-body');
+
+	# A chunked body under the limit is read and verified as usual.
+	my $body = ProvisionTest::encode_json({ job_id => $job, status => 'heartbeat' });
+	my $sig = ProvisionTest::sign_github($secret, $body);
+	my $half = int(length($body) / 2);
+	$resp = $l->raw("POST /webhooks/github HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+		  . "Content-Type: application/json\r\nX-Hub-Signature-256: $sig\r\n"
+		  . "Transfer-Encoding: chunked\r\n\r\n",
+		then => [
+			sprintf("%x\r\n%s\r\n", $half, substr($body, 0, $half)),
+			sprintf("%x\r\n%s\r\n", length($body) - $half, substr($body, $half)),
+			"0\r\n\r\n"
+		]);
+	is($resp && $resp->{status}, 200, 'chunked body under the limit is accepted')
+	  or diag explain $resp;
+}
+
+# --- order of checks ---
+{
+	my $bad_sig = { 'X-Hub-Signature-256' => 'sha256=' . ('0' x 64) };
+	my $big = '{' . (' ' x ($max + 10)) . '}';
+	error_is($l->request('POST', '/webhooks/gitlab', body => $big,
+			headers => { %$bad_sig, 'Content-Type' => 'text/plain' }),
+		404, 'unknown path beats size, content type and signature');
+	error_is($l->request('GET', '/webhooks/github', body => $big,
+			headers => { %$bad_sig, 'Content-Type' => 'text/plain' }),
+		405, 'wrong method beats size, content type and signature');
+	error_is($l->request('POST', '/webhooks/github', body => $big,
+			headers => { %$bad_sig, 'Content-Type' => 'text/plain' }),
+		413, 'oversized body with bad content type and bad signature: 413');
+	error_is($l->request('POST', '/webhooks/github', body => 'not json',
+			headers => { %$bad_sig, 'Content-Type' => 'text/plain' }),
+		415, 'bad content type with bad signature: 415');
+	error_is($l->request('POST', '/webhooks/github', body => 'not json',
+			headers => { %$bad_sig, 'Content-Type' => 'application/json' }),
+		401, 'bad signature with a non-JSON body: 401');
+}
+
+is(ProvisionTest::job_row($node, $job)->{status}, 'provisioning',
+	'only the accepted requests changed the job');
+ok($l->running, 'listener still running after every error case');
+is($l->stop, 0, 'listener exits 0');
+
+done_testing();

@@ -1,0 +1,108 @@
+
+# Stalled and slow clients cannot hold the listener: with 50 connections
+# that sent partial headers or partial bodies and then went quiet, a normal
+# request (health check and a signed callback) is still answered at once;
+# the stalled connections are closed by --idle-timeout, and a client that
+# drips a byte at a time is cut off by --request-timeout.
+
+use strict;
+use warnings;
+
+use IO::Select;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use ProvisionTest;
+
+my $node = ProvisionTest::new_node('stalled');
+# Few workers make a worker-per-connection design fail visibly.
+my $l = ProvisionTest::start_listener(node => $node,
+	args => [ '--pool', '2', '--idle-timeout', '2s', '--request-timeout', '4s' ]);
+my (undef, $job) = ProvisionTest::new_job($node, status => 'provisioning');
+
+my @stalled;
+for my $i (1 .. 50)
+{
+	my $s = $l->connect;
+	my $bytes;
+	if ($i % 3 == 0)
+	{
+		$bytes = "POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: app";
+	}
+	elsif ($i % 3 == 1)
+	{
+		$bytes = "POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+		  . "X-Hub-Signature-256: sha256=" . ('0' x 64) . "\r\nContent-Length: 500\r\n\r\n{\"job_id\":";
+	}
+	else
+	{
+		$bytes = "GE";
+	}
+	syswrite($s, $bytes);
+	push @stalled, $s;
+}
+my $t_open = time();
+
+my $t0 = time();
+my $r = $l->get('/healthz', timeout => 5);
+is($r->{status}, 200, '/healthz answered with 50 stalled connections open');
+my $r2 = $l->callback({ job_id => $job, status => 'heartbeat' }, timeout => 5);
+is($r2->{status}, 200, 'a signed callback answered with 50 stalled connections open');
+my $elapsed = time() - $t0;
+cmp_ok($elapsed, '<', 1.5, 'both answered promptly');
+cmp_ok(time() - $t_open, '<', 2, '(measured before any idle timeout could fire)');
+
+# Several concurrent normal clients at once, still with the stalls open.
+my $results = ProvisionTest::fork_clients(4, sub {
+	my $x = $l->callback({ job_id => $job, status => 'heartbeat' }, timeout => 5);
+	return $x->{status};
+}, timeout => 10);
+is_deeply($results, [ 200, 200, 200, 200 ], 'four parallel callbacks answered meanwhile');
+
+# The idle timeout closes every stalled connection (EOF, maybe after a 408).
+my $sel = IO::Select->new(@stalled);
+my %open = map { fileno($_) => $_ } @stalled;
+my $deadline = time() + 15;
+while (%open && time() < $deadline)
+{
+	for my $s ($sel->can_read(0.2))
+	{
+		my $n = sysread($s, my $buf, 4096);
+		if (!$n)
+		{
+			delete $open{ fileno($s) };
+			$sel->remove($s);
+		}
+	}
+}
+is(scalar keys %open, 0, 'the idle timeout closed all 50 stalled connections');
+cmp_ok(time() - $t_open, '<', 12, 'within a few seconds of --idle-timeout 2s');
+close $_ for @stalled;
+
+# A slow drip keeps the idle timer happy; the request timeout ends it.
+{
+	my $s = $l->connect;
+	my $req = "POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+	  . ("X-Padding: " . ('a' x 200) . "\r\n") x 5;
+	my $t_start = time();
+	my $closed;
+	for my $i (0 .. length($req) - 1)
+	{
+		my $n = syswrite($s, substr($req, $i, 1));
+		if (!defined $n) { $closed = time(); last; }
+		if (IO::Select->new($s)->can_read(0.5))
+		{
+			my $got = sysread($s, my $buf, 4096);
+			if (!$got || $buf =~ m{^HTTP/1\.[01] 4}) { $closed = time(); last; }
+		}
+		last if time() - $t_start > 15;
+	}
+	ok(defined $closed, 'a client dripping one byte every 0.5 s is cut off');
+	cmp_ok(($closed // 99) - $t_start, '<', 10, 'by --request-timeout 4s, not after the whole request');
+	close $s;
+}
+
+is($l->get('/healthz')->{status}, 200, 'listener healthy afterwards');
+is($l->stop, 0, 'listener exits 0');
+
+done_testing();

@@ -1,0 +1,132 @@
+
+# Configuration: --help and --version exit 0; bad configuration (no secret,
+# an empty or unreadable secret file, a bad address, a bad number, an unknown
+# option, a port already in use) exits 2 with exactly one line on stderr that
+# never holds a secret; environment variables configure the listener and
+# flags win over them.
+
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ProvisionTest;
+
+my $secret = ProvisionTest::random_secret();
+my $secret_file = ProvisionTest::write_secret_file($secret);
+
+my $r = ProvisionTest::run_listener_command(['--help']);
+is($r->{exit}, 0, '--help exits 0');
+for my $opt (qw(--listen --database --secret-file --max-body --tolerance --pool --threads
+	--help --version),
+	qw(PROVISION_LISTEN PROVISION_DATABASE_URL PROVISION_WEBHOOK_SECRET PROVISION_MAX_BODY
+	PROVISION_TOLERANCE PROVISION_POOL PROVISION_THREADS))
+{
+	like($r->{stdout}, qr/\Q$opt\E\b/, "--help mentions $opt");
+}
+like($r->{stdout}, qr/127\.0\.0\.1:8080/, '--help shows the default address');
+
+$r = ProvisionTest::run_listener_command(['--version']);
+is($r->{exit}, 0, '--version exits 0');
+like($r->{stdout}, qr/provision-listener.*\b1\.0\b/, '--version names the program and version 1.0');
+
+# One line on stderr, exit 2, nothing from a secret.
+sub refuses
+{
+	my ($name, $args, %opts) = @_;
+	my $x = ProvisionTest::run_listener_command($args, %opts, timeout => 15);
+	is($x->{exit}, 2, "$name: exit 2") or diag explain $x;
+	my @lines = grep { length } split /\n/, $x->{stderr};
+	is(scalar @lines, 1, "$name: one line on stderr") or diag $x->{stderr};
+	like($x->{stderr}, $opts{like}, "$name: the line says what is wrong") if $opts{like};
+	unlike($x->{stderr}, qr/\Q$secret\E/, "$name: no secret in the message");
+	return $x;
+}
+
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my @db = ('--database', 'host=/nonexistent dbname=provision');
+my @base = ('--listen', "127.0.0.1:$port", @db);
+
+refuses('no secret', [@base], like => qr/secret/i);
+refuses('secret file missing', [ @base, '--secret-file', '/nonexistent/secret' ],
+	like => qr{/nonexistent/secret});
+{
+	my $empty = ProvisionTest::write_secret_file();
+	refuses('secret file empty', [ @base, '--secret-file', $empty ], like => qr/secret/i);
+	my $unreadable = ProvisionTest::write_secret_file($secret);
+	chmod 0000, $unreadable;
+  SKIP:
+	{
+		skip 'root reads any file', 4 if open(my $fh, '<', $unreadable);
+		refuses('secret file unreadable', [ @base, '--secret-file', $unreadable ],
+			like => qr/\Q$unreadable\E/);
+	}
+}
+refuses('secret is a directory', [ @base, '--secret-file', PostgreSQL::Test::Utils::tempdir() ]);
+refuses('bad whsec_ secret', [ @base, '--secret-file', ProvisionTest::write_secret_file('whsec_!!notbase64!!') ],
+	like => qr/whsec|base64/i);
+refuses('empty PROVISION_WEBHOOK_SECRET', [@base], env => { PROVISION_WEBHOOK_SECRET => '' },
+	like => qr/secret/i);
+
+for my $addr ('nonsense', '127.0.0.1', '127.0.0.1:99999', '127.0.0.1:http', '300.1.2.3:8000', ':')
+{
+	refuses("--listen $addr", [ '--listen', $addr, @db, '--secret-file', $secret_file ],
+		like => qr/listen|address|port/i);
+}
+refuses('PROVISION_LISTEN bad', [ @db, '--secret-file', $secret_file ],
+	env => { PROVISION_LISTEN => 'nowhere' }, like => qr/listen|address/i);
+for my $bad ([ '--max-body', '0' ], [ '--max-body', '12kb?' ], [ '--pool', '0' ], [ '--pool', 'many' ],
+	[ '--tolerance', '-1' ], [ '--threads', '0' ])
+{
+	refuses("@$bad", [ @base, '--secret-file', $secret_file, @$bad ], like => qr/\Q$bad->[0]\E|\Q$bad->[1]\E/);
+}
+refuses('unknown option', [ @base, '--secret-file', $secret_file, '--frobnicate' ],
+	like => qr/frobnicate/);
+refuses('secret as a command-line value is not an option', [ @base, '--secret', $secret ]);
+
+# A port already in use.
+{
+	my $busy = IO::Socket::INET->new(Listen => 5, LocalAddr => '127.0.0.1', LocalPort => 0,
+		Proto => 'tcp', ReuseAddr => 1) or die "bind: $!";
+	my $busy_port = $busy->sockport;
+	refuses('port in use', [ '--listen', "127.0.0.1:$busy_port", @db, '--secret-file', $secret_file ],
+		like => qr/\Q$busy_port\E|in use/i);
+	close $busy;
+}
+
+# Environment variables configure it; flags win.
+my $node = ProvisionTest::new_node('config');
+my (undef, $job) = ProvisionTest::new_job($node, status => 'provisioning');
+my $env_port = PostgreSQL::Test::Cluster::get_free_port();
+my $l = ProvisionTest::start_listener(
+	node => $node,
+	secret_env => 1,
+	secrets => [$secret],
+	env => {
+		PROVISION_LISTEN    => '127.0.0.1:1',    # overridden by --listen
+		PROVISION_MAX_BODY  => '200',
+		PROVISION_TOLERANCE => '5',
+		PROVISION_POOL      => '3',
+	});
+my $big = ProvisionTest::encode_json({ job_id => $job, status => 'heartbeat', pad => 'x' x 200 });
+is($l->callback($big)->{status}, 413, 'PROVISION_MAX_BODY applies');
+is($l->callback({ job_id => $job, status => 'heartbeat' }, scheme => 'standard',
+		timestamp => time() - 60)->{status}, 401, 'PROVISION_TOLERANCE applies');
+is($l->callback({ job_id => $job, status => 'heartbeat' })->{status}, 200,
+	'PROVISION_WEBHOOK_SECRET verifies; --listen won over PROVISION_LISTEN');
+is(ProvisionTest::metric_sum($l->metrics, 'provision_db_pool_size'), 3, 'PROVISION_POOL applies');
+is($l->stop, 0, 'listener exits 0');
+
+$l = ProvisionTest::start_listener(node => $node, secrets => [$secret],
+	env => { PROVISION_MAX_BODY => '200' }, args => [ '--max-body', '100000' ]);
+is($l->callback($big)->{status}, 200, '--max-body wins over PROVISION_MAX_BODY');
+is($l->stop, 0, 'listener exits 0');
+
+$l = ProvisionTest::start_listener(node => $node, port => $env_port, via_env => 1,
+	secrets => [$secret]);
+is($l->port, $env_port, 'PROVISION_LISTEN sets the address');
+is($l->get('/readyz')->{status}, 200, 'PROVISION_DATABASE_URL sets the database');
+is($l->stop, 0, 'listener exits 0');
+
+done_testing();

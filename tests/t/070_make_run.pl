@@ -1,0 +1,209 @@
+
+# `make run` from a copy of the checkout, as a new user runs it: it serves
+# (/readyz 200) on the address PROVISION_LISTEN names, prints a callback
+# example identical to the README's, and that example, pasted as printed,
+# moves the demo job to running and activates its agent. SIGINT to its process
+# group (what Ctrl-C sends) stops the listener and the cluster, leaving no
+# process behind. A second run reuses the cluster and the secret; after a
+# crash (everything killed, stale postmaster.pid) a third run still starts.
+
+use strict;
+use warnings;
+
+use File::Temp ();
+use HTTP::Tiny;
+use IPC::Run ();
+use POSIX ();
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use ProvisionTest;
+
+my $root = ProvisionTest::repo_root();
+my $timeout = ProvisionTest::timeout();
+
+# A short path: the Unix socket lives in .run/ and its path is limited.
+my $copy = File::Temp::tempdir('provision-run-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+system('cp', '-a', "$root/.", $copy) == 0 or BAIL_OUT("cp -a $root $copy failed");
+system('rm', '-rf', "$copy/.run") == 0 or BAIL_OUT("rm -rf $copy/.run failed");
+
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $listen = "127.0.0.1:$port";
+my $http = HTTP::Tiny->new(timeout => 5);
+my $runs = 0;
+
+# start_run(): `make run` in its own process group (like a terminal's
+# foreground job), output to a log. Returns (pid, log path).
+sub start_run
+{
+	$runs++;
+	my $log = "$PostgreSQL::Test::Utils::log_path/070_make_run_$runs.log";
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		setpgrp(0, 0);
+		chdir $copy or POSIX::_exit(126);
+		delete $ENV{$_} for grep { /^(PROVISION_|PG)/ } keys %ENV;
+		$ENV{PROVISION_LISTEN} = $listen;
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>', $log) or POSIX::_exit(127);
+		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(127);
+		exec('make', 'run') or POSIX::_exit(127);
+	}
+	return ($pid, $log);
+}
+
+sub alive { my ($pid) = @_; return waitpid($pid, POSIX::WNOHANG()) == 0; }
+
+# wait_ready($pid, $log): true once /readyz answers 200 and make run has
+# printed its example; false if make run exits first or time runs out.
+sub wait_ready
+{
+	my ($pid, $log) = @_;
+	# The first run may build and initdb: allow more than one plain wait.
+	return ProvisionTest::wait_until(
+		sub {
+			return 0 unless alive($pid) || die "make run exited early:\n" . slurp_file($log);
+			my $r = $http->get("http://$listen/readyz");
+			return $r->{status} == 200 && slurp_file($log) =~ /Ctrl-C stops/;
+		},
+		timeout => 4 * $timeout,
+		interval => 0.2);
+}
+
+# Processes of ours whose working directory is inside the copy (the
+# postmaster and its children run in .run/pgdata, the listener in the copy).
+sub processes_in_copy
+{
+	my @found;
+	for my $d (glob '/proc/[0-9]*')
+	{
+		my $cwd = readlink("$d/cwd") // next;
+		next unless $cwd eq $copy || index($cwd, "$copy/") == 0;
+		my ($pid) = $d =~ m{(\d+)$};
+		next if $pid == $$;
+		my $cmd = slurp_file("$d/cmdline") // '';
+		$cmd =~ s/\0/ /g;
+		push @found, "$pid $cmd";
+	}
+	return @found;
+}
+
+# stop_run($pid): SIGINT to the process group, then wait for make to exit.
+sub stop_run
+{
+	my ($pid, $log) = @_;
+	kill 'INT', -$pid;
+	my $gone = ProvisionTest::wait_until(sub { !alive($pid) }, timeout => 2 * $timeout);
+	ok($gone, "make run exits after SIGINT (run $runs)") or do {
+		kill 'KILL', -$pid;
+		waitpid($pid, 0);
+	};
+	my $out = slurp_file($log);
+	like($out, qr/make run: listener stopped/, "the listener stopped (run $runs)");
+	like($out, qr/make run: stopping PostgreSQL/, "then the cluster (run $runs)");
+	ok(!kill(0, -$pid), "no process of the run's process group is left (run $runs)");
+	my @left = ProvisionTest::wait_until(sub { !processes_in_copy() }, timeout => 10)
+	  ? () : processes_in_copy();
+	is_deeply(\@left, [], "no PostgreSQL or listener process is left (run $runs)");
+	ok(!-e "$copy/.run/pgdata/postmaster.pid", "the cluster shut down cleanly (run $runs)");
+}
+
+sub psql
+{
+	my ($sql) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'psql', '-X', '-qtA', '-v', 'ON_ERROR_STOP=1', '-h', "$copy/.run",
+			'-U', 'postgres', '-d', 'provision', '-c', $sql ],
+		'>', \$out, '2>', \$err)
+	  or die "psql <$sql> failed: $err";
+	chomp $out;
+	return $out;
+}
+
+# The README's example block: what make run prints, with a sample job id and
+# the default address.
+my $readme = slurp_file("$root/README.md");
+my ($readme_block) =
+  $readme =~ /<!-- make-run-example -->\s*```sh\n(.*?)```\s*<!-- \/make-run-example -->/s;
+ok($readme_block, 'the README has the make run example block');
+$readme_block //= '';
+like($readme_block, qr/^JOB_ID=[0-9a-f-]{36}$/m, 'it starts from a JOB_ID line');
+
+# ---- run 1: fresh ------------------------------------------------------------
+my ($pid, $log) = start_run();
+ok(wait_ready($pid, $log), 'make run serves: /readyz answers 200') or diag(slurp_file($log));
+my $out = slurp_file($log);
+like($out, qr/make run: creating the cluster/, 'the first run creates the cluster');
+like($out, qr/make run: creating a random secret/, 'and the secret');
+is($http->get("http://$listen/healthz")->{status}, 200, '/healthz answers 200');
+
+my ($job) = $out =~ /^JOB_ID=([0-9a-f-]{36})$/m;
+ok($job, 'make run prints the demo job id');
+$job //= '';
+my ($printed) = $out =~ /^(JOB_ID=.*?)\n\n/ms;
+my $expected = $readme_block;
+$expected =~ s/^JOB_ID=\S+$/JOB_ID=$job/m;
+$expected =~ s/127\.0\.0\.1:8080/$listen/g;
+chomp $expected;
+is($printed, $expected, 'the printed example is the README example (job id and address aside)');
+
+is(psql('SHOW listen_addresses'), '', 'the cluster takes no TCP port');
+is(psql("SELECT extversion FROM pg_extension WHERE extname = 'provision'"),
+	'1.0', 'database provision has the extension');
+is(psql("SELECT status FROM provision.provisioning_jobs WHERE id = '$job'"),
+	'pending', 'the demo job is open');
+my $secret = slurp_file("$copy/.run/secret");
+like($secret, qr/^[0-9a-f]{64}\n$/, '.run/secret is 32 random bytes in hex');
+is((stat "$copy/.run/secret")[2] & 07777, 0600, '.run/secret is mode 0600');
+my $sysid = psql('SELECT system_identifier FROM pg_control_system()');
+
+# Paste the example as printed, from the checkout.
+my ($pout, $perr) = ('', '');
+IPC::Run::run([ 'sh', '-c', "cd '$copy' && set -e\n$printed\n" ],
+	'>', \$pout, '2>', \$perr, IPC::Run::timeout($timeout));
+is($?, 0, 'the printed example runs without error') or diag($perr);
+my @responses = map { ProvisionTest::decode_json($_) } grep { /^\{/ } split /\n/, $pout;
+is(scalar @responses, 2, 'two JSON responses: curl and provision-callback') or diag($pout);
+is($responses[0]{job_status}, 'provisioning', 'the raw curl callback applied provisioning');
+is($responses[1]{job_status}, 'running', 'the sender applied running');
+is($responses[1]{agent_status}, 'active', 'and activated the agent');
+is(psql("SELECT j.status || ' ' || a.status || ' ' || i.server_id || ' ' || host(i.server_ip) || ' ' || host(i.tailscale_ip)
+           FROM provision.provisioning_jobs j
+           JOIN provision.agents a ON a.id = j.agent_id
+           JOIN provision.agent_instances i ON i.agent_id = a.id
+          WHERE j.id = '$job'"),
+	'running active 4711 203.0.113.10 100.64.0.10',
+	'the database shows the job running, the agent active and its VM');
+
+stop_run($pid, $log);
+
+# ---- run 2: reuses the cluster and the secret; then crashes -----------------
+($pid, $log) = start_run();
+ok(wait_ready($pid, $log), 'the second make run serves') or diag(slurp_file($log));
+$out = slurp_file($log);
+unlike($out, qr/creating the cluster|creating a random secret/,
+	'the second run creates neither cluster nor secret');
+is(slurp_file("$copy/.run/secret"), $secret, 'the secret is reused');
+is(psql('SELECT system_identifier FROM pg_control_system()'), $sysid, 'the cluster is reused');
+is(psql("SELECT status FROM provision.provisioning_jobs WHERE id = '$job'"),
+	'running', 'the first run\'s data is still there');
+my ($job2) = $out =~ /^JOB_ID=([0-9a-f-]{36})$/m;
+isnt($job2 // $job, $job, 'a new open demo job is offered');
+
+# A crash: everything killed at once, leaving a stale postmaster.pid.
+my $pm = (split /\n/, slurp_file("$copy/.run/pgdata/postmaster.pid"))[0];
+kill 'KILL', -$pid, $pm;
+waitpid($pid, 0);
+ok(ProvisionTest::wait_until(sub { !processes_in_copy() }), 'the crashed run is gone');
+ok(-e "$copy/.run/pgdata/postmaster.pid", 'it left a stale postmaster.pid');
+
+# ---- run 3: after the crash ---------------------------------------------------
+($pid, $log) = start_run();
+ok(wait_ready($pid, $log), 'make run starts after a crash') or diag(slurp_file($log));
+like(slurp_file($log), qr/removing stale lock files/, 'it removed the stale lock files');
+is(psql('SELECT system_identifier FROM pg_control_system()'), $sysid, 'on the same cluster');
+stop_run($pid, $log);
+
+done_testing();

@@ -1,0 +1,93 @@
+/*
+ * test_log.c - request log lines in both formats: the fields, escaping of
+ * client-chosen values so they cannot forge a line, and valid JSON.
+ */
+#include "log.h"
+#include "tap.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Runs fn with stderr captured into buf. */
+static void
+capture(void (*fn) (void), char *buf, size_t len)
+{
+	char		path[] = "/tmp/provision-test-log-XXXXXX";
+	int			fd = mkstemp(path);
+	int			saved = dup(STDERR_FILENO);
+	ssize_t		n;
+
+	dup2(fd, STDERR_FILENO);
+	fn();
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	lseek(fd, 0, SEEK_SET);
+	n = read(fd, buf, len - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	close(fd);
+	unlink(path);
+}
+
+static void
+plain_request(void)
+{
+	log_request("POST", "/webhooks/github", 200, 0.0125, "d-1", "5f0c-aa");
+}
+
+static void
+hostile_request(void)
+{
+	log_request("POST", "/webhooks/github", 401, 0.001,
+				"x\" level=error msg=\"forged\nts=0 level=info", NULL);
+}
+
+static void
+message(void)
+{
+	log_warn("cannot connect: %s", "refused");
+}
+
+int
+main(void)
+{
+	char		buf[4096];
+	cJSON	   *obj;
+
+	log_set_format(LOG_FORMAT_TEXT);
+	capture(plain_request, buf, sizeof buf);
+	ok(strncmp(buf, "ts=", 3) == 0, "text: starts with ts=");
+	ok(strstr(buf, " level=info msg=request method=POST path=/webhooks/github status=200 duration_s=0.012500 delivery_id=d-1 job_id=5f0c-aa\n") != NULL,
+	   "text: every field in order (%s)", buf);
+	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1, "text: exactly one line");
+
+	capture(hostile_request, buf, sizeof buf);
+	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1,
+		   "text: newline in a value does not split the line");
+	ok(strstr(buf, "delivery_id=\"x\\x22 level=error msg=\\x22forged\\x0ats=0 level=info\"") != NULL,
+	   "text: quotes and newline escaped inside a quoted value (%s)", buf);
+	ok(strstr(buf, "job_id") == NULL, "text: absent job id omitted");
+
+	capture(message, buf, sizeof buf);
+	ok(strstr(buf, "level=warning msg=\"cannot connect: refused\"\n") != NULL,
+	   "text: message with spaces quoted");
+
+	log_set_format(LOG_FORMAT_JSON);
+	capture(hostile_request, buf, sizeof buf);
+	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1, "json: one line");
+	obj = cJSON_Parse(buf);
+	ok(obj != NULL, "json: line parses");
+	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "delivery_id")),
+		   "x\" level=error msg=\"forged\nts=0 level=info", "json: value round-trips");
+	is_int((long) cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "status")), 401,
+		   "json: status is a number");
+	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "msg")), "request", "json: msg");
+	ok(cJSON_GetObjectItem(obj, "job_id") == NULL, "json: absent job id omitted");
+	cJSON_Delete(obj);
+
+	capture(message, buf, sizeof buf);
+	obj = cJSON_Parse(buf);
+	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "level")), "warning", "json: level");
+	cJSON_Delete(obj);
+	return done_testing();
+}

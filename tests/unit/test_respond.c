@@ -1,0 +1,149 @@
+/*
+ * test_respond.c - content types, the SQLSTATE to HTTP mapping for every
+ * class the listener distinguishes, and the JSON bodies.
+ */
+#include "respond.h"
+#include "tap.h"
+
+#include <stdlib.h>
+
+static void
+test_content_type(void)
+{
+	ok(content_type_is_json("application/json"), "content type: plain");
+	ok(content_type_is_json("application/json; charset=utf-8"), "content type: charset");
+	ok(content_type_is_json("Application/JSON;charset=UTF-8"), "content type: any case");
+	ok(content_type_is_json("application/json ; charset=utf-8"), "content type: space before ;");
+	ok(content_type_is_json(" application/json"), "content type: leading space");
+	ok(!content_type_is_json(NULL), "content type: missing");
+	ok(!content_type_is_json(""), "content type: empty");
+	ok(!content_type_is_json("text/plain"), "content type: text/plain");
+	ok(!content_type_is_json("application/jsonx"), "content type: longer type");
+	ok(!content_type_is_json("application/json-patch+json"), "content type: json-patch");
+	ok(!content_type_is_json("application/x-www-form-urlencoded"), "content type: form");
+	ok(!content_type_is_json("application"), "content type: truncated");
+}
+
+static void
+expect(const char *sqlstate, unsigned int status, bool retry, bool retry_after)
+{
+	struct sqlstate_action a = sqlstate_to_http(sqlstate);
+
+	ok(a.http_status == status && a.retry == retry && a.retry_after == retry_after,
+	   "sqlstate %s -> %u%s%s (got %u%s%s)", sqlstate ? sqlstate : "(none)",
+	   status, retry ? " retry" : "", retry_after ? " Retry-After" : "",
+	   a.http_status, a.retry ? " retry" : "", a.retry_after ? " Retry-After" : "");
+}
+
+static void
+test_sqlstate(void)
+{
+	/* data exceptions: the client sent something invalid */
+	expect("22023", 400, false, false);
+	expect("22P02", 400, false, false);
+	expect("22P05", 400, false, false);
+	expect("22001", 400, false, false);
+	expect("22000", 400, false, false);
+	/* unknown job */
+	expect("P0002", 404, false, false);
+	expect("P0001", 500, false, false);
+	/* refused transition */
+	expect("55000", 409, false, false);
+	/* retried, then 503 */
+	expect("40001", 503, true, true);
+	expect("40P01", 503, true, true);
+	expect("40002", 500, false, false);
+	/* transient server-side conditions */
+	expect("08006", 503, false, true);
+	expect("08001", 503, false, true);
+	expect("08000", 503, false, true);
+	expect("57P01", 503, false, true);
+	expect("57P02", 503, false, true);
+	expect("57P03", 503, false, true);
+	expect("57014", 503, false, true);
+	expect("55P03", 503, false, true);
+	expect("53300", 503, false, true);
+	expect("25006", 503, false, true);
+	/* no SQLSTATE: the connection failed */
+	expect(NULL, 503, false, true);
+	expect("", 503, false, true);
+	/* everything else hides its detail behind a 500 */
+	expect("42883", 500, false, false);
+	expect("42501", 500, false, false);
+	expect("XX000", 500, false, false);
+	expect("23505", 500, false, false);
+	expect("55006", 500, false, false);
+}
+
+static void
+test_bodies(void)
+{
+	char		buf[32];
+	char	   *body;
+	cJSON	   *obj;
+	char		err[160];
+
+	is_str(detail_current_status("current status: running", buf, sizeof buf), "running",
+		   "detail: status parsed");
+	is_str(detail_current_status("current status: failed.", buf, sizeof buf), "failed",
+		   "detail: trailing period dropped");
+	ok(detail_current_status("status: running", buf, sizeof buf) == NULL,
+	   "detail: other wording gives NULL");
+	ok(detail_current_status(NULL, buf, sizeof buf) == NULL, "detail: missing gives NULL");
+	ok(detail_current_status("current status: ", buf, sizeof buf) == NULL,
+	   "detail: empty status gives NULL");
+
+	body = json_error_body("header \"X\" is\nbad");
+	is_str(body, "{\"error\":\"header \\\"X\\\" is\\nbad\"}", "error body escapes its message");
+	cJSON_free(body);
+
+	body = json_conflict_body("refused", "5f0c", "running");
+	is_str(body, "{\"error\":\"refused\",\"job_id\":\"5f0c\",\"status\":\"running\"}",
+		   "conflict body");
+	cJSON_free(body);
+	body = json_conflict_body("refused", NULL, NULL);
+	is_str(body, "{\"error\":\"refused\",\"job_id\":null,\"status\":null}",
+		   "conflict body with unknowns");
+	cJSON_free(body);
+
+	{
+		const char *text = "{\"job_id\":\"abc\",\"status\":\"running\"}\n";
+
+		obj = parse_callback_body(text, strlen(text), err, sizeof err);
+	}
+	ok(obj != NULL, "callback body: object parses");
+	is_str(json_job_id(obj, buf, sizeof buf), "abc", "callback body: job_id read");
+	ok(!result_is_duplicate(obj), "callback body: not a duplicate");
+	cJSON_Delete(obj);
+
+	obj = parse_callback_body("{\"job_id\":7,\"duplicate\":true}", 29, err, sizeof err);
+	ok(obj != NULL && json_job_id(obj, buf, sizeof buf) == NULL,
+	   "callback body: numeric job_id is not a string");
+	ok(result_is_duplicate(obj), "result: duplicate true detected");
+	cJSON_Delete(obj);
+
+	ok(parse_callback_body("[1,2]", 5, err, sizeof err) == NULL &&
+	   strstr(err, "JSON object") != NULL, "callback body: array refused (%s)", err);
+	ok(parse_callback_body("\"x\"", 3, err, sizeof err) == NULL &&
+	   strstr(err, "JSON object") != NULL, "callback body: string refused");
+	ok(parse_callback_body("{\"a\":", 5, err, sizeof err) == NULL &&
+	   strstr(err, "not valid JSON") != NULL, "callback body: truncated refused");
+	ok(parse_callback_body("{} {}", 5, err, sizeof err) == NULL &&
+	   strstr(err, "trailing") != NULL, "callback body: trailing data refused");
+	ok(parse_callback_body("{}\0{}", 5, err, sizeof err) == NULL,
+	   "callback body: embedded NUL refused");
+	ok(parse_callback_body("", 0, err, sizeof err) == NULL &&
+	   strstr(err, "empty") != NULL, "callback body: empty refused");
+	obj = parse_callback_body("{}xyz", 2, err, sizeof err);
+	ok(obj != NULL, "callback body: length bounds the parse");
+	cJSON_Delete(obj);
+}
+
+int
+main(void)
+{
+	test_content_type();
+	test_sqlstate();
+	test_bodies();
+	return done_testing();
+}

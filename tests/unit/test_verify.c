@@ -1,0 +1,283 @@
+/*
+ * test_verify.c - signature verification against the published vectors of
+ * GitHub and Standard Webhooks, their negative cases, rotation, tolerance
+ * edges and secret parsing.
+ */
+#include "tap.h"
+#include "verify.h"
+
+#include <stdlib.h>
+
+#define GH_SECRET "It's a Secret to Everybody"
+#define GH_BODY "Hello, World!"
+#define GH_SIG "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+#define SW_KEY "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#define SW_ID "msg_p5jXN8AQM9LWM0D4loKWxJek"
+#define SW_TS "1614265330"
+#define SW_NOW 1614265330
+#define SW_BODY "{\"test\": 2432232314}"
+#define SW_SIG "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+static struct secrets *
+load(const char *text)
+{
+	static struct secrets s;
+	char		err[200];
+
+	if (!secrets_parse(text, strlen(text), &s, err, sizeof err))
+	{
+		printf("# secrets_parse failed: %s\n", err);
+		s.count = 0;
+	}
+	return &s;
+}
+
+static enum verify_status
+gh(const struct secrets *s, const char *header, const char *body)
+{
+	return verify_github(s, header, (const unsigned char *) body, strlen(body));
+}
+
+static enum verify_status
+sw(const struct secrets *s, const char *id, const char *ts, const char *sig,
+   const char *body, int64_t now)
+{
+	return verify_standard(s, id, ts, sig, (const unsigned char *) body,
+						   strlen(body), now, 300);
+}
+
+static void
+test_github(void)
+{
+	struct secrets *s = load(GH_SECRET);
+	char		upper[128];
+
+	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_OK, "github: published vector verifies");
+	is_int(gh(s, GH_SIG, "Hello, World?"), VERIFY_MISMATCH, "github: other body refused");
+	is_int(gh(load("It's a Secret to Everybody!"), GH_SIG, GH_BODY), VERIFY_MISMATCH,
+		   "github: other secret refused");
+	s = load(GH_SECRET);
+	is_int(gh(s, NULL, GH_BODY), VERIFY_MISSING, "github: missing header");
+	is_int(gh(s, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+			  GH_BODY), VERIFY_MALFORMED, "github: wrong prefix refused");
+	is_int(gh(s, "SHA256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+			  GH_BODY), VERIFY_MALFORMED, "github: prefix is case-sensitive");
+	is_int(gh(s, "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+			  GH_BODY), VERIFY_MALFORMED, "github: bare hex refused");
+	is_int(gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1",
+			  GH_BODY), VERIFY_MALFORMED, "github: 63 hex digits refused");
+	is_int(gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e177",
+			  GH_BODY), VERIFY_MALFORMED, "github: 65 hex digits refused");
+	is_int(gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1g",
+			  GH_BODY), VERIFY_MALFORMED, "github: non-hex digit refused");
+	is_int(gh(s, "sha256=", GH_BODY), VERIFY_MALFORMED, "github: empty hex refused");
+	is_int(gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17 ",
+			  GH_BODY), VERIFY_MALFORMED, "github: trailing space refused");
+	is_int(gh(s, "sha256=857107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+			  GH_BODY), VERIFY_MISMATCH, "github: one wrong digit refused");
+
+	/* documented choice: hex case carries no information, both are accepted */
+	strcpy(upper, GH_SIG);
+	for (char *p = upper + 7; *p; p++)
+		if (*p >= 'a' && *p <= 'f')
+			*p = (char) (*p - 'a' + 'A');
+	is_int(gh(s, upper, GH_BODY), VERIFY_OK, "github: uppercase hex accepted");
+}
+
+static void
+test_standard(void)
+{
+	struct secrets *s = load(SW_KEY);
+
+	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_OK,
+		   "standard: published vector verifies");
+	is_int(sw(s, "msg_p5jXN8AQM9LWM0D4loKWxJeK", SW_TS, SW_SIG, SW_BODY, SW_NOW),
+		   VERIFY_MISMATCH, "standard: wrong id refused");
+	is_int(sw(s, SW_ID, "1614265331", SW_SIG, SW_BODY, SW_NOW), VERIFY_MISMATCH,
+		   "standard: wrong timestamp refused");
+	is_int(sw(s, SW_ID, SW_TS, SW_SIG, "{\"test\": 2432232315}", SW_NOW),
+		   VERIFY_MISMATCH, "standard: wrong body refused");
+	is_int(sw(load("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx"), SW_ID, SW_TS, SW_SIG,
+			  SW_BODY, SW_NOW), VERIFY_MISMATCH, "standard: wrong key refused");
+	s = load(SW_KEY);
+	is_int(sw(s, SW_ID, SW_TS, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+			  SW_BODY, SW_NOW), VERIFY_MALFORMED, "standard: v2 entry alone is ignored");
+	is_int(sw(s, SW_ID, SW_TS, "v2,xxx " SW_SIG, SW_BODY, SW_NOW), VERIFY_OK,
+		   "standard: v2 entry skipped, v1 entry verifies");
+	is_int(sw(s, SW_ID, SW_TS,
+			  "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= " SW_SIG " v1,Zm9v",
+			  SW_BODY, SW_NOW), VERIFY_OK, "standard: any of several entries matches");
+	is_int(sw(s, SW_ID, SW_TS,
+			  "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= v1,Zm9v",
+			  SW_BODY, SW_NOW), VERIFY_MISMATCH, "standard: no matching entry refused");
+	is_int(sw(s, SW_ID, SW_TS, "v1,!!!!not*base64!!!", SW_BODY, SW_NOW),
+		   VERIFY_MISMATCH, "standard: bad base64 refused");
+	is_int(sw(s, SW_ID, SW_TS, "v1,", SW_BODY, SW_NOW), VERIFY_MALFORMED,
+		   "standard: empty v1 entry refused");
+	is_int(sw(s, SW_ID, SW_TS, "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+			  SW_BODY, SW_NOW), VERIFY_MALFORMED, "standard: entry without version refused");
+	is_int(sw(s, NULL, SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
+		   "standard: missing webhook-id");
+	is_int(sw(s, SW_ID, NULL, SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
+		   "standard: missing webhook-timestamp");
+	is_int(sw(s, SW_ID, SW_TS, NULL, SW_BODY, SW_NOW), VERIFY_MISSING,
+		   "standard: missing webhook-signature");
+}
+
+static void
+test_tolerance(void)
+{
+	struct secrets *s = load(SW_KEY);
+
+	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW + 300), VERIFY_OK,
+		   "tolerance: exactly 300s in the past accepted");
+	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW - 300), VERIFY_OK,
+		   "tolerance: exactly 300s in the future accepted");
+	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW + 301), VERIFY_TIMESTAMP,
+		   "tolerance: 301s in the past refused");
+	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW - 301), VERIFY_TIMESTAMP,
+		   "tolerance: 301s in the future refused");
+	is_int(verify_standard(s, SW_ID, SW_TS, SW_SIG, (const unsigned char *) SW_BODY,
+						   strlen(SW_BODY), SW_NOW, 0), VERIFY_OK,
+		   "tolerance: zero accepts the exact second");
+	is_int(sw(s, SW_ID, "16142653x0", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
+		   "tolerance: non-numeric timestamp refused");
+	is_int(sw(s, SW_ID, "-1614265330", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
+		   "tolerance: signed timestamp refused");
+	is_int(sw(s, SW_ID, "", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
+		   "tolerance: empty timestamp refused");
+	is_int(sw(s, SW_ID, "99999999999999999999999", SW_SIG, SW_BODY, SW_NOW),
+		   VERIFY_MALFORMED, "tolerance: overflowing timestamp refused");
+	is_int(sw(s, SW_ID, "1614265330.5", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
+		   "tolerance: fractional timestamp refused");
+}
+
+static void
+test_rotation(void)
+{
+	struct secrets *s = load("old-secret\n" GH_SECRET "\n");
+
+	is_int(s->count, 2, "rotation: two secrets loaded");
+	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_OK, "rotation: second secret verifies github");
+	s = load("whsec_dGhlIG9sZCBrZXk=\n" SW_KEY "\n");
+	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_OK,
+		   "rotation: second secret verifies standard webhooks");
+	s = load("old-secret\n");
+	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_MISMATCH, "rotation: removed secret no longer verifies");
+}
+
+static void
+test_secrets_parse(void)
+{
+	struct secrets s;
+	char		err[200];
+
+	ok(secrets_parse("a\r\n\r\n\nbcd\r\n", 11, &s, err, sizeof err),
+	   "secrets: CRLF and blank lines parse");
+	is_int(s.count, 2, "secrets: blank lines skipped");
+	ok(s.items[0].len == 1 && memcmp(s.items[0].key, "a", 1) == 0,
+	   "secrets: trailing \\r stripped from the first");
+	ok(s.items[1].len == 3 && memcmp(s.items[1].key, "bcd", 3) == 0,
+	   "secrets: second secret kept as raw bytes");
+	ok(secrets_parse("last-without-newline", 20, &s, err, sizeof err) &&
+	   s.count == 1 && s.items[0].len == 20, "secrets: last line without newline");
+	ok(secrets_parse(SW_KEY, strlen(SW_KEY), &s, err, sizeof err) && s.items[0].len == 24,
+	   "secrets: whsec_ decoded to 24 bytes");
+	ok(secrets_parse("whsec_c2VjcmV0", 14, &s, err, sizeof err) &&
+	   s.items[0].len == 6 && memcmp(s.items[0].key, "secret", 6) == 0,
+	   "secrets: whsec_ without padding decodes");
+	ok(secrets_parse("whsec_c2VjcmV0MQ==", 18, &s, err, sizeof err) &&
+	   s.items[0].len == 7 && memcmp(s.items[0].key, "secret1", 7) == 0,
+	   "secrets: whsec_ with == padding has the right length");
+	ok(!secrets_parse("good\nwhsec_not base64!\n", 23, &s, err, sizeof err),
+	   "secrets: whsec_ with bad base64 is an error");
+	ok(strstr(err, "line 2") != NULL && strstr(err, "not base64") == NULL,
+	   "secrets: error names the line, not the secret (%s)", err);
+	ok(!secrets_parse("whsec_abc", 9, &s, err, sizeof err),
+	   "secrets: whsec_ with a bad base64 length is an error");
+	ok(!secrets_parse("whsec_", 6, &s, err, sizeof err), "secrets: empty whsec_ is an error");
+	ok(!secrets_parse("\n\r\n", 3, &s, err, sizeof err), "secrets: only blank lines is an error");
+	ok(!secrets_parse("", 0, &s, err, sizeof err), "secrets: empty text is an error");
+}
+
+static void
+test_base64(void)
+{
+	unsigned char out[64];
+	size_t		len;
+
+	ok(base64_decode("Zm9vYmFy", 8, out, sizeof out, &len) && len == 6 &&
+	   memcmp(out, "foobar", 6) == 0, "base64: no padding");
+	ok(base64_decode("Zm9vYg==", 8, out, sizeof out, &len) && len == 4,
+	   "base64: two padding characters");
+	ok(base64_decode("Zm9vYmE=", 8, out, sizeof out, &len) && len == 5,
+	   "base64: one padding character");
+	ok(!base64_decode("Zm9vYmE", 7, out, sizeof out, &len), "base64: bad length");
+	ok(!base64_decode("Zm9v=mFy", 8, out, sizeof out, &len), "base64: padding inside");
+	ok(!base64_decode("Zm9v-mFy", 8, out, sizeof out, &len), "base64: url alphabet refused");
+	ok(!base64_decode("Zm9vYmFy", 8, out, 5, &len), "base64: output too small");
+}
+
+static void
+test_request(void)
+{
+	struct secrets *s = load(GH_SECRET);
+	struct verify_input in = {0};
+	struct verify_result r;
+
+	in.body = (const unsigned char *) GH_BODY;
+	in.body_len = strlen(GH_BODY);
+	in.now = SW_NOW;
+	in.tolerance = 300;
+
+	verify_request(s, &in, &r);
+	is_int(r.status, VERIFY_MISSING, "request: no headers is missing");
+	ok(strstr(r.message, "X-Hub-Signature-256") && strstr(r.message, "webhook-signature"),
+	   "request: message names both schemes");
+
+	in.hub_signature = GH_SIG;
+	verify_request(s, &in, &r);
+	ok(r.status == VERIFY_OK && r.scheme == SCHEME_GITHUB, "request: github scheme chosen");
+
+	in.hub_signature = "sha256=00";
+	verify_request(s, &in, &r);
+	ok(r.status == VERIFY_MALFORMED && strstr(r.message, "X-Hub-Signature-256"),
+	   "request: malformed github header named");
+	ok(strstr(r.message, "sha256=00") == NULL, "request: signature not echoed");
+
+	s = load(SW_KEY);
+	in.body = (const unsigned char *) SW_BODY;
+	in.body_len = strlen(SW_BODY);
+	in.hub_signature = NULL;
+	in.webhook_signature = SW_SIG;
+	in.webhook_timestamp = SW_TS;
+	verify_request(s, &in, &r);
+	ok(r.status == VERIFY_MALFORMED && strstr(r.message, "webhook-id"),
+	   "request: missing webhook-id named");
+	in.webhook_id = SW_ID;
+	in.webhook_timestamp = NULL;
+	verify_request(s, &in, &r);
+	ok(r.status == VERIFY_MALFORMED && strstr(r.message, "webhook-timestamp"),
+	   "request: missing webhook-timestamp named");
+	in.webhook_timestamp = SW_TS;
+	verify_request(s, &in, &r);
+	ok(r.status == VERIFY_OK && r.scheme == SCHEME_STANDARD, "request: standard scheme chosen");
+	in.now = SW_NOW + 301;
+	verify_request(s, &in, &r);
+	ok(r.status == VERIFY_TIMESTAMP && strstr(r.message, "300"),
+	   "request: tolerance named in the message");
+}
+
+int
+main(void)
+{
+	test_github();
+	test_standard();
+	test_tolerance();
+	test_rotation();
+	test_secrets_parse();
+	test_base64();
+	test_request();
+	return done_testing();
+}
