@@ -40,7 +40,7 @@ sub send_all
 		push @signatures, grep { defined } @$h{ 'X-Hub-Signature-256', 'webhook-signature' };
 		my $r = $l->request('POST', '/webhooks/github', body => $body, headers => $h);
 		push @bodies, $r->{content};
-		push @sent, [ $delivery, $r->{status} ];
+		push @sent, [ $delivery, $r->{status} ]; note("$delivery: $r->{status} $r->{content}");
 	}
 	for my $path ('/healthz', '/readyz', '/metrics', '/nowhere')
 	{
