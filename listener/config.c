@@ -17,82 +17,70 @@
 
 struct option_spec;
 
-typedef bool (*option_parser) (const struct option_spec *opt,
-							   struct config *cfg, const char *value,
-							   bool from_env, char *err, size_t errlen);
+typedef bool (*option_parser)(const struct option_spec *opt, struct config *cfg, const char *value,
+                              bool from_env, char *err, size_t errlen);
 
 struct option_spec
 {
-	const char *name;			/* the flag, without "--" */
-	const char *env;			/* environment fallback, or NULL */
-	const char *def;			/* default, or NULL when there is none */
+	const char *name; /* the flag, without "--" */
+	const char *env;  /* environment fallback, or NULL */
+	const char *def;  /* default, or NULL when there is none */
 	const char *metavar;
 	option_parser parse;
-	size_t		offset;			/* field of struct config for numbers */
-	long		min;
-	long		max;
+	size_t offset; /* field of struct config for numbers */
+	long min;
+	long max;
 	const char *help;
 };
 
-static bool parse_listen(const struct option_spec *, struct config *,
-						 const char *, bool, char *, size_t);
-static bool parse_database(const struct option_spec *, struct config *,
-						   const char *, bool, char *, size_t);
-static bool parse_secret(const struct option_spec *, struct config *,
-						 const char *, bool, char *, size_t);
-static bool parse_long(const struct option_spec *, struct config *,
-					   const char *, bool, char *, size_t);
-static bool parse_duration_opt(const struct option_spec *, struct config *,
-							   const char *, bool, char *, size_t);
-static bool parse_log_format(const struct option_spec *, struct config *,
-							 const char *, bool, char *, size_t);
+static bool parse_listen(const struct option_spec *, struct config *, const char *, bool, char *,
+                         size_t);
+static bool parse_database(const struct option_spec *, struct config *, const char *, bool, char *,
+                           size_t);
+static bool parse_secret(const struct option_spec *, struct config *, const char *, bool, char *,
+                         size_t);
+static bool parse_long(const struct option_spec *, struct config *, const char *, bool, char *,
+                       size_t);
+static bool parse_duration_opt(const struct option_spec *, struct config *, const char *, bool,
+                               char *, size_t);
+static bool parse_log_format(const struct option_spec *, struct config *, const char *, bool,
+                             char *, size_t);
 
 #define F(field) offsetof(struct config, field)
 
 static const struct option_spec options[] = {
-	{"listen", "PROVISION_LISTEN", "127.0.0.1:8080", "ADDR:PORT",
-		parse_listen, 0, 0, 0,
-	"address to serve on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, localhost:8080"},
-	{"database", "PROVISION_DATABASE_URL", "", "CONNINFO",
-		parse_database, 0, 0, 0,
-	"libpq connection string or URI (empty: PGHOST, PGPORT, ... as libpq does)"},
-	{"secret-file", "PROVISION_WEBHOOK_SECRET", NULL, "PATH",
-		parse_secret, 0, 0, 0,
-		"file holding the webhook secrets, one per line (whsec_ prefix: base64); "
-	"the environment variable holds the secrets themselves"},
-	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES",
-		parse_long, F(max_body), 1, 64L * 1024 * 1024,
-	"largest request body accepted (413 above it)"},
-	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS",
-		parse_long, F(tolerance), 0, 7L * 24 * 3600,
-	"how far webhook-timestamp may be from now, either way"},
-	{"pool", "PROVISION_POOL", "10", "N",
-		parse_long, F(pool), 1, 1000,
-	"database connections"},
-	{"threads", "PROVISION_THREADS", NULL, "N",
-		parse_long, F(threads), 1, 1000,
-	"worker threads running database calls (default: same as --pool)"},
-	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json",
-		parse_log_format, 0, 0, 0,
-	"stderr log lines as key=value text or one JSON object per line"},
-	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N",
-		parse_long, F(max_connections), 4, 1000000,
-	"concurrent HTTP connections (capped by the open-file limit)"},
-	{"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION",
-		parse_duration_opt, F(idle_timeout_ms), 1000, 3600L * 1000,
-	"close a connection that sends nothing for this long"},
-	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION",
-		parse_duration_opt, F(request_timeout_ms), 1000, 3600L * 1000,
-	"longest time from connecting (or from the previous answer) until a whole request has arrived; then the connection is closed"},
-	{"statement-timeout", "PROVISION_STATEMENT_TIMEOUT", "10s", "DURATION",
-		parse_duration_opt, F(statement_timeout_ms), 1, 3600L * 1000,
-	"statement_timeout set on each database connection (503 when reached)"},
-	{"pool-wait", "PROVISION_POOL_WAIT", "5s", "DURATION",
-		parse_duration_opt, F(pool_wait_ms), 0, 600L * 1000,
-	"longest wait for a free database connection (then 503)"},
-	{"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION",
-		parse_duration_opt, F(shutdown_timeout_ms), 0, 3600L * 1000,
-	"on SIGTERM/SIGINT, longest wait for in-flight requests to finish"},
+    {"listen", "PROVISION_LISTEN", "127.0.0.1:8080", "ADDR:PORT", parse_listen, 0, 0, 0,
+     "address to serve on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, localhost:8080"},
+    {"database", "PROVISION_DATABASE_URL", "", "CONNINFO", parse_database, 0, 0, 0,
+     "libpq connection string or URI (empty: PGHOST, PGPORT, ... as libpq does)"},
+    {"secret-file", "PROVISION_WEBHOOK_SECRET", NULL, "PATH", parse_secret, 0, 0, 0,
+     "file holding the webhook secrets, one per line (whsec_ prefix: base64); "
+     "the environment variable holds the secrets themselves"},
+    {"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
+     64L * 1024 * 1024, "largest request body accepted (413 above it)"},
+    {"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
+     100L * 365 * 24 * 3600, "how far webhook-timestamp may be from now, either way"},
+    {"pool", "PROVISION_POOL", "10", "N", parse_long, F(pool), 1, 1000, "database connections"},
+    {"threads", "PROVISION_THREADS", NULL, "N", parse_long, F(threads), 1, 1000,
+     "worker threads running database calls (default: same as --pool)"},
+    {"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", parse_log_format, 0, 0, 0,
+     "stderr log lines as key=value text or one JSON object per line"},
+    {"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", parse_long, F(max_connections), 4,
+     1000000, "concurrent HTTP connections (capped by the open-file limit)"},
+    {"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION", parse_duration_opt,
+     F(idle_timeout_ms), 1000, 3600L * 1000, "close a connection that sends nothing for this long"},
+    {"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", parse_duration_opt,
+     F(request_timeout_ms), 1000, 3600L * 1000,
+     "longest time from connecting (or from the previous answer) until a whole request has "
+     "arrived; then the connection is closed"},
+    {"statement-timeout", "PROVISION_STATEMENT_TIMEOUT", "10s", "DURATION", parse_duration_opt,
+     F(statement_timeout_ms), 1, 3600L * 1000,
+     "statement_timeout set on each database connection (503 when reached)"},
+    {"pool-wait", "PROVISION_POOL_WAIT", "5s", "DURATION", parse_duration_opt, F(pool_wait_ms), 0,
+     600L * 1000, "longest wait for a free database connection (then 503)"},
+    {"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION", parse_duration_opt,
+     F(shutdown_timeout_ms), 0, 3600L * 1000,
+     "on SIGTERM/SIGINT, longest wait for in-flight requests to finish"},
 };
 
 #define NOPTIONS ((int) (sizeof options / sizeof options[0]))
@@ -115,14 +103,13 @@ origin(const struct option_spec *opt, bool from_env, char *buf, size_t len)
 }
 
 bool
-config_parse_listen(const char *value, char *host, size_t hostlen, char *port,
-					size_t portlen)
+config_parse_listen(const char *value, char *host, size_t hostlen, char *port, size_t portlen)
 {
 	const char *colon;
 	const char *h;
-	size_t		hlen;
-	long		p;
-	char	   *end;
+	size_t hlen;
+	long p;
+	char *end;
 
 	if (value[0] == '[')
 	{
@@ -144,7 +131,7 @@ config_parse_listen(const char *value, char *host, size_t hostlen, char *port,
 		h = value;
 		hlen = (size_t) (colon - value);
 		if (memchr(h, ':', hlen) != NULL)
-			return false;		/* bare IPv6 needs brackets */
+			return false; /* bare IPv6 needs brackets */
 	}
 	if (hlen == 0 || hlen >= hostlen)
 		return false;
@@ -163,9 +150,9 @@ config_parse_listen(const char *value, char *host, size_t hostlen, char *port,
 bool
 config_parse_duration(const char *value, long *ms)
 {
-	char	   *end;
-	long		n;
-	long		scale;
+	char *end;
+	long n;
+	long scale;
 
 	if (value[0] < '0' || value[0] > '9')
 		return false;
@@ -188,25 +175,25 @@ config_parse_duration(const char *value, long *ms)
 }
 
 static bool
-parse_listen(const struct option_spec *opt, struct config *cfg,
-			 const char *value, bool from_env, char *err, size_t errlen)
+parse_listen(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
+             char *err, size_t errlen)
 {
-	char		name[64];
+	char name[64];
 
-	if (!config_parse_listen(value, cfg->listen_host, sizeof cfg->listen_host,
-							 cfg->listen_port, sizeof cfg->listen_port))
+	if (!config_parse_listen(value, cfg->listen_host, sizeof cfg->listen_host, cfg->listen_port,
+	                         sizeof cfg->listen_port))
 	{
 		snprintf(err, errlen,
-				 "invalid %s \"%s\": expected HOST:PORT or [IPV6]:PORT with a port from 1 to 65535",
-				 origin(opt, from_env, name, sizeof name), value);
+		         "invalid %s \"%s\": expected HOST:PORT or [IPV6]:PORT with a port from 1 to 65535",
+		         origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
 }
 
 static bool
-parse_database(const struct option_spec *opt, struct config *cfg,
-			   const char *value, bool from_env, char *err, size_t errlen)
+parse_database(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
+               char *err, size_t errlen)
 {
 	(void) opt;
 	(void) from_env;
@@ -221,28 +208,25 @@ parse_database(const struct option_spec *opt, struct config *cfg,
 }
 
 static bool
-read_secret_file(const char *path, char *buf, size_t cap, size_t *len,
-				 char *err, size_t errlen)
+read_secret_file(const char *path, char *buf, size_t cap, size_t *len, char *err, size_t errlen)
 {
-	int			fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t		used = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t used = 0;
 
 	if (fd < 0)
 	{
-		snprintf(err, errlen, "cannot open secret file %s: %s", path,
-				 strerror(errno));
+		snprintf(err, errlen, "cannot open secret file %s: %s", path, strerror(errno));
 		return false;
 	}
 	for (;;)
 	{
-		ssize_t		n = read(fd, buf + used, cap - used);
+		ssize_t n = read(fd, buf + used, cap - used);
 
 		if (n < 0)
 		{
 			if (errno == EINTR)
 				continue;
-			snprintf(err, errlen, "cannot read secret file %s: %s", path,
-					 strerror(errno));
+			snprintf(err, errlen, "cannot read secret file %s: %s", path, strerror(errno));
 			close(fd);
 			return false;
 		}
@@ -251,8 +235,7 @@ read_secret_file(const char *path, char *buf, size_t cap, size_t *len,
 		used += (size_t) n;
 		if (used == cap)
 		{
-			snprintf(err, errlen, "secret file %s is larger than %zu bytes",
-					 path, cap - 1);
+			snprintf(err, errlen, "secret file %s is larger than %zu bytes", path, cap - 1);
 			close(fd);
 			return false;
 		}
@@ -263,11 +246,11 @@ read_secret_file(const char *path, char *buf, size_t cap, size_t *len,
 }
 
 static bool
-parse_secret(const struct option_spec *opt, struct config *cfg,
-			 const char *value, bool from_env, char *err, size_t errlen)
+parse_secret(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
+             char *err, size_t errlen)
 {
-	char		msg[200];
-	bool		ok;
+	char msg[200];
+	bool ok;
 
 	if (from_env)
 	{
@@ -277,8 +260,8 @@ parse_secret(const struct option_spec *opt, struct config *cfg,
 	}
 	else
 	{
-		char	   *buf = malloc(SECRET_FILE_MAX);
-		size_t		len;
+		char *buf = malloc(SECRET_FILE_MAX);
+		size_t len;
 
 		if (buf == NULL)
 		{
@@ -299,22 +282,20 @@ parse_secret(const struct option_spec *opt, struct config *cfg,
 }
 
 static bool
-parse_long(const struct option_spec *opt, struct config *cfg,
-		   const char *value, bool from_env, char *err, size_t errlen)
+parse_long(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
+           char *err, size_t errlen)
 {
-	char		name[64];
-	char	   *end;
-	long		n;
+	char name[64];
+	char *end;
+	long n;
 
 	errno = 0;
 	n = strtol(value, &end, 10);
-	if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0' ||
-		n < opt->min || n > opt->max)
+	if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0' || n < opt->min ||
+	    n > opt->max)
 	{
-		snprintf(err, errlen,
-				 "invalid %s \"%s\": expected an integer from %ld to %ld",
-				 origin(opt, from_env, name, sizeof name), value, opt->min,
-				 opt->max);
+		snprintf(err, errlen, "invalid %s \"%s\": expected an integer from %ld to %ld",
+		         origin(opt, from_env, name, sizeof name), value, opt->min, opt->max);
 		return false;
 	}
 	*long_field(opt, cfg) = n;
@@ -322,18 +303,18 @@ parse_long(const struct option_spec *opt, struct config *cfg,
 }
 
 static bool
-parse_duration_opt(const struct option_spec *opt, struct config *cfg,
-				   const char *value, bool from_env, char *err, size_t errlen)
+parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char *value,
+                   bool from_env, char *err, size_t errlen)
 {
-	char		name[64];
-	long		ms;
+	char name[64];
+	long ms;
 
 	if (!config_parse_duration(value, &ms) || ms < opt->min || ms > opt->max)
 	{
-		snprintf(err, errlen,
-				 "invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to %lds",
-				 origin(opt, from_env, name, sizeof name), value, opt->min,
-				 opt->max / 1000);
+		snprintf(
+		    err, errlen,
+		    "invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to %lds",
+		    origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
 		return false;
 	}
 	*long_field(opt, cfg) = ms;
@@ -341,10 +322,10 @@ parse_duration_opt(const struct option_spec *opt, struct config *cfg,
 }
 
 static bool
-parse_log_format(const struct option_spec *opt, struct config *cfg,
-				 const char *value, bool from_env, char *err, size_t errlen)
+parse_log_format(const struct option_spec *opt, struct config *cfg, const char *value,
+                 bool from_env, char *err, size_t errlen)
 {
-	char		name[64];
+	char name[64];
 
 	if (strcmp(value, "text") == 0)
 		cfg->log_format = LOG_FORMAT_TEXT;
@@ -353,7 +334,7 @@ parse_log_format(const struct option_spec *opt, struct config *cfg,
 	else
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected text or json",
-				 origin(opt, from_env, name, sizeof name), value);
+		         origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
@@ -363,15 +344,13 @@ static int
 find_option(const char *name, size_t len)
 {
 	for (int i = 0; i < NOPTIONS; i++)
-		if (strlen(options[i].name) == len &&
-			strncmp(options[i].name, name, len) == 0)
+		if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0)
 			return i;
 	return -1;
 }
 
 enum config_result
-config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
-			 char *err, size_t errlen)
+config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char *err, size_t errlen)
 {
 	const char *flag_values[NOPTIONS] = {0};
 
@@ -382,8 +361,8 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
 	{
 		const char *arg = argv[i];
 		const char *eq;
-		size_t		namelen;
-		int			o;
+		size_t namelen;
+		int o;
 
 		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
 			return CONFIG_HELP;
@@ -399,8 +378,7 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
 		o = find_option(arg + 2, namelen);
 		if (o < 0)
 		{
-			snprintf(err, errlen, "unknown option \"%.*s\" (see --help)",
-					 (int) namelen + 2, arg);
+			snprintf(err, errlen, "unknown option \"%.*s\" (see --help)", (int) namelen + 2, arg);
 			return CONFIG_ERROR;
 		}
 		if (eq != NULL)
@@ -418,7 +396,7 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
 	{
 		const struct option_spec *opt = &options[o];
 		const char *value = flag_values[o];
-		bool		from_env = false;
+		bool from_env = false;
 
 		if (value == NULL && opt->env != NULL)
 		{
@@ -438,7 +416,7 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
 	if (cfg->secrets.count == 0)
 	{
 		snprintf(err, errlen,
-				 "no webhook secret: set PROVISION_WEBHOOK_SECRET or pass --secret-file PATH");
+		         "no webhook secret: set PROVISION_WEBHOOK_SECRET or pass --secret-file PATH");
 		return CONFIG_ERROR;
 	}
 	if (cfg->threads == 0)
@@ -454,29 +432,59 @@ config_free(struct config *cfg)
 	memset(cfg, 0, sizeof *cfg);
 }
 
+/* Prints text word-wrapped into the help column. */
+static void
+print_wrapped(FILE *out, const char *text)
+{
+	const int width = 78 - 33;
+	int col = 0;
+
+	while (*text)
+	{
+		int len = (int) strcspn(text, " ");
+
+		if (col > 0 && col + 1 + len > width)
+		{
+			fprintf(out, "\n%33s", "");
+			col = 0;
+		}
+		else if (col > 0)
+		{
+			fputc(' ', out);
+			col++;
+		}
+		fprintf(out, "%.*s", len, text);
+		col += len;
+		text += len;
+		while (*text == ' ')
+			text++;
+	}
+	fputc('\n', out);
+}
+
 void
 config_usage(FILE *out)
 {
-	fprintf(out,
-			"usage: provision-listener [OPTION]...\n"
-			"Receives signed provisioning callbacks over HTTP and applies each one with\n"
-			"provision.handle_callback() in PostgreSQL.\n\n"
-			"Every option may also come from its environment variable; flags win.\n"
-			"Durations take ms, s (the default unit) or m.\n\n");
+	fprintf(out, "usage: provision-listener [OPTION]...\n"
+	             "Receives signed provisioning callbacks over HTTP and applies each one with\n"
+	             "provision.handle_callback() in PostgreSQL.\n\n"
+	             "Every option may also come from its environment variable; flags win.\n"
+	             "Durations take ms, s (the default unit) or m.\n\n");
 	for (int i = 0; i < NOPTIONS; i++)
 	{
 		const struct option_spec *opt = &options[i];
-		char		left[64];
+		char left[64];
 
 		snprintf(left, sizeof left, "--%s %s", opt->name, opt->metavar);
-		fprintf(out, "  %-30s %s\n", left, opt->help);
+		fprintf(out, "  %-30s ", left);
+		print_wrapped(out, opt->help);
 		fprintf(out, "  %-30s [%s]", "", opt->env);
 		if (opt->def != NULL && opt->def[0] != '\0')
 			fprintf(out, " default: %s", opt->def);
 		fprintf(out, "\n");
 	}
 	fprintf(out,
-			"  %-30s show this help and exit\n"
-			"  %-30s show the version and exit\n",
-			"--help", "--version");
+	        "  %-30s show this help and exit\n"
+	        "  %-30s show the version and exit\n",
+	        "--help", "--version");
 }

@@ -12,21 +12,21 @@
 
 struct config
 {
-	char		listen_host[256];	/* without brackets for IPv6 */
-	char		listen_port[8];
-	char	   *database;		/* conninfo or URI; "" means libpq defaults */
+	char listen_host[256]; /* without brackets for IPv6 */
+	char listen_port[8];
+	char *database; /* conninfo or URI; "" means libpq defaults */
 	struct secrets secrets;
-	long		max_body;		/* bytes */
-	long		tolerance;		/* seconds */
-	long		pool;
-	long		threads;
+	long max_body;  /* bytes */
+	long tolerance; /* seconds */
+	long pool;
+	long threads;
 	enum log_format log_format;
-	long		max_connections;
-	long		idle_timeout_ms;
-	long		request_timeout_ms;
-	long		statement_timeout_ms;
-	long		pool_wait_ms;
-	long		shutdown_timeout_ms;
+	long max_connections;
+	long idle_timeout_ms;
+	long request_timeout_ms;
+	long statement_timeout_ms;
+	long pool_wait_ms;
+	long shutdown_timeout_ms;
 };
 
 enum config_result
@@ -38,26 +38,25 @@ enum config_result
 };
 
 /* How environment variables are looked up; getenv in the daemon. */
-typedef char *(*config_env_fn) (const char *name);
+typedef char *(*config_env_fn)(const char *name);
 
 /*
  * Fills cfg from argv, then the environment, then defaults (flags win).
  * On CONFIG_ERROR err holds one line naming the option and the problem.
  * The caller releases cfg with config_free whatever the result.
  */
-enum config_result config_parse(struct config *cfg, int argc, char **argv,
-								config_env_fn env, char *err, size_t errlen);
+enum config_result config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
+                                char *err, size_t errlen);
 
-void		config_free(struct config *cfg);
+void config_free(struct config *cfg);
 
 /* Writes --help text, generated from the option table. */
-void		config_usage(FILE *out);
+void config_usage(FILE *out);
 
 /* Parses "host:port", "[v6]:port"; pure, used by the --listen option. */
-bool		config_parse_listen(const char *value, char *host, size_t hostlen,
-								char *port, size_t portlen);
+bool config_parse_listen(const char *value, char *host, size_t hostlen, char *port, size_t portlen);
 
 /* Parses "<n>[ms|s|m]" (seconds without a unit) into milliseconds. */
-bool		config_parse_duration(const char *value, long *ms);
+bool config_parse_duration(const char *value, long *ms);
 
 #endif

@@ -29,25 +29,25 @@
 #include <string.h>
 #include <time.h>
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MIN_MS         100
+#define BACKOFF_MAX_MS         5000
 #define SERIALIZATION_ATTEMPTS 3
-#define CLIENT_GRACE_MS 5000
-#define CONNECT_TIMEOUT_S "5"
+#define CLIENT_GRACE_MS        5000
+#define CONNECT_TIMEOUT_S      "5"
 
 static const char CALLBACK_SQL[] =
-"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
+    "SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
 static const char READY_SQL[] =
-"SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
+    "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
 static const char SET_TIMEOUT_SQL[] =
-"SELECT pg_catalog.set_config('statement_timeout', $1::pg_catalog.text, false)";
+    "SELECT pg_catalog.set_config('statement_timeout', $1::pg_catalog.text, false)";
 
 struct slot
 {
-	PGconn	   *conn;			/* NULL or unusable: reconnect before use */
-	bool		busy;
-	bool		ever_connected;
-	long		backoff_ms;
+	PGconn *conn; /* NULL or unusable: reconnect before use */
+	bool busy;
+	bool ever_connected;
+	long backoff_ms;
 	struct timespec next_attempt;
 };
 
@@ -57,23 +57,26 @@ struct db_pool
 	pthread_cond_t slot_free;
 	pthread_cond_t work;
 	struct slot *slots;
-	int			nslots;
+	int nslots;
 	struct db_job *head;
 	struct db_job *tail;
-	long		queued;
-	long		queue_cap;
-	bool		stopping;
-	pthread_t  *workers;
-	int			nworkers;
-	char	   *conninfo;
-	long		statement_timeout_ms;
-	long		pool_wait_ms;
+	long queued;
+	long queue_cap;
+	bool stopping;
+	pthread_t *workers;
+	int nworkers;
+	pthread_cond_t expiry; /* the expirer waits for the head's deadline */
+	pthread_t expirer;
+	bool expirer_started;
+	char *conninfo;
+	long statement_timeout_ms;
+	long pool_wait_ms;
 };
 
 enum exec_outcome
 {
-	EXEC_RESULT,				/* *res holds the server's answer */
-	EXEC_BROKEN					/* connection lost or timed out: unknown */
+	EXEC_RESULT, /* *res holds the server's answer */
+	EXEC_BROKEN  /* connection lost or timed out: unknown */
 };
 
 /* The one place a failed borrow turns into a 503. */
@@ -137,7 +140,7 @@ idle_connection_alive(PGconn *conn)
 			return false;
 		while (!PQisBusy(conn))
 		{
-			PGresult   *r = PQgetResult(conn);
+			PGresult *r = PQgetResult(conn);
 
 			if (r == NULL)
 				break;
@@ -158,8 +161,7 @@ log_notice(void *arg, const PGresult *res)
 
 	(void) arg;
 	if (msg != NULL)
-		log_warn("database %s: %.*s", severity ? severity : "notice",
-				 first_line(msg), msg);
+		log_warn("database %s: %.*s", severity ? severity : "notice", first_line(msg), msg);
 }
 
 /*
@@ -168,11 +170,11 @@ log_notice(void *arg, const PGresult *res)
  * ready for the next statement.
  */
 static enum exec_outcome
-exec_params(PGconn *conn, const char *sql, int nparams,
-			const char *const *values, long timeout_ms, PGresult **res)
+exec_params(PGconn *conn, const char *sql, int nparams, const char *const *values, long timeout_ms,
+            PGresult **res)
 {
 	struct timespec deadline;
-	PGresult   *r;
+	PGresult *r;
 
 	*res = NULL;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -185,8 +187,8 @@ exec_params(PGconn *conn, const char *sql, int nparams,
 		while (PQisBusy(conn))
 		{
 			struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
-			long		left = ms_until(&deadline);
-			int			n;
+			long left = ms_until(&deadline);
+			int n;
 
 			if (left <= 0)
 				return EXEC_BROKEN;
@@ -217,14 +219,12 @@ exec_params(PGconn *conn, const char *sql, int nparams,
 static bool
 slot_connect(struct db_pool *pool, struct slot *s)
 {
-	const char *keys[] = {"fallback_application_name", "connect_timeout",
-	"dbname", NULL};
-	const char *vals[] = {"provision-listener", CONNECT_TIMEOUT_S,
-	pool->conninfo, NULL};
-	char		timeout[32];
+	const char *keys[] = {"fallback_application_name", "connect_timeout", "dbname", NULL};
+	const char *vals[] = {"provision-listener", CONNECT_TIMEOUT_S, pool->conninfo, NULL};
+	char timeout[32];
 	const char *params[1] = {timeout};
-	PGresult   *res;
-	PGconn	   *conn;
+	PGresult *res;
+	PGconn *conn;
 
 	if (s->conn != NULL)
 		PQfinish(s->conn);
@@ -235,8 +235,7 @@ slot_connect(struct db_pool *pool, struct slot *s)
 	{
 		const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
 
-		log_warn("database connection failed: PQconnectdbParams: %.*s",
-				 first_line(msg), msg);
+		log_warn("database connection failed: PQconnectdbParams: %.*s", first_line(msg), msg);
 		metrics_db_error();
 		PQfinish(conn);
 		return false;
@@ -250,13 +249,13 @@ slot_connect(struct db_pool *pool, struct slot *s)
 	 * the role (ALTER ROLE ... SET statement_timeout).
 	 */
 	snprintf(timeout, sizeof timeout, "%ldms", pool->statement_timeout_ms);
-	if (exec_params(conn, SET_TIMEOUT_SQL, 1, params, pool->statement_timeout_ms + CLIENT_GRACE_MS, &res) != EXEC_RESULT ||
-		PQresultStatus(res) != PGRES_TUPLES_OK)
+	if (exec_params(conn, SET_TIMEOUT_SQL, 1, params, pool->statement_timeout_ms + CLIENT_GRACE_MS,
+	                &res) != EXEC_RESULT ||
+	    PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
 
-		log_warn("database connection failed: set statement_timeout: %.*s",
-				 first_line(msg), msg);
+		log_warn("database connection failed: set statement_timeout: %.*s", first_line(msg), msg);
 		metrics_db_error();
 		PQclear(res);
 		PQfinish(conn);
@@ -276,7 +275,7 @@ slot_connect(struct db_pool *pool, struct slot *s)
 static void
 slot_fail(struct slot *s)
 {
-	long		jitter;
+	long jitter;
 
 	if (s->conn != NULL)
 		PQfinish(s->conn);
@@ -295,19 +294,15 @@ slot_fail(struct slot *s)
  * still backing off the database is down and waiting would not help.
  */
 static enum borrow_outcome
-pool_borrow(struct db_pool *pool, struct slot **out)
+pool_borrow(struct db_pool *pool, const struct timespec *deadline, struct slot **out)
 {
-	struct timespec deadline;
 	enum borrow_outcome result = BORROW_TIMEOUT;
-
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	timespec_add_ms(&deadline, pool->pool_wait_ms);
 
 	pthread_mutex_lock(&pool->lock);
 	for (;;)
 	{
 		struct slot *retry = NULL;
-		bool		any_free = false;
+		bool any_free = false;
 
 		for (int i = 0; i < pool->nslots; i++)
 		{
@@ -336,7 +331,7 @@ pool_borrow(struct db_pool *pool, struct slot **out)
 			result = BORROW_DOWN;
 			goto done;
 		}
-		if (pthread_cond_timedwait(&pool->slot_free, &pool->lock, &deadline) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&pool->slot_free, &pool->lock, deadline) == ETIMEDOUT)
 		{
 			result = BORROW_TIMEOUT;
 			goto done;
@@ -367,21 +362,20 @@ static struct slot *
 borrow_connected(struct db_pool *pool, struct db_job *job)
 {
 	struct slot *s = NULL;
-	enum borrow_outcome b = pool_borrow(pool, &s);
-	char	   *body;
+	enum borrow_outcome b = pool_borrow(pool, &job->deadline, &s);
+	char *body;
 
 	if (b == BORROW_OK)
 	{
-		if ((slot_usable(s) && idle_connection_alive(s->conn)) ||
-			slot_connect(pool, s))
+		if ((slot_usable(s) && idle_connection_alive(s->conn)) || slot_connect(pool, s))
 			return s;
 		slot_fail(s);
 		pool_release(pool, s);
 		b = BORROW_DOWN;
 	}
-	body = json_error_body(b == BORROW_TIMEOUT ?
-						   "no database connection became free in time; retry later" :
-						   "database unavailable; retry later");
+	body = json_error_body(b == BORROW_TIMEOUT
+	                           ? "no database connection became free in time; retry later"
+	                           : "database unavailable; retry later");
 	job->status = 503;
 	job->retry_after = b == BORROW_TIMEOUT ? 1 : 2;
 	job->body = body;
@@ -389,8 +383,7 @@ borrow_connected(struct db_pool *pool, struct db_job *job)
 }
 
 static void
-set_answer(struct db_job *job, unsigned int status, char *body,
-		   unsigned int retry_after)
+set_answer(struct db_job *job, unsigned int status, char *body, unsigned int retry_after)
 {
 	job->status = body != NULL ? status : 500;
 	job->body = body;
@@ -401,8 +394,8 @@ set_answer(struct db_job *job, unsigned int status, char *body,
 static void
 answer_result(struct db_job *job, PGresult *res)
 {
-	cJSON	   *result;
-	char	   *body;
+	cJSON *result;
+	char *body;
 
 	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
 	{
@@ -433,7 +426,7 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
 	struct sqlstate_action action = sqlstate_to_http(sqlstate);
-	char		status[64];
+	char status[64];
 
 	metrics_db_error();
 	if (message == NULL)
@@ -449,23 +442,22 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 			break;
 		case 409:
 			set_answer(job, 409,
-					   json_conflict_body(message, job->payload_job_id,
-										  detail_current_status(detail, status,
-																sizeof status)),
-					   0);
+			           json_conflict_body(message, job->payload_job_id,
+			                              detail_current_status(detail, status, sizeof status)),
+			           0);
 			break;
 		case 503:
-			log_warn("handle_callback failed: SQLSTATE %s: %s",
-					 sqlstate ? sqlstate : "none", message);
+			log_warn("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
+			         message);
 			set_answer(job, 503,
-					   json_error_body(action.retry ?
-									   "database conflict persisted after retries; retry later" :
-									   "database temporarily unavailable; retry later"),
-					   1);
+			           json_error_body(
+			               action.retry ? "database conflict persisted after retries; retry later"
+			                            : "database temporarily unavailable; retry later"),
+			           1);
 			break;
 		default:
-			log_error("handle_callback failed: SQLSTATE %s: %s",
-					  sqlstate ? sqlstate : "none", message);
+			log_error("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
+			          message);
 			set_answer(job, 500, json_error_body("internal error"), 0);
 			break;
 	}
@@ -489,25 +481,22 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 	for (int attempt = 1; attempt <= SERIALIZATION_ATTEMPTS; attempt++)
 	{
 		struct slot *s = borrow_connected(pool, job);
-		PGresult   *res;
-		bool		retry = false;
+		PGresult *res;
+		bool retry = false;
 
 		if (s == NULL)
 			return;
 		if (exec_params(s->conn, CALLBACK_SQL, 2, params,
-						pool->statement_timeout_ms + CLIENT_GRACE_MS,
-						&res) != EXEC_RESULT)
+		                pool->statement_timeout_ms + CLIENT_GRACE_MS, &res) != EXEC_RESULT)
 		{
 			/* the call may or may not have committed: let the sender retry */
 			const char *msg = PQerrorMessage(s->conn);
 
-			log_warn("handle_callback failed: connection lost: %.*s",
-					 first_line(msg), msg);
+			log_warn("handle_callback failed: connection lost: %.*s", first_line(msg), msg);
 			metrics_db_error();
 			slot_fail(s);
 			pool_release(pool, s);
-			set_answer(job, 503,
-					   json_error_body("database connection lost; retry later"), 1);
+			set_answer(job, 503, json_error_body("database connection lost; retry later"), 1);
 			return;
 		}
 		if (PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -529,13 +518,12 @@ run_ready(struct db_pool *pool, struct db_job *job)
 {
 	const char *params[1] = {"provision"};
 	struct slot *s = borrow_connected(pool, job);
-	PGresult   *res;
+	PGresult *res;
 
 	if (s == NULL)
 		return;
-	if (exec_params(s->conn, READY_SQL, 1, params,
-					pool->statement_timeout_ms + CLIENT_GRACE_MS,
-					&res) != EXEC_RESULT)
+	if (exec_params(s->conn, READY_SQL, 1, params, pool->statement_timeout_ms + CLIENT_GRACE_MS,
+	                &res) != EXEC_RESULT)
 	{
 		slot_fail(s);
 		pool_release(pool, s);
@@ -551,12 +539,11 @@ run_ready(struct db_pool *pool, struct db_job *job)
 	}
 	else if (PQntuples(res) != 1)
 		set_answer(job, 503,
-				   json_error_body("extension provision is not installed in the database"),
-				   5);
+		           json_error_body("extension provision is not installed in the database"), 5);
 	else
 	{
-		cJSON	   *obj = cJSON_CreateObject();
-		char	   *body = NULL;
+		cJSON *obj = cJSON_CreateObject();
+		char *body = NULL;
 
 		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ready") != NULL)
 			body = cJSON_PrintUnformatted(obj);
@@ -594,10 +581,6 @@ worker_main(void *arg)
 		pool->queued--;
 		pthread_mutex_unlock(&pool->lock);
 
-		job->status = 0;
-		job->body = NULL;
-		job->retry_after = 0;
-		job->job_id[0] = '\0';
 		if (job->kind == DB_JOB_CALLBACK)
 			run_callback(pool, job, &seed);
 		else
@@ -606,19 +589,77 @@ worker_main(void *arg)
 	}
 }
 
+static void
+answer_expired(struct db_job *job)
+{
+	set_answer(job, 503, json_error_body("no database connection became free in time; retry later"),
+	           1);
+	job->done(job);
+}
+
+/*
+ * Answers queued jobs whose --pool-wait deadline passes before a worker
+ * takes them, so a request waits no longer than that even when every
+ * worker is stuck in a slow call.  The queue is in deadline order, so only
+ * its head needs watching.
+ */
+static void *
+expirer_main(void *arg)
+{
+	struct db_pool *pool = arg;
+
+	pthread_mutex_lock(&pool->lock);
+	while (!pool->stopping)
+	{
+		struct db_job *job = pool->head;
+
+		if (job == NULL)
+		{
+			pthread_cond_wait(&pool->expiry, &pool->lock);
+			continue;
+		}
+		if (ms_until(&job->deadline) > 0)
+		{
+			/* a copy: a worker may take and finish the job meanwhile */
+			struct timespec deadline = job->deadline;
+
+			pthread_cond_timedwait(&pool->expiry, &pool->lock, &deadline);
+			continue;
+		}
+		pool->head = job->next;
+		if (pool->head == NULL)
+			pool->tail = NULL;
+		pool->queued--;
+		pthread_mutex_unlock(&pool->lock);
+		answer_expired(job);
+		pthread_mutex_lock(&pool->lock);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return NULL;
+}
+
 bool
 db_submit(struct db_pool *pool, struct db_job *job)
 {
-	bool		ok = false;
+	bool ok = false;
 
 	job->next = NULL;
+	job->status = 0;
+	job->body = NULL;
+	job->retry_after = 0;
+	job->job_id[0] = '\0';
+	clock_gettime(CLOCK_MONOTONIC, &job->deadline);
+	timespec_add_ms(&job->deadline, pool->pool_wait_ms);
 	pthread_mutex_lock(&pool->lock);
 	if (!pool->stopping && pool->queued < pool->queue_cap)
 	{
 		if (pool->tail != NULL)
 			pool->tail->next = job;
 		else
+		{
 			pool->head = job;
+			pthread_cond_signal(&pool->expiry);
+		}
 		pool->tail = job;
 		pool->queued++;
 		pthread_cond_signal(&pool->work);
@@ -639,8 +680,9 @@ db_pool_open(const struct config *cfg, char *err, size_t errlen)
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->work, NULL);
 	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_REALTIME);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&pool->slot_free, &attr);
+	pthread_cond_init(&pool->expiry, &attr);
 	pthread_condattr_destroy(&attr);
 	pool->nslots = (int) cfg->pool;
 	pool->queue_cap = cfg->max_connections;
@@ -663,16 +705,27 @@ db_pool_open(const struct config *cfg, char *err, size_t errlen)
 
 	for (int i = 0; i < cfg->threads; i++)
 	{
-		int			rc = pthread_create(&pool->workers[i], NULL, worker_main, pool);
+		int rc = pthread_create(&pool->workers[i], NULL, worker_main, pool);
 
 		if (rc != 0)
 		{
-			snprintf(err, errlen, "cannot start worker thread: pthread_create: %s",
-					 strerror(rc));
+			snprintf(err, errlen, "cannot start worker thread: pthread_create: %s", strerror(rc));
 			db_pool_close(pool);
 			return NULL;
 		}
 		pool->nworkers++;
+	}
+	{
+		int rc = pthread_create(&pool->expirer, NULL, expirer_main, pool);
+
+		if (rc != 0)
+		{
+			snprintf(err, errlen, "cannot start the queue expiry thread: pthread_create: %s",
+			         strerror(rc));
+			db_pool_close(pool);
+			return NULL;
+		}
+		pool->expirer_started = true;
 	}
 	return pool;
 
@@ -689,20 +742,32 @@ oom:
 }
 
 void
-db_pool_close(struct db_pool *pool)
+db_pool_stop(struct db_pool *pool)
 {
 	pthread_mutex_lock(&pool->lock);
 	pool->stopping = true;
 	pthread_cond_broadcast(&pool->work);
+	pthread_cond_signal(&pool->expiry);
 	pthread_mutex_unlock(&pool->lock);
 	for (int i = 0; i < pool->nworkers; i++)
 		pthread_join(pool->workers[i], NULL);
+	pool->nworkers = 0;
+	if (pool->expirer_started)
+		pthread_join(pool->expirer, NULL);
+	pool->expirer_started = false;
+}
+
+void
+db_pool_close(struct db_pool *pool)
+{
+	db_pool_stop(pool);
 	for (int i = 0; i < pool->nslots; i++)
 		if (pool->slots[i].conn != NULL)
 			PQfinish(pool->slots[i].conn);
 	pthread_mutex_destroy(&pool->lock);
 	pthread_cond_destroy(&pool->work);
 	pthread_cond_destroy(&pool->slot_free);
+	pthread_cond_destroy(&pool->expiry);
 	free(pool->conninfo);
 	free(pool->slots);
 	free(pool->workers);

@@ -12,11 +12,12 @@
 #include "config.h"
 
 #include <stdbool.h>
+#include <time.h>
 
 enum db_job_kind
 {
-	DB_JOB_CALLBACK,			/* provision.handle_callback(payload, delivery) */
-	DB_JOB_READY				/* the /readyz round trip */
+	DB_JOB_CALLBACK, /* provision.handle_callback(payload, delivery) */
+	DB_JOB_READY     /* the /readyz round trip */
 };
 
 struct db_job
@@ -24,16 +25,19 @@ struct db_job
 	enum db_job_kind kind;
 	/* inputs: NUL-terminated, owned by the submitter */
 	const char *payload;
-	const char *delivery_id;	/* NULL: no deduplication */
+	const char *delivery_id;    /* NULL: no deduplication */
 	const char *payload_job_id; /* for the 409 body; may be NULL */
 
 	/* outputs, valid in done() */
 	unsigned int status;
-	char	   *body;			/* JSON text; release with cJSON_free */
-	unsigned int retry_after;	/* seconds; 0 for no Retry-After */
-	char		job_id[64];		/* from the result, for the log */
+	char *body;               /* JSON text; release with cJSON_free */
+	unsigned int retry_after; /* seconds; 0 for no Retry-After */
+	char job_id[64];          /* from the result, for the log */
 
-	void		(*done) (struct db_job *job);
+	void (*done)(struct db_job *job);
+
+	/* owned by the pool */
+	struct timespec deadline; /* for a pool connection (--pool-wait) */
 	struct db_job *next;
 };
 
@@ -49,9 +53,15 @@ struct db_pool *db_pool_open(const struct config *cfg, char *err, size_t errlen)
  * Queues a job; false when the queue is full or the pool is closing (the
  * caller answers 503 itself).
  */
-bool		db_submit(struct db_pool *pool, struct db_job *job);
+bool db_submit(struct db_pool *pool, struct db_job *job);
 
-/* Runs every queued job, stops the workers and closes the connections. */
-void		db_pool_close(struct db_pool *pool);
+/*
+ * Runs every queued job and stops the workers; from then on db_submit()
+ * refuses work, but the pool stays valid for callers still holding it.
+ */
+void db_pool_stop(struct db_pool *pool);
+
+/* Stops the workers if still running, closes the connections, frees. */
+void db_pool_close(struct db_pool *pool);
 
 #endif

@@ -35,14 +35,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DELIVERY_ID_MAX 255
-#define FD_RESERVE 64			/* pool, log, resolver and spare fds */
+#define DELIVERY_ID_MAX           255
+#define FD_RESERVE                64 /* pool, log, resolver and spare fds */
+#define OVERSIZE_CUTOFF(max_body) ((size_t) (max_body) *4 + 1024 * 1024)
 
 /* One connection, as the reaper sees it. */
 struct conn_entry
 {
-	int			fd;
-	bool		receiving;		/* a request may be arriving: reapable */
+	int fd;
+	bool receiving; /* a request may be arriving: reapable */
 	struct timespec deadline;
 	struct conn_entry *prev;
 	struct conn_entry *next;
@@ -55,13 +56,13 @@ struct http_server
 	struct db_pool *pool;
 	atomic_long in_flight;
 	atomic_bool draining;
-	pthread_mutex_t lock;		/* guards conns and the drain wait */
+	pthread_mutex_t lock; /* guards conns and the drain wait */
 	pthread_cond_t idle;
 	struct conn_entry *conns;
-	pthread_t	reaper;
+	pthread_t reaper;
 	pthread_cond_t reaper_wake;
-	bool		reaper_stop;
-	bool		reaper_started;
+	bool reaper_stop;
+	bool reaper_started;
 };
 
 /* One request, from its headers to the notification that it is done. */
@@ -70,20 +71,21 @@ struct request
 	struct http_server *server;
 	struct MHD_Connection *conn;
 	enum endpoint ep;
-	bool		is_callback;
+	bool is_callback;
 	struct timespec start;
-	char	   *body;
-	size_t		len;
-	size_t		cap;
-	bool		too_large;
-	bool		check_type_later;	/* chunked: Content-Type after size */
-	bool		queued;			/* waiting for a worker */
-	bool		answered;		/* the worker filled in job */
-	unsigned int status;		/* what was queued, 0 if nothing */
-	char		method[16];
-	char		path[256];
-	char		delivery_id[DELIVERY_ID_MAX + 1];
-	char		job_id[64];
+	char *body;
+	size_t len;
+	size_t cap;
+	bool too_large;
+	size_t discarded;      /* body bytes dropped after too_large */
+	bool check_type_later; /* chunked: Content-Type after size */
+	bool queued;           /* waiting for a worker */
+	bool answered;         /* the worker filled in job */
+	unsigned int status;   /* what was queued, 0 if nothing */
+	char method[16];
+	char path[256];
+	char delivery_id[DELIVERY_ID_MAX + 1];
+	char job_id[64];
 	struct db_job job;
 };
 
@@ -112,22 +114,20 @@ deadline_from_now(struct timespec *t, long ms)
 static bool
 past(const struct timespec *t, const struct timespec *now)
 {
-	return now->tv_sec > t->tv_sec ||
-		(now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
+	return now->tv_sec > t->tv_sec || (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
 }
 
 static struct conn_entry *
 entry_of(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *info =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 
 	return info ? info->socket_context : NULL;
 }
 
 static void
-set_receiving(struct http_server *server, struct MHD_Connection *conn,
-			  bool receiving)
+set_receiving(struct http_server *server, struct MHD_Connection *conn, bool receiving)
 {
 	struct conn_entry *e = entry_of(conn);
 
@@ -146,9 +146,8 @@ set_receiving(struct http_server *server, struct MHD_Connection *conn,
  * body could not be built, which becomes a bare 500.
  */
 static enum MHD_Result
-send_response(struct request *req, unsigned int status, char *body,
-			  const char *content_type, void (*free_fn) (void *),
-			  unsigned int retry_after, const char *allow)
+send_response(struct request *req, unsigned int status, char *body, const char *content_type,
+              void (*free_fn)(void *), unsigned int retry_after, const char *allow)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result rc;
@@ -159,8 +158,7 @@ send_response(struct request *req, unsigned int status, char *body,
 		resp = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
 	}
 	else
-		resp = MHD_create_response_from_buffer_with_free_callback(strlen(body), body,
-																  free_fn);
+		resp = MHD_create_response_from_buffer_with_free_callback(strlen(body), body, free_fn);
 	if (resp == NULL)
 	{
 		free_fn(body);
@@ -169,7 +167,7 @@ send_response(struct request *req, unsigned int status, char *body,
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 	if (retry_after > 0)
 	{
-		char		value[16];
+		char value[16];
 
 		snprintf(value, sizeof value, "%u", retry_after);
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, value);
@@ -186,11 +184,9 @@ send_response(struct request *req, unsigned int status, char *body,
 }
 
 static enum MHD_Result
-send_json(struct request *req, unsigned int status, char *body,
-		  unsigned int retry_after)
+send_json(struct request *req, unsigned int status, char *body, unsigned int retry_after)
 {
-	return send_response(req, status, body, "application/json", cJSON_free,
-						 retry_after, NULL);
+	return send_response(req, status, body, "application/json", cJSON_free, retry_after, NULL);
 }
 
 static enum MHD_Result
@@ -250,9 +246,8 @@ on_headers(struct request *req, const char *url, const char *method)
 		case ENDPOINT_WEBHOOK:
 		case ENDPOINT_API_WEBHOOK:
 			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-				return send_response(req, 405,
-									 json_error_body("method not allowed; use POST"),
-									 "application/json", cJSON_free, 0, "POST");
+				return send_response(req, 405, json_error_body("method not allowed; use POST"),
+				                     "application/json", cJSON_free, 0, "POST");
 			req->is_callback = true;
 			break;
 		case ENDPOINT_HEALTHZ:
@@ -260,17 +255,16 @@ on_headers(struct request *req, const char *url, const char *method)
 		case ENDPOINT_METRICS:
 		case ENDPOINT_COUNT:
 			if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
-				strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-				return send_response(req, 405,
-									 json_error_body("method not allowed; use GET"),
-									 "application/json", cJSON_free, 0, "GET, HEAD");
+			    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+				return send_response(req, 405, json_error_body("method not allowed; use GET"),
+				                     "application/json", cJSON_free, 0, "GET, HEAD");
 			break;
 	}
 
 	if (req->ep == ENDPOINT_HEALTHZ)
 	{
-		cJSON	   *obj = cJSON_CreateObject();
-		char	   *body = NULL;
+		cJSON *obj = cJSON_CreateObject();
+		char *body = NULL;
 
 		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ok") != NULL)
 			body = cJSON_PrintUnformatted(obj);
@@ -279,14 +273,13 @@ on_headers(struct request *req, const char *url, const char *method)
 	}
 	if (req->ep == ENDPOINT_METRICS)
 	{
-		size_t		len;
-		char	   *text = metrics_render(&len);
+		size_t len;
+		char *text = metrics_render(&len);
 
 		if (text == NULL)
 			return send_error(req, 500, "internal error");
-		return send_response(req, 200, text,
-							 "text/plain; version=0.0.4; charset=utf-8", free, 0,
-							 NULL);
+		return send_response(req, 200, text, "text/plain; version=0.0.4; charset=utf-8", free, 0,
+		                     NULL);
 	}
 	if (req->ep == ENDPOINT_READYZ)
 		return queue_job(req, DB_JOB_READY);
@@ -294,18 +287,17 @@ on_headers(struct request *req, const char *url, const char *method)
 	length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length != NULL)
 	{
-		char	   *end;
+		char *end;
 		unsigned long long n;
 
 		errno = 0;
 		n = strtoull(length, &end, 10);
 		if (errno == 0 && *end == '\0' && n > (unsigned long long) cfg->max_body)
 		{
-			char		msg[128];
+			char msg[128];
 
-			snprintf(msg, sizeof msg,
-					 "request body of %llu bytes exceeds the limit of %ld bytes",
-					 n, cfg->max_body);
+			snprintf(msg, sizeof msg, "request body of %llu bytes exceeds the limit of %ld bytes",
+			         n, cfg->max_body);
 			return send_error(req, 413, msg);
 		}
 	}
@@ -320,10 +312,13 @@ on_headers(struct request *req, const char *url, const char *method)
 static void
 on_body(struct request *req, const char *data, size_t size)
 {
-	size_t		max = (size_t) req->server->cfg->max_body;
+	size_t max = (size_t) req->server->cfg->max_body;
 
 	if (req->too_large)
+	{
+		req->discarded += size;
 		return;
+	}
 	if (size > max - req->len)
 	{
 		req->too_large = true;
@@ -334,8 +329,8 @@ on_body(struct request *req, const char *data, size_t size)
 	}
 	if (req->len + size + 1 > req->cap)
 	{
-		size_t		cap = req->cap ? req->cap : 1024;
-		char	   *body;
+		size_t cap = req->cap ? req->cap : 1024;
+		char *body;
 
 		while (cap < req->len + size + 1)
 			cap *= 2;
@@ -364,17 +359,16 @@ on_complete(struct request *req)
 	struct verify_result vr;
 	const char *delivery;
 	const char *delivery_header;
-	cJSON	   *payload;
-	char		msg[160];
+	cJSON *payload;
+	char msg[160];
 
 	if (req->too_large)
 	{
-		snprintf(msg, sizeof msg, "request body exceeds the limit of %ld bytes",
-				 cfg->max_body);
+		snprintf(msg, sizeof msg, "request body exceeds the limit of %ld bytes", cfg->max_body);
 		return send_error(req, 413, msg);
 	}
 	if (req->check_type_later &&
-		!content_type_is_json(header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
+	    !content_type_is_json(header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return send_error(req, 415, "header Content-Type must be application/json");
 
 	if (req->body == NULL)
@@ -396,11 +390,10 @@ on_complete(struct request *req)
 	in.tolerance = cfg->tolerance;
 
 	/*
-	 * The delivery id of the scheme in use (verify_request picks Standard
-	 * Webhooks whenever webhook-signature is present); it is logged even
-	 * when verification fails, so a refused delivery can be traced.
+	 * The delivery id of the scheme in use; it is logged even when
+	 * verification fails, so a refused delivery can be traced.
 	 */
-	delivery_header = in.webhook_signature != NULL ? "webhook-id" : "X-GitHub-Delivery";
+	delivery_header = verify_uses_standard(&in) ? "webhook-id" : "X-GitHub-Delivery";
 	delivery = header(req->conn, delivery_header);
 	if (delivery != NULL)
 		snprintf(req->delivery_id, sizeof req->delivery_id, "%s", delivery);
@@ -418,8 +411,8 @@ on_complete(struct request *req)
 	}
 	if (delivery != NULL && strlen(delivery) > DELIVERY_ID_MAX)
 	{
-		snprintf(msg, sizeof msg, "header %s is longer than %d characters",
-				 delivery_header, DELIVERY_ID_MAX);
+		snprintf(msg, sizeof msg, "header %s is longer than %d characters", delivery_header,
+		         DELIVERY_ID_MAX);
 		return send_error(req, 400, msg);
 	}
 
@@ -436,13 +429,12 @@ on_complete(struct request *req)
 }
 
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url,
-		   const char *method, const char *version, const char *upload_data,
-		   size_t *upload_data_size, void **con_cls)
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+           const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct http_server *server = cls;
 	struct request *req = *con_cls;
-	char	   *body;
+	char *body;
 
 	(void) version;
 	if (req == NULL)
@@ -475,6 +467,14 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	{
 		on_body(req, upload_data, *upload_data_size);
 		*upload_data_size = 0;
+
+		/*
+		 * libmicrohttpd can only answer once the body is complete, so an
+		 * oversized chunked body is read and dropped to give its 413; a
+		 * sender that keeps going far beyond the limit is cut off instead.
+		 */
+		if (req->too_large && req->discarded > OVERSIZE_CUTOFF(server->cfg->max_body))
+			return MHD_NO;
 		return MHD_YES;
 	}
 	if (!req->is_callback)
@@ -484,11 +484,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
+             enum MHD_RequestTerminationCode toe)
 {
 	struct http_server *server = cls;
 	struct request *req = *con_cls;
-	double		duration;
+	double duration;
 
 	(void) toe;
 	if (req == NULL)
@@ -496,8 +496,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 	duration = seconds_since(&req->start);
 	log_request(req->method, req->path, req->status, duration,
-				req->delivery_id[0] ? req->delivery_id : NULL,
-				req->job_id[0] ? req->job_id : NULL);
+	            req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL);
 	if (req->status != 0)
 		metrics_observe_request(req->ep, req->status, duration);
 	set_receiving(server, conn, true);
@@ -518,7 +517,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  */
 static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-			  enum MHD_ConnectionNotificationCode code)
+              enum MHD_ConnectionNotificationCode code)
 {
 	struct http_server *server = cls;
 	struct conn_entry *e;
@@ -526,7 +525,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 	if (code == MHD_CONNECTION_NOTIFY_STARTED)
 	{
 		const union MHD_ConnectionInfo *info =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 
 		e = calloc(1, sizeof *e);
 		if (e == NULL || info == NULL)
@@ -602,11 +601,10 @@ static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	static const char *const client_noise[] = {
-		"closed", "timed out", "timeout", "Connection reset",
-		"Failed to receive", "Failed to send", "Broken pipe"
-	};
-	char		msg[512];
-	size_t		len;
+	    "closed",         "timed out",  "timeout", "Connection reset", "Failed to receive",
+	    "Failed to send", "Broken pipe"};
+	char msg[512];
+	size_t len;
 
 	(void) cls;
 	vsnprintf(msg, sizeof msg, fmt, ap);
@@ -629,17 +627,44 @@ raise_fd_limit(void)
 		return 1024;
 	if (rl.rlim_cur < rl.rlim_max)
 	{
-		rlim_t		old = rl.rlim_cur;
+		rlim_t old = rl.rlim_cur;
 
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 		{
-			log_warn("cannot raise the open-file limit: setrlimit: %s",
-					 strerror(errno));
+			log_warn("cannot raise the open-file limit: setrlimit: %s", strerror(errno));
 			rl.rlim_cur = old;
 		}
 	}
 	return rl.rlim_cur;
+}
+
+/* A listening socket for one address, or -1 with errno set. */
+static int
+listen_on(const struct addrinfo *ai, long backlog, const char **call)
+{
+	int one = 1;
+	int fd;
+	int saved;
+
+	*call = "socket";
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ai->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	*call = "bind";
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+	{
+		*call = "listen";
+		if (listen(fd, (int) (backlog < SOMAXCONN ? SOMAXCONN : backlog)) == 0)
+			return fd;
+	}
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
 }
 
 int
@@ -647,9 +672,10 @@ http_bind(const struct config *cfg, char *err, size_t errlen)
 {
 	struct addrinfo hints;
 	struct addrinfo *res;
-	int			rc;
-	int			fd = -1;
-	int			saved = 0;
+	int rc;
+	int fd = -1;
+	int saved = 0;
+	const char *call = "bind";
 
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
@@ -658,47 +684,39 @@ http_bind(const struct config *cfg, char *err, size_t errlen)
 	rc = getaddrinfo(cfg->listen_host, cfg->listen_port, &hints, &res);
 	if (rc != 0)
 	{
-		snprintf(err, errlen, "cannot resolve listen address %s: getaddrinfo: %s",
-				 cfg->listen_host, gai_strerror(rc));
+		snprintf(err, errlen, "cannot resolve listen address %s: getaddrinfo: %s", cfg->listen_host,
+		         gai_strerror(rc));
 		return -1;
 	}
-	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
-	{
-		int			one = 1;
-
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-					ai->ai_protocol);
-		if (fd < 0)
+	/*
+	 * A name such as localhost may resolve to both ::1 and 127.0.0.1; only
+	 * one socket is served, and IPv4 first is what clients dialing
+	 * 127.0.0.1 expect.
+	 */
+	for (int pass = 0; pass < 2 && fd < 0; pass++)
+		for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
 		{
-			saved = errno;
-			continue;
+			if ((ai->ai_family == AF_INET) != (pass == 0))
+				continue;
+			fd = listen_on(ai, cfg->max_connections, &call);
+			if (fd < 0)
+				saved = errno;
 		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-		if (ai->ai_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-			listen(fd, (int) (cfg->max_connections < SOMAXCONN ? SOMAXCONN : cfg->max_connections)) == 0)
-			break;
-		saved = errno;
-		close(fd);
-		fd = -1;
-	}
 	freeaddrinfo(res);
 	if (fd < 0)
-		snprintf(err, errlen, "cannot listen on %s port %s: bind: %s",
-				 cfg->listen_host, cfg->listen_port, strerror(saved));
+		snprintf(err, errlen, "cannot listen on %s port %s: %s: %s", cfg->listen_host,
+		         cfg->listen_port, call, strerror(saved));
 	return fd;
 }
 
 struct http_server *
-http_start(const struct config *cfg, int listen_fd, struct db_pool *pool,
-		   char *err, size_t errlen)
+http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *err, size_t errlen)
 {
 	struct http_server *server = calloc(1, sizeof *server);
-	rlim_t		fds = raise_fd_limit();
-	long		limit = cfg->max_connections;
+	rlim_t fds = raise_fd_limit();
+	long limit = cfg->max_connections;
 	pthread_condattr_t attr;
-	int			rc;
+	int rc;
 
 	if (server == NULL)
 	{
@@ -716,43 +734,37 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool,
 
 	if ((rlim_t) limit + (rlim_t) cfg->pool + FD_RESERVE > fds)
 	{
-		long		capped = (long) fds - cfg->pool - FD_RESERVE;
+		long capped = (long) fds - cfg->pool - FD_RESERVE;
 
 		if (capped < 4)
 		{
-			snprintf(err, errlen,
-					 "open-file limit %llu is too low for --pool %ld; raise ulimit -n",
-					 (unsigned long long) fds, cfg->pool);
+			snprintf(err, errlen, "open-file limit %llu is too low for --pool %ld; raise ulimit -n",
+			         (unsigned long long) fds, cfg->pool);
 			http_stop(server);
 			return NULL;
 		}
-		log_warn("connection limit lowered from %ld to %ld by the open-file limit %llu",
-				 limit, capped, (unsigned long long) fds);
+		log_warn("connection limit lowered from %ld to %ld by the open-file limit %llu", limit,
+		         capped, (unsigned long long) fds);
 		limit = capped;
 	}
 
 	rc = pthread_create(&server->reaper, NULL, reaper_main, server);
 	if (rc != 0)
 	{
-		snprintf(err, errlen, "cannot start the reaper thread: pthread_create: %s",
-				 strerror(rc));
+		snprintf(err, errlen, "cannot start the reaper thread: pthread_create: %s", strerror(rc));
 		http_stop(server);
 		return NULL;
 	}
 	server->reaper_started = true;
 
 	server->daemon = MHD_start_daemon(
-									  MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-									  MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-									  0, NULL, NULL, on_request, server,
-									  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-									  MHD_OPTION_LISTEN_SOCKET, listen_fd,
-									  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
-									  MHD_OPTION_CONNECTION_TIMEOUT,
-									  (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),
-									  MHD_OPTION_NOTIFY_COMPLETED, on_completed, server,
-									  MHD_OPTION_NOTIFY_CONNECTION, on_connection, server,
-									  MHD_OPTION_END);
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+	        MHD_USE_ERROR_LOG,
+	    0, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_NOTIFY_CONNECTION,
+	    on_connection, server, MHD_OPTION_END);
 	if (server->daemon == NULL)
 	{
 		snprintf(err, errlen, "cannot start the HTTP server: MHD_start_daemon failed");
@@ -765,7 +777,7 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool,
 void
 http_quiesce(struct http_server *server)
 {
-	MHD_socket	fd;
+	MHD_socket fd;
 
 	atomic_store(&server->draining, true);
 	fd = MHD_quiesce_daemon(server->daemon);
@@ -777,7 +789,7 @@ bool
 http_drain(struct http_server *server, long timeout_ms)
 {
 	struct timespec deadline;
-	bool		idle = true;
+	bool idle = true;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += timeout_ms / 1000;

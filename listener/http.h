@@ -16,19 +16,19 @@ struct http_server;
  * Resolves and binds cfg's listen address and raises the open-file limit.
  * Returns the listening socket, or -1 with one line in err.
  */
-int			http_bind(const struct config *cfg, char *err, size_t errlen);
+int http_bind(const struct config *cfg, char *err, size_t errlen);
 
 /* Serves on the bound socket until http_stop(). */
-struct http_server *http_start(const struct config *cfg, int listen_fd,
-							   struct db_pool *pool, char *err, size_t errlen);
+struct http_server *http_start(const struct config *cfg, int listen_fd, struct db_pool *pool,
+                               char *err, size_t errlen);
 
 /* Stops accepting connections; answers from now on close their connection. */
-void		http_quiesce(struct http_server *server);
+void http_quiesce(struct http_server *server);
 
 /* Waits until no request is in progress; false when timeout_ms ran out. */
-bool		http_drain(struct http_server *server, long timeout_ms);
+bool http_drain(struct http_server *server, long timeout_ms);
 
 /* Closes every connection and frees the server. */
-void		http_stop(struct http_server *server);
+void http_stop(struct http_server *server);
 
 #endif

@@ -9,6 +9,7 @@
  */
 #include "log.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,8 +18,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 2048
-#define LOG_VALUE_MAX 200
+#define LOG_VALUE_MAX  200  /* characters kept of a field's value */
+#define LOG_MSG_MAX    1024 /* characters kept of a message */
+#define LOG_FIELDS_MAX 8    /* ts, level and the request's six */
+
+/*
+ * Room for the worst case, every character escaped to four, so no field is
+ * ever cut off the end of a line: keys are short, and 32 bytes per field
+ * cover a key, "=", the quotes and the separating space.
+ */
+#define LOG_LINE_MAX (LOG_MSG_MAX * 4 + LOG_FIELDS_MAX * (LOG_VALUE_MAX * 4 + 32) + 64)
 
 static enum log_format log_format = LOG_FORMAT_TEXT;
 
@@ -32,8 +41,8 @@ static void
 format_timestamp(char *buf, size_t len)
 {
 	struct timespec ts;
-	struct tm	tm;
-	size_t		n;
+	struct tm tm;
+	size_t n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
@@ -46,7 +55,7 @@ write_line(const char *line, size_t len)
 {
 	while (len > 0)
 	{
-		ssize_t		n = write(STDERR_FILENO, line, len);
+		ssize_t n = write(STDERR_FILENO, line, len);
 
 		if (n <= 0)
 			return;
@@ -57,12 +66,11 @@ write_line(const char *line, size_t len)
 
 /* Appends " key=value" to buf, quoting and escaping value when needed. */
 static void
-append_field(char *buf, size_t *used, size_t cap, const char *key,
-			 const char *value, size_t limit)
+append_field(char *buf, size_t *used, size_t cap, const char *key, const char *value, size_t limit)
 {
-	size_t		pos = *used;
-	bool		plain = value[0] != '\0';
-	int			n;
+	size_t pos = *used;
+	bool plain = value[0] != '\0';
+	int n;
 
 	for (const char *p = value; *p && plain; p++)
 	{
@@ -93,22 +101,22 @@ append_field(char *buf, size_t *used, size_t cap, const char *key,
 }
 
 static void
-emit_text(const char *level, const char *msg, const char *const *fields,
-		  int nfields)
+emit_text(const char *level, const char *msg, const char *const *fields, int nfields)
 {
-	char		line[LOG_LINE_MAX];
-	char		ts[32];
-	size_t		used = 0;
+	char line[LOG_LINE_MAX];
+	char ts[32];
+	size_t used = 0;
+
+	assert(nfields / 2 + 2 <= LOG_FIELDS_MAX);
 
 	format_timestamp(ts, sizeof ts);
 	line[0] = '\0';
 	append_field(line, &used, sizeof line - 1, "ts", ts, LOG_VALUE_MAX);
 	append_field(line, &used, sizeof line - 1, "level", level, LOG_VALUE_MAX);
-	append_field(line, &used, sizeof line - 1, "msg", msg, sizeof line);
+	append_field(line, &used, sizeof line - 1, "msg", msg, LOG_MSG_MAX);
 	for (int i = 0; i + 1 < nfields; i += 2)
 		if (fields[i + 1] != NULL)
-			append_field(line, &used, sizeof line - 1, fields[i], fields[i + 1],
-						 LOG_VALUE_MAX);
+			append_field(line, &used, sizeof line - 1, fields[i], fields[i + 1], LOG_VALUE_MAX);
 	/* drop the leading space of the first field */
 	line[used++] = '\n';
 	write_line(line + 1, used - 1);
@@ -119,14 +127,14 @@ emit_text(const char *level, const char *msg, const char *const *fields,
  * them; has_request says whether they belong in the line at all.
  */
 static void
-emit_json(const char *level, const char *msg, const char *const *fields,
-		  int nfields, bool has_request, unsigned int status, double duration)
+emit_json(const char *level, const char *msg, const char *const *fields, int nfields,
+          bool has_request, unsigned int status, double duration)
 {
-	cJSON	   *obj = cJSON_CreateObject();
-	char		ts[32];
-	char	   *text;
-	char	   *line;
-	size_t		len;
+	cJSON *obj = cJSON_CreateObject();
+	char ts[32];
+	char *text;
+	char *line;
+	size_t len;
 
 	if (obj == NULL)
 		return;
@@ -161,7 +169,7 @@ emit_json(const char *level, const char *msg, const char *const *fields,
 static void
 log_message(const char *level, const char *fmt, va_list ap)
 {
-	char		msg[1024];
+	char msg[LOG_MSG_MAX + 1];
 
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	if (log_format == LOG_FORMAT_JSON)
@@ -171,9 +179,9 @@ log_message(const char *level, const char *fmt, va_list ap)
 }
 
 void
-log_error(const char *fmt,...)
+log_error(const char *fmt, ...)
 {
-	va_list		ap;
+	va_list ap;
 
 	va_start(ap, fmt);
 	log_message("error", fmt, ap);
@@ -181,9 +189,9 @@ log_error(const char *fmt,...)
 }
 
 void
-log_warn(const char *fmt,...)
+log_warn(const char *fmt, ...)
 {
-	va_list		ap;
+	va_list ap;
 
 	va_start(ap, fmt);
 	log_message("warning", fmt, ap);
@@ -191,9 +199,9 @@ log_warn(const char *fmt,...)
 }
 
 void
-log_info(const char *fmt,...)
+log_info(const char *fmt, ...)
 {
-	va_list		ap;
+	va_list ap;
 
 	va_start(ap, fmt);
 	log_message("info", fmt, ap);
@@ -201,35 +209,28 @@ log_info(const char *fmt,...)
 }
 
 void
-log_request(const char *method, const char *path, unsigned int status,
-			double duration_seconds, const char *delivery_id,
-			const char *job_id)
+log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
+            const char *delivery_id, const char *job_id)
 {
-	char		status_text[16];
-	char		duration_text[32];
+	char status_text[16];
+	char duration_text[32];
 
 	if (log_format == LOG_FORMAT_JSON)
 	{
-		const char *fields[] = {
-			"method", method, "path", path,
-			"delivery_id", delivery_id, "job_id", job_id
-		};
+		const char *fields[] = {"method",      method,      "path",   path,
+		                        "delivery_id", delivery_id, "job_id", job_id};
 
-		emit_json("info", "request", fields,
-				  (int) (sizeof fields / sizeof fields[0]),
-				  true, status, duration_seconds);
+		emit_json("info", "request", fields, (int) (sizeof fields / sizeof fields[0]), true, status,
+		          duration_seconds);
 	}
 	else
 	{
-		const char *fields[] = {
-			"method", method, "path", path, "status", status_text,
-			"duration_s", duration_text,
-			"delivery_id", delivery_id, "job_id", job_id
-		};
+		const char *fields[] = {"method",      method,      "path",       path,
+		                        "status",      status_text, "duration_s", duration_text,
+		                        "delivery_id", delivery_id, "job_id",     job_id};
 
 		snprintf(status_text, sizeof status_text, "%u", status);
 		snprintf(duration_text, sizeof duration_text, "%.6f", duration_seconds);
-		emit_text("info", "request", fields,
-				  (int) (sizeof fields / sizeof fields[0]));
+		emit_text("info", "request", fields, (int) (sizeof fields / sizeof fields[0]));
 	}
 }

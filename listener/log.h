@@ -13,18 +13,17 @@ enum log_format
 	LOG_FORMAT_JSON
 };
 
-void		log_set_format(enum log_format format);
+void log_set_format(enum log_format format);
 
-void		log_error(const char *fmt,...) __attribute__((format(printf, 1, 2)));
-void		log_warn(const char *fmt,...) __attribute__((format(printf, 1, 2)));
-void		log_info(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
  * One line per answered request.  delivery_id and job_id may be NULL; they
  * come from the client and are escaped before they reach the log.
  */
-void		log_request(const char *method, const char *path, unsigned int status,
-						double duration_seconds, const char *delivery_id,
-						const char *job_id);
+void log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
+                 const char *delivery_id, const char *job_id);
 
 #endif

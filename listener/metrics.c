@@ -12,21 +12,18 @@
 
 #define STATUS_MIN 100
 #define STATUS_MAX 599
-#define NSTATUS (STATUS_MAX - STATUS_MIN + 1)
+#define NSTATUS    (STATUS_MAX - STATUS_MIN + 1)
 
-static const double buckets[] = {
-	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
-};
+static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                 0.25,  0.5,    1,     2.5,  5,     10};
 
 #define NBUCKETS ((int) (sizeof buckets / sizeof buckets[0]))
 
 static const char *const endpoint_labels[ENDPOINT_COUNT] = {
-	"/webhooks/github", "/api/webhooks/github", "/healthz", "/readyz",
-	"/metrics", "other"
-};
+    "/webhooks/github", "/api/webhooks/github", "/healthz", "/readyz", "/metrics", "other"};
 
 static atomic_ulong requests[ENDPOINT_COUNT][NSTATUS];
-static atomic_ulong bucket_counts[ENDPOINT_COUNT][NBUCKETS];	/* not cumulative */
+static atomic_ulong bucket_counts[ENDPOINT_COUNT][NBUCKETS]; /* not cumulative */
 static atomic_ulong duration_count[ENDPOINT_COUNT];
 static atomic_ullong duration_sum_ns[ENDPOINT_COUNT];
 static atomic_ulong signature_failures;
@@ -54,19 +51,17 @@ endpoint_label(enum endpoint ep)
 void
 metrics_observe_request(enum endpoint ep, unsigned int status, double seconds)
 {
-	int			b;
+	int b;
 
 	if (status >= STATUS_MIN && status <= STATUS_MAX)
-		atomic_fetch_add_explicit(&requests[ep][status - STATUS_MIN], 1,
-								  memory_order_relaxed);
+		atomic_fetch_add_explicit(&requests[ep][status - STATUS_MIN], 1, memory_order_relaxed);
 	for (b = 0; b < NBUCKETS && seconds > buckets[b]; b++)
 		;
 	if (b < NBUCKETS)
 		atomic_fetch_add_explicit(&bucket_counts[ep][b], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&duration_count[ep], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&duration_sum_ns[ep],
-							  (unsigned long long) (seconds * 1e9),
-							  memory_order_relaxed);
+	atomic_fetch_add_explicit(&duration_sum_ns[ep], (unsigned long long) (seconds * 1e9),
+	                          memory_order_relaxed);
 }
 
 void
@@ -107,20 +102,19 @@ metrics_pool_in_use_add(long delta)
 
 struct buffer
 {
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-	bool		failed;
+	char *data;
+	size_t len;
+	size_t cap;
+	bool failed;
 };
 
-static void
-append(struct buffer *b, const char *fmt,...) __attribute__((format(printf, 2, 3)));
+static void append(struct buffer *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
-append(struct buffer *b, const char *fmt,...)
+append(struct buffer *b, const char *fmt, ...)
 {
-	va_list		ap;
-	int			n;
+	va_list ap;
+	int n;
 
 	if (b->failed)
 		return;
@@ -140,8 +134,8 @@ append(struct buffer *b, const char *fmt,...)
 			return;
 		}
 		{
-			size_t		cap = b->cap * 2 + (size_t) n;
-			char	   *data = realloc(b->data, cap);
+			size_t cap = b->cap * 2 + (size_t) n;
+			char *data = realloc(b->data, cap);
 
 			if (data == NULL)
 			{
@@ -157,8 +151,7 @@ append(struct buffer *b, const char *fmt,...)
 static void
 counter(struct buffer *b, const char *name, const char *help, atomic_ulong *v)
 {
-	append(b, "# HELP %s %s\n# TYPE %s counter\n%s %lu\n", name, help, name,
-		   name, atomic_load(v));
+	append(b, "# HELP %s %s\n# TYPE %s counter\n%s %lu\n", name, help, name, name, atomic_load(v));
 }
 
 char *
@@ -169,21 +162,22 @@ metrics_render(size_t *len)
 	if (b.data == NULL)
 		return NULL;
 
-	append(&b, "# HELP provision_http_requests_total HTTP requests answered, by endpoint and status code.\n"
-		   "# TYPE provision_http_requests_total counter\n");
+	append(&b, "# HELP provision_http_requests_total HTTP requests answered, by endpoint and "
+	           "status code.\n"
+	           "# TYPE provision_http_requests_total counter\n");
 	for (int ep = 0; ep < ENDPOINT_COUNT; ep++)
 		for (int s = 0; s < NSTATUS; s++)
 		{
-			unsigned long n = atomic_load_explicit(&requests[ep][s],
-												   memory_order_relaxed);
+			unsigned long n = atomic_load_explicit(&requests[ep][s], memory_order_relaxed);
 
 			if (n > 0)
 				append(&b, "provision_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lu\n",
-					   endpoint_labels[ep], s + STATUS_MIN, n);
+				       endpoint_labels[ep], s + STATUS_MIN, n);
 		}
 
-	append(&b, "# HELP provision_http_request_duration_seconds Time from the request's headers to its answer.\n"
-		   "# TYPE provision_http_request_duration_seconds histogram\n");
+	append(&b, "# HELP provision_http_request_duration_seconds Time from the request's headers to "
+	           "its answer.\n"
+	           "# TYPE provision_http_request_duration_seconds histogram\n");
 	for (int ep = 0; ep < ENDPOINT_COUNT; ep++)
 	{
 		unsigned long cumulative = 0;
@@ -194,35 +188,38 @@ metrics_render(size_t *len)
 		for (int i = 0; i < NBUCKETS; i++)
 		{
 			cumulative += atomic_load(&bucket_counts[ep][i]);
-			append(&b, "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %lu\n",
-				   endpoint_labels[ep], buckets[i], cumulative);
+			append(
+			    &b,
+			    "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %lu\n",
+			    endpoint_labels[ep], buckets[i], cumulative);
 		}
-		append(&b, "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n",
-			   endpoint_labels[ep], count);
+		append(&b,
+		       "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n",
+		       endpoint_labels[ep], count);
 		append(&b, "provision_http_request_duration_seconds_sum{endpoint=\"%s\"} %.9f\n",
-			   endpoint_labels[ep], atomic_load(&duration_sum_ns[ep]) / 1e9);
+		       endpoint_labels[ep], atomic_load(&duration_sum_ns[ep]) / 1e9);
 		append(&b, "provision_http_request_duration_seconds_count{endpoint=\"%s\"} %lu\n",
-			   endpoint_labels[ep], count);
+		       endpoint_labels[ep], count);
 	}
 
 	counter(&b, "provision_signature_failures_total",
-			"Callbacks refused because their signature was missing, malformed, wrong or expired.",
-			&signature_failures);
+	        "Callbacks refused because their signature was missing, malformed, wrong or expired.",
+	        &signature_failures);
 	counter(&b, "provision_duplicate_deliveries_total",
-			"Callbacks whose delivery id had already been applied.",
-			&duplicates);
+	        "Callbacks whose delivery id had already been applied.", &duplicates);
 	counter(&b, "provision_db_errors_total",
-			"Database calls and connection attempts that failed (including calls later retried).",
-			&db_errors);
+	        "Database calls and connection attempts that failed (including calls later retried).",
+	        &db_errors);
 	counter(&b, "provision_db_reconnects_total",
-			"Database connections re-established after a failure.",
-			&db_reconnects);
-	append(&b, "# HELP provision_db_pool_size Database connections in the pool.\n"
-		   "# TYPE provision_db_pool_size gauge\nprovision_db_pool_size %ld\n",
-		   atomic_load(&pool_size));
-	append(&b, "# HELP provision_db_pool_in_use Database connections currently borrowed by a request.\n"
-		   "# TYPE provision_db_pool_in_use gauge\nprovision_db_pool_in_use %ld\n",
-		   atomic_load(&pool_in_use));
+	        "Database connections re-established after a failure.", &db_reconnects);
+	append(&b,
+	       "# HELP provision_db_pool_size Database connections in the pool.\n"
+	       "# TYPE provision_db_pool_size gauge\nprovision_db_pool_size %ld\n",
+	       atomic_load(&pool_size));
+	append(&b,
+	       "# HELP provision_db_pool_in_use Database connections currently borrowed by a request.\n"
+	       "# TYPE provision_db_pool_in_use gauge\nprovision_db_pool_in_use %ld\n",
+	       atomic_load(&pool_in_use));
 
 	if (b.failed)
 	{

@@ -13,7 +13,7 @@ bool
 content_type_is_json(const char *content_type)
 {
 	const char *p = content_type;
-	size_t		n = strlen(JSON_MEDIA_TYPE);
+	size_t n = strlen(JSON_MEDIA_TYPE);
 
 	if (p == NULL)
 		return false;
@@ -57,10 +57,9 @@ sqlstate_to_http(const char *s)
 	 * timeouts are all conditions that clear up without the client changing
 	 * anything.
 	 */
-	else if (strncmp(s, "08", 2) == 0 || strncmp(s, "53", 2) == 0 ||
-			 strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 ||
-			 strcmp(s, "57P03") == 0 || strcmp(s, "57014") == 0 ||
-			 strcmp(s, "55P03") == 0 || strcmp(s, "25006") == 0)
+	else if (strncmp(s, "08", 2) == 0 || strncmp(s, "53", 2) == 0 || strcmp(s, "57P01") == 0 ||
+	         strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0 || strcmp(s, "57014") == 0 ||
+	         strcmp(s, "55P03") == 0 || strcmp(s, "25006") == 0)
 	{
 		a.http_status = 503;
 		a.retry_after = true;
@@ -73,7 +72,7 @@ detail_current_status(const char *detail, char *buf, size_t len)
 {
 	static const char prefix[] = "current status: ";
 	const char *p;
-	size_t		n;
+	size_t n;
 
 	if (detail == NULL || strncmp(detail, prefix, sizeof prefix - 1) != 0)
 		return NULL;
@@ -89,7 +88,7 @@ detail_current_status(const char *detail, char *buf, size_t len)
 static char *
 print_and_free(cJSON *obj)
 {
-	char	   *text = cJSON_PrintUnformatted(obj);
+	char *text = cJSON_PrintUnformatted(obj);
 
 	cJSON_Delete(obj);
 	return text;
@@ -98,7 +97,7 @@ print_and_free(cJSON *obj)
 char *
 json_error_body(const char *message)
 {
-	cJSON	   *obj = cJSON_CreateObject();
+	cJSON *obj = cJSON_CreateObject();
 
 	if (obj == NULL)
 		return NULL;
@@ -121,13 +120,12 @@ add_string_or_null(cJSON *obj, const char *key, const char *value)
 char *
 json_conflict_body(const char *message, const char *job_id, const char *status)
 {
-	cJSON	   *obj = cJSON_CreateObject();
+	cJSON *obj = cJSON_CreateObject();
 
 	if (obj == NULL)
 		return NULL;
-	if (!add_string_or_null(obj, "error", message) ||
-		!add_string_or_null(obj, "job_id", job_id) ||
-		!add_string_or_null(obj, "status", status))
+	if (!add_string_or_null(obj, "error", message) || !add_string_or_null(obj, "job_id", job_id) ||
+	    !add_string_or_null(obj, "status", status))
 	{
 		cJSON_Delete(obj);
 		return NULL;
@@ -139,7 +137,7 @@ cJSON *
 parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
 {
 	const char *end = NULL;
-	cJSON	   *obj;
+	cJSON *obj;
 
 	if (len == 0)
 	{
@@ -152,8 +150,7 @@ parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "request body is not valid JSON");
 		return NULL;
 	}
-	while (end < body + len &&
-		   (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+	while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
 		end++;
 	if (end != body + len)
 	{
@@ -175,8 +172,7 @@ json_job_id(const cJSON *obj, char *buf, size_t len)
 {
 	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, "job_id");
 
-	if (!cJSON_IsString(item) || item->valuestring == NULL ||
-		strlen(item->valuestring) >= len)
+	if (!cJSON_IsString(item) || item->valuestring == NULL || strlen(item->valuestring) >= len)
 		return NULL;
 	strcpy(buf, item->valuestring);
 	return buf;

@@ -11,14 +11,14 @@
 #include <stddef.h>
 
 /* application/json, any case, optionally followed by ";" parameters. */
-bool		content_type_is_json(const char *content_type);
+bool content_type_is_json(const char *content_type);
 
 /* What to do with a database error, from its SQLSTATE alone. */
 struct sqlstate_action
 {
 	unsigned int http_status;
-	bool		retry;			/* serialization failure or deadlock: retry */
-	bool		retry_after;	/* transient: answer with Retry-After */
+	bool retry;       /* serialization failure or deadlock: retry */
+	bool retry_after; /* transient: answer with Retry-After */
 };
 
 /* sqlstate may be NULL or empty: the connection failed without one. */
@@ -31,18 +31,16 @@ struct sqlstate_action sqlstate_to_http(const char *sqlstate);
 const char *detail_current_status(const char *detail, char *buf, size_t len);
 
 /* {"error": message}; the caller frees the result with cJSON_free. */
-char	   *json_error_body(const char *message);
+char *json_error_body(const char *message);
 
 /* {"error": message, "job_id": job_id, "status": status}; NULLs become null. */
-char	   *json_conflict_body(const char *message, const char *job_id,
-							   const char *status);
+char *json_conflict_body(const char *message, const char *job_id, const char *status);
 
 /*
  * Parses a callback body.  Returns the object, or NULL with an error message
  * for the 400 body in err: not JSON, trailing bytes, or not an object.
  */
-cJSON	   *parse_callback_body(const char *body, size_t len, char *err,
-								size_t errlen);
+cJSON *parse_callback_body(const char *body, size_t len, char *err, size_t errlen);
 
 /*
  * The "job_id" string member of a payload or result, copied into buf, or
@@ -51,6 +49,6 @@ cJSON	   *parse_callback_body(const char *body, size_t len, char *err,
 const char *json_job_id(const cJSON *obj, char *buf, size_t len);
 
 /* True when a handle_callback result reports "duplicate": true. */
-bool		result_is_duplicate(const cJSON *result);
+bool result_is_duplicate(const cJSON *result);
 
 #endif

@@ -14,33 +14,32 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MAC_LEN 32
-#define MAC_B64_LEN 44			/* base64 of 32 bytes, with one '=' */
+#define MAC_LEN       32
+#define MAC_B64_LEN   44 /* base64 of 32 bytes, with one '=' */
 #define GITHUB_PREFIX "sha256="
-#define WHSEC_PREFIX "whsec_"
+#define WHSEC_PREFIX  "whsec_"
 
 struct chunk
 {
 	const void *data;
-	size_t		len;
+	size_t len;
 };
 
 static bool
 hmac_sha256(const struct secret *key, const struct chunk *chunks, int nchunks,
-			unsigned char out[MAC_LEN])
+            unsigned char out[MAC_LEN])
 {
-	EVP_MAC    *mac;
+	EVP_MAC *mac;
 	EVP_MAC_CTX *ctx = NULL;
-	OSSL_PARAM	params[2];
-	size_t		outlen = 0;
-	bool		ok = false;
+	OSSL_PARAM params[2];
+	size_t outlen = 0;
+	bool ok = false;
 
 	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	if (mac == NULL)
 		return false;
 	ctx = EVP_MAC_CTX_new(mac);
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-												 (char *) "SHA256", 0);
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *) "SHA256", 0);
 	params[1] = OSSL_PARAM_construct_end();
 	if (ctx == NULL || !EVP_MAC_init(ctx, key->key, key->len, params))
 		goto done;
@@ -57,17 +56,16 @@ done:
 static bool
 is_base64_char(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		(c >= '0' && c <= '9') || c == '+' || c == '/';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+	       c == '/';
 }
 
 bool
-base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap,
-			  size_t *outlen)
+base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap, size_t *outlen)
 {
-	size_t		pad = 0;
+	size_t pad = 0;
 	unsigned char tmp[SECRET_MAX_BYTES + 3];
-	int			n;
+	int n;
 
 	if (inlen == 0 || inlen % 4 != 0)
 		return false;
@@ -89,18 +87,17 @@ base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap,
 }
 
 bool
-secrets_parse(const char *text, size_t len, struct secrets *out, char *err,
-			  size_t errlen)
+secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size_t errlen)
 {
-	size_t		pos = 0;
-	int			lineno = 0;
+	size_t pos = 0;
+	int lineno = 0;
 
 	memset(out, 0, sizeof *out);
 	while (pos < len)
 	{
 		const char *line = text + pos;
 		const char *nl = memchr(line, '\n', len - pos);
-		size_t		linelen = nl ? (size_t) (nl - line) : len - pos;
+		size_t linelen = nl ? (size_t) (nl - line) : len - pos;
 		struct secret *s;
 
 		pos += linelen + (nl ? 1 : 0);
@@ -111,28 +108,26 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err,
 			continue;
 		if (out->count == SECRETS_MAX)
 		{
-			snprintf(err, errlen, "too many secrets: at most %d are accepted",
-					 SECRETS_MAX);
+			snprintf(err, errlen, "too many secrets: at most %d are accepted", SECRETS_MAX);
 			goto fail;
 		}
 		s = &out->items[out->count];
 		if (linelen >= strlen(WHSEC_PREFIX) &&
-			memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0)
+		    memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0)
 		{
 			const char *b64 = line + strlen(WHSEC_PREFIX);
-			size_t		b64len = linelen - strlen(WHSEC_PREFIX);
+			size_t b64len = linelen - strlen(WHSEC_PREFIX);
 
 			if (!base64_decode(b64, b64len, s->key, sizeof s->key, &s->len))
 			{
 				snprintf(err, errlen,
-						 "secret on line %d starts with whsec_ but the rest is not valid base64",
-						 lineno);
+				         "secret on line %d starts with whsec_ but the rest is not valid base64",
+				         lineno);
 				goto fail;
 			}
 			if (s->len == 0)
 			{
-				snprintf(err, errlen, "secret on line %d is empty after whsec_",
-						 lineno);
+				snprintf(err, errlen, "secret on line %d is empty after whsec_", lineno);
 				goto fail;
 			}
 		}
@@ -140,8 +135,8 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err,
 		{
 			if (linelen > sizeof s->key)
 			{
-				snprintf(err, errlen, "secret on line %d is longer than %d bytes",
-						 lineno, SECRET_MAX_BYTES);
+				snprintf(err, errlen, "secret on line %d is longer than %d bytes", lineno,
+				         SECRET_MAX_BYTES);
 				goto fail;
 			}
 			memcpy(s->key, line, linelen);
@@ -183,8 +178,8 @@ hex_value(unsigned char c)
  * carries no information and refusing it would only reject honest senders.
  */
 enum verify_status
-verify_github(const struct secrets *secrets, const char *header,
-			  const unsigned char *body, size_t body_len)
+verify_github(const struct secrets *secrets, const char *header, const unsigned char *body,
+              size_t body_len)
 {
 	unsigned char expected[MAC_LEN];
 	unsigned char mac[MAC_LEN];
@@ -200,8 +195,8 @@ verify_github(const struct secrets *secrets, const char *header,
 		return VERIFY_MALFORMED;
 	for (int i = 0; i < MAC_LEN; i++)
 	{
-		int			hi = hex_value((unsigned char) hex[2 * i]);
-		int			lo = hex_value((unsigned char) hex[2 * i + 1]);
+		int hi = hex_value((unsigned char) hex[2 * i]);
+		int lo = hex_value((unsigned char) hex[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return VERIFY_MALFORMED;
@@ -222,7 +217,7 @@ verify_github(const struct secrets *secrets, const char *header,
 static bool
 parse_timestamp(const char *text, int64_t *out)
 {
-	int64_t		v = 0;
+	int64_t v = 0;
 
 	if (text == NULL || *text == '\0' || strlen(text) > 18)
 		return false;
@@ -237,14 +232,13 @@ parse_timestamp(const char *text, int64_t *out)
 }
 
 enum verify_status
-verify_standard(const struct secrets *secrets, const char *id,
-				const char *timestamp, const char *signature,
-				const unsigned char *body, size_t body_len, int64_t now,
-				int64_t tolerance)
+verify_standard(const struct secrets *secrets, const char *id, const char *timestamp,
+                const char *signature, const unsigned char *body, size_t body_len, int64_t now,
+                int64_t tolerance)
 {
-	int64_t		ts;
+	int64_t ts;
 	unsigned char macs[SECRETS_MAX][MAC_B64_LEN + 1];
-	bool		have_v1 = false;
+	bool have_v1 = false;
 	const char *p;
 
 	if (signature == NULL)
@@ -258,10 +252,7 @@ verify_standard(const struct secrets *secrets, const char *id,
 	{
 		unsigned char mac[MAC_LEN];
 		struct chunk chunks[] = {
-			{id, strlen(id)}, {".", 1},
-			{timestamp, strlen(timestamp)}, {".", 1},
-			{body, body_len}
-		};
+		    {id, strlen(id)}, {".", 1}, {timestamp, strlen(timestamp)}, {".", 1}, {body, body_len}};
 
 		if (!hmac_sha256(&secrets->items[i], chunks, 5, mac))
 			return VERIFY_INTERNAL;
@@ -274,7 +265,7 @@ verify_standard(const struct secrets *secrets, const char *id,
 	while (*p)
 	{
 		const char *end = strchr(p, ' ');
-		size_t		len = end ? (size_t) (end - p) : strlen(p);
+		size_t len = end ? (size_t) (end - p) : strlen(p);
 
 		if (len > 3 && memcmp(p, "v1,", 3) == 0)
 		{
@@ -291,19 +282,36 @@ verify_standard(const struct secrets *secrets, const char *id,
 	return have_v1 ? VERIFY_MISMATCH : VERIFY_MALFORMED;
 }
 
+/*
+ * An empty header is treated as absent: some clients send every header they
+ * know of, empty when unused, and refusing a valid GitHub signature because
+ * of an empty webhook-signature would only confuse.
+ */
+static bool
+present(const char *header)
+{
+	return header != NULL && header[0] != '\0';
+}
+
+/* The scheme verify_request will use; the caller picks the delivery id by it. */
+bool
+verify_uses_standard(const struct verify_input *in)
+{
+	return present(in->webhook_signature);
+}
+
 void
 verify_request(const struct secrets *secrets, const struct verify_input *in,
-			   struct verify_result *result)
+               struct verify_result *result)
 {
 	enum verify_status st;
 
 	memset(result, 0, sizeof *result);
-	if (in->webhook_signature != NULL)
+	if (present(in->webhook_signature))
 	{
 		result->scheme = SCHEME_STANDARD;
-		st = verify_standard(secrets, in->webhook_id, in->webhook_timestamp,
-							 in->webhook_signature, in->body, in->body_len,
-							 in->now, in->tolerance);
+		st = verify_standard(secrets, in->webhook_id, in->webhook_timestamp, in->webhook_signature,
+		                     in->body, in->body_len, in->now, in->tolerance);
 		result->status = st;
 		switch (st)
 		{
@@ -312,40 +320,41 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 			case VERIFY_MALFORMED:
 				if (in->webhook_id == NULL || in->webhook_id[0] == '\0')
 					snprintf(result->message, sizeof result->message,
-							 "missing header webhook-id (required with webhook-signature)");
+					         "missing header webhook-id (required with webhook-signature)");
 				else if (in->webhook_timestamp == NULL)
 					snprintf(result->message, sizeof result->message,
-							 "missing header webhook-timestamp (required with webhook-signature)");
+					         "missing header webhook-timestamp (required with webhook-signature)");
 				else
 				{
-					int64_t		ts;
+					int64_t ts;
 
 					if (!parse_timestamp(in->webhook_timestamp, &ts))
 						snprintf(result->message, sizeof result->message,
-								 "header webhook-timestamp must be Unix seconds");
+						         "header webhook-timestamp must be Unix seconds");
 					else
 						snprintf(result->message, sizeof result->message,
-								 "header webhook-signature has no v1,<base64> entry");
+						         "header webhook-signature has no v1,<base64> entry");
 				}
 				break;
 			case VERIFY_TIMESTAMP:
-				snprintf(result->message, sizeof result->message,
-						 "header webhook-timestamp is more than %lld seconds away from the current time",
-						 (long long) in->tolerance);
+				snprintf(
+				    result->message, sizeof result->message,
+				    "header webhook-timestamp is more than %lld seconds away from the current time",
+				    (long long) in->tolerance);
 				break;
 			case VERIFY_MISMATCH:
 				snprintf(result->message, sizeof result->message,
-						 "header webhook-signature does not match the request");
+				         "header webhook-signature does not match the request");
 				break;
 			case VERIFY_MISSING:
 			case VERIFY_INTERNAL:
 				snprintf(result->message, sizeof result->message,
-						 "signature could not be verified");
+				         "signature could not be verified");
 				break;
 		}
 		return;
 	}
-	if (in->hub_signature != NULL)
+	if (present(in->hub_signature))
 	{
 		result->scheme = SCHEME_GITHUB;
 		st = verify_github(secrets, in->hub_signature, in->body, in->body_len);
@@ -356,17 +365,17 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 				break;
 			case VERIFY_MALFORMED:
 				snprintf(result->message, sizeof result->message,
-						 "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
+				         "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
 				break;
 			case VERIFY_MISMATCH:
 				snprintf(result->message, sizeof result->message,
-						 "header X-Hub-Signature-256 does not match the body");
+				         "header X-Hub-Signature-256 does not match the body");
 				break;
 			case VERIFY_MISSING:
 			case VERIFY_TIMESTAMP:
 			case VERIFY_INTERNAL:
 				snprintf(result->message, sizeof result->message,
-						 "signature could not be verified");
+				         "signature could not be verified");
 				break;
 		}
 		return;
@@ -374,5 +383,6 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 	result->scheme = SCHEME_NONE;
 	result->status = VERIFY_MISSING;
 	snprintf(result->message, sizeof result->message,
-			 "missing signature: send X-Hub-Signature-256, or webhook-id, webhook-timestamp and webhook-signature");
+	         "missing signature: send X-Hub-Signature-256, or webhook-id, webhook-timestamp and "
+	         "webhook-signature");
 }

@@ -12,20 +12,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SECRETS_MAX 16
+#define SECRETS_MAX      16
 #define SECRET_MAX_BYTES 512
 
 struct secret
 {
 	unsigned char key[SECRET_MAX_BYTES];
-	size_t		len;
+	size_t len;
 };
 
 /* The accepted keys; several during a rotation, any of them verifies. */
 struct secrets
 {
 	struct secret items[SECRETS_MAX];
-	int			count;
+	int count;
 };
 
 /*
@@ -33,27 +33,25 @@ struct secrets
  * "whsec_" introduces base64 key bytes, anything else is the raw key.
  * Returns false with a message in err (never containing secret material).
  */
-bool		secrets_parse(const char *text, size_t len, struct secrets *out,
-						  char *err, size_t errlen);
+bool secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size_t errlen);
 
 /* Wipes key material. */
-void		secrets_clear(struct secrets *secrets);
+void secrets_clear(struct secrets *secrets);
 
 /*
  * Strict RFC 4648 base64 (standard alphabet, padding required): returns
  * false on any other character, a bad length or a buffer too small.
  */
-bool		base64_decode(const char *in, size_t inlen, unsigned char *out,
-						  size_t outcap, size_t *outlen);
+bool base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap, size_t *outlen);
 
 enum verify_status
 {
 	VERIFY_OK,
-	VERIFY_MISSING,				/* no signature header of either scheme */
-	VERIFY_MALFORMED,			/* a header is present but unusable */
-	VERIFY_TIMESTAMP,			/* webhook-timestamp outside the tolerance */
-	VERIFY_MISMATCH,			/* well formed, but no secret produces it */
-	VERIFY_INTERNAL				/* OpenSSL failed */
+	VERIFY_MISSING,   /* no signature header of either scheme */
+	VERIFY_MALFORMED, /* a header is present but unusable */
+	VERIFY_TIMESTAMP, /* webhook-timestamp outside the tolerance */
+	VERIFY_MISMATCH,  /* well formed, but no secret produces it */
+	VERIFY_INTERNAL   /* OpenSSL failed */
 };
 
 enum verify_scheme
@@ -66,40 +64,39 @@ enum verify_scheme
 /* The request headers that matter (NULL when absent) and the raw body. */
 struct verify_input
 {
-	const char *hub_signature;	/* X-Hub-Signature-256 */
+	const char *hub_signature; /* X-Hub-Signature-256 */
 	const char *webhook_id;
 	const char *webhook_timestamp;
 	const char *webhook_signature;
 	const unsigned char *body;
-	size_t		body_len;
-	int64_t		now;			/* Unix seconds */
-	int64_t		tolerance;		/* seconds, both directions */
+	size_t body_len;
+	int64_t now;       /* Unix seconds */
+	int64_t tolerance; /* seconds, both directions */
 };
 
 struct verify_result
 {
 	enum verify_status status;
 	enum verify_scheme scheme;
-	char		message[160];	/* for the 401 body; names the header */
+	char message[160]; /* for the 401 body; names the header */
 };
 
 /*
  * Verifies a request.  Standard Webhooks is used when webhook-signature is
  * present, else GitHub when X-Hub-Signature-256 is present; neither is
- * VERIFY_MISSING.
+ * VERIFY_MISSING.  An empty header counts as absent.
  */
-void		verify_request(const struct secrets *secrets,
-						   const struct verify_input *in,
-						   struct verify_result *result);
+bool verify_uses_standard(const struct verify_input *in);
 
-enum verify_status verify_github(const struct secrets *secrets,
-								 const char *header,
-								 const unsigned char *body, size_t body_len);
+void verify_request(const struct secrets *secrets, const struct verify_input *in,
+                    struct verify_result *result);
 
-enum verify_status verify_standard(const struct secrets *secrets,
-								   const char *id, const char *timestamp,
-								   const char *signature,
-								   const unsigned char *body, size_t body_len,
-								   int64_t now, int64_t tolerance);
+enum verify_status verify_github(const struct secrets *secrets, const char *header,
+                                 const unsigned char *body, size_t body_len);
+
+enum verify_status verify_standard(const struct secrets *secrets, const char *id,
+                                   const char *timestamp, const char *signature,
+                                   const unsigned char *body, size_t body_len, int64_t now,
+                                   int64_t tolerance);
 
 #endif

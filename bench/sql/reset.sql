@@ -30,4 +30,3 @@ SELECT count(*) AS duplicates_prepared
 VACUUM ANALYZE :"schema".agents, :"schema".provisioning_jobs, :"schema".agent_instances,
                :"schema".callback_deliveries, :"schema".events;
 TRUNCATE public.bench_ceiling;
-CHECKPOINT;

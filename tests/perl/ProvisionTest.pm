@@ -671,7 +671,7 @@ sub run_listener_command
 
 =over
 
-=item fork_clients($n, $code)
+=item fork_clients($n, $code, %opts)
 
 Runs C<$code-E<gt>($i)> in C<$n> forked processes (C<$i> = 0 .. $n-1) and
 returns an array ref of their return values (each must be JSON-encodable;
@@ -680,6 +680,12 @@ must not run Test::More assertions; they leave with C<POSIX::_exit> so the
 test script's END blocks (cluster teardown) run only in the parent. Waits at
 most C<timeout =E<gt> seconds> (default C<timeout()>) and kills stragglers.
 
+=item start_clients($n, $code), finish_clients($clients, %opts)
+
+The same in two steps, so the test can act while the clients run:
+C<start_clients> returns at once, C<finish_clients> waits (C<timeout>) and
+returns the array ref of results.
+
 =back
 
 =cut
@@ -687,6 +693,12 @@ most C<timeout =E<gt> seconds> (default C<timeout()>) and kills stragglers.
 sub fork_clients
 {
 	my ($n, $code, %opts) = @_;
+	return finish_clients(start_clients($n, $code), %opts);
+}
+
+sub start_clients
+{
+	my ($n, $code) = @_;
 	my $dir = PostgreSQL::Test::Utils::tempdir();
 	my %pids;
 	for my $i (0 .. $n - 1)
@@ -713,6 +725,13 @@ sub fork_clients
 		}
 		$pids{$pid} = $i;
 	}
+	return { dir => $dir, n => $n, pids => \%pids };
+}
+
+sub finish_clients
+{
+	my ($c, %opts) = @_;
+	my %pids = %{ $c->{pids} };
 	my $deadline = time() + ($opts{timeout} // timeout());
 	# Reap only these children: the caller may have others of its own.
 	while (%pids && time() < $deadline)
@@ -730,9 +749,9 @@ sub fork_clients
 		waitpid($pid, 0);
 	}
 	my @results;
-	for my $i (0 .. $n - 1)
+	for my $i (0 .. $c->{n} - 1)
 	{
-		my $f = "$dir/$i.json";
+		my $f = "$c->{dir}/$i.json";
 		if (open(my $fh, '<', $f))
 		{
 			local $/;
@@ -1059,15 +1078,47 @@ sub signal { kill $_[1], $_[0]{pid}; }
 sub stop
 {
 	my ($self, %opts) = @_;
-	return $self->exit_code unless $self->running;
-	kill($opts{signal} // 'TERM', $self->{pid});
-	my $code = $self->wait_exit($opts{timeout});
-	return $code if defined $code;
-	ProvisionTest::note("listener $self->{pid} ignored SIGTERM; killing it");
-	kill 'KILL', $self->{pid};
-	waitpid($self->{pid}, 0);
-	$self->{status} = $?;
-	return undef;
+	my $code;
+	if ($self->running)
+	{
+		kill($opts{signal} // 'TERM', $self->{pid});
+		$code = $self->wait_exit($opts{timeout});
+		if (!defined $code)
+		{
+			ProvisionTest::note("listener $self->{pid} ignored SIGTERM; killing it");
+			kill 'KILL', $self->{pid};
+			waitpid($self->{pid}, 0);
+			$self->{status} = $?;
+		}
+	}
+	else
+	{
+		$code = $self->exit_code;
+	}
+	$self->check_sanitizer_report;
+	return $code;
+}
+
+=pod
+
+=item check_sanitizer_report()
+
+Fails a test (once per listener) if the log holds an AddressSanitizer,
+LeakSanitizer or UndefinedBehaviorSanitizer report, so a sanitized run
+cannot pass on a report that did not change the exit status. C<stop> calls
+it.
+
+=cut
+
+sub check_sanitizer_report
+{
+	my ($self) = @_;
+	return if $self->{sanitizer_checked}++;
+	my $log = $self->log_content;
+	if ($log =~ /(==\d+==ERROR: \w+Sanitizer.*|^.*runtime error: .*$)/m)
+	{
+		Test::More::fail("sanitizer report in $self->{log}: $1");
+	}
 }
 
 =pod

@@ -161,8 +161,6 @@ SELECT split_part(pg_temp.try($$UPDATE provision.provisioning_jobs SET completed
                       WHERE id = '22000000-0000-4000-8000-000000000001'$$), ' | ', 1);
 SELECT split_part(pg_temp.try($$UPDATE provision.provisioning_jobs SET failed_at = NULL
                       WHERE id = '20000000-0000-4000-8000-000000000015'$$), ' | ', 1);
-SELECT split_part(pg_temp.try($$UPDATE provision.provisioning_jobs SET attempts = -1
-                      WHERE id = '20000000-0000-4000-8000-000000000015'$$), ' | ', 1);
 SELECT pg_temp.try($$INSERT INTO provision.provisioning_jobs (agent_id, status)
                       VALUES ('2c000000-0000-4000-8000-000000000001', 'pending'),
                              ('2c000000-0000-4000-8000-000000000001', 'dispatched')$$);

@@ -9,7 +9,9 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Utils;
+use IO::Select;
 use Test::More;
+use Time::HiRes ();
 use ProvisionTest;
 
 my $max = 1024;
@@ -176,6 +178,76 @@ for my $len ($max + 1, 10_000_000_000)
 			headers => { %$bad_sig, 'Content-Type' => 'application/json' }),
 		401, 'bad signature with a non-JSON body: 401');
 }
+
+# --- HTTP framing ---
+{
+	# The body of a refused oversized request must never be read as a
+	# request of its own (it holds a complete GET here).
+	my $inner = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+	my $body = $inner . ('x' x ($max + 1 - length $inner));
+	my $s = $l->connect;
+	syswrite($s, "POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+		  . 'Content-Length: ' . length($body) . "\r\n\r\n");
+	Time::HiRes::sleep(0.2);
+	syswrite($s, $body);
+	my $all = '';
+	my $sel = IO::Select->new($s);
+	my $deadline = Time::HiRes::time() + 3;
+	while (Time::HiRes::time() < $deadline)
+	{
+		next unless $sel->can_read(0.1);
+		my $n = sysread($s, $all, 65536, length $all);
+		last unless $n;
+	}
+	close $s;
+	my @statuses = $all =~ m{^HTTP/1\.[01] (\d{3})}mg;
+	is_deeply(\@statuses, [413], 'the body of a 413 request is not parsed as a request');
+
+	# Two callbacks pipelined on one keep-alive connection, answered in order.
+	my @bodies = map { ProvisionTest::encode_json({ job_id => $job, status => 'heartbeat', n => $_ }) } 1, 2;
+	my $req = join '', map {
+		"POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+		  . 'X-Hub-Signature-256: ' . ProvisionTest::sign_github($secret, $bodies[$_]) . "\r\n"
+		  . "X-GitHub-Delivery: pipe-$_\r\n"
+		  . 'Content-Length: ' . length($bodies[$_]) . "\r\n\r\n$bodies[$_]"
+	} 0, 1;
+	$s = $l->connect;
+	syswrite($s, $req);
+	$all = '';
+	$sel = IO::Select->new($s);
+	$deadline = Time::HiRes::time() + 5;
+	while (Time::HiRes::time() < $deadline && (() = $all =~ m{^HTTP/1\.1 }mg) < 2)
+	{
+		next unless $sel->can_read(0.1);
+		my $n = sysread($s, $all, 65536, length $all);
+		last unless $n;
+	}
+	close $s;
+	@statuses = $all =~ m{^HTTP/1\.[01] (\d{3})}mg;
+	is_deeply(\@statuses, [ 200, 200 ], 'two pipelined callbacks are both answered 200');
+}
+
+# Header names are case-insensitive; a query string does not change the route.
+{
+	my $body = ProvisionTest::encode_json({ job_id => $job, status => 'heartbeat' });
+	my $r1 = $l->request('POST', '/webhooks/github', body => $body,
+		headers => { 'CONTENT-TYPE' => 'application/json',
+			'X-HUB-SIGNATURE-256' => ProvisionTest::sign_github($secret, $body) });
+	is($r1->{status}, 200, 'upper-case GitHub header names') or diag explain $r1;
+	my $ts = time();
+	my $r2 = $l->request('POST', '/webhooks/github?source=actions', body => $body,
+		headers => { 'Content-Type' => 'application/json', 'Webhook-Id' => 'case-1',
+			'Webhook-Timestamp' => $ts,
+			'Webhook-Signature' => ProvisionTest::sign_standard($secret, 'case-1', $ts, $body) });
+	is($r2->{status}, 200, 'capitalized Standard Webhooks header names and a query string')
+	  or diag explain $r2;
+}
+
+# NUL: a raw NUL byte is not JSON; \u0000 in a string cannot be stored in
+# jsonb (22P05), so both are the sender's fault.
+error_is($l->callback("{\"job_id\": \"$job\",\0 \"status\": \"heartbeat\"}"), 400, 'raw NUL byte in the body');
+error_is($l->callback(qq({"job_id": "$job", "status": "failed", "error": "bad\\u0000byte"})),
+	400, '\u0000 inside a JSON string');
 
 is(ProvisionTest::job_row($node, $job)->{status}, 'provisioning',
 	'only the accepted requests changed the job');

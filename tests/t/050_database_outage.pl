@@ -86,6 +86,25 @@ is($l->callback({ job_id => $j2, status => 'provisioning' })->{status}, 200,
 	'callback 200 after the second restart');
 is($l->stop, 0, 'listener exits 0');
 
+# --- started while its database is down ---
+{
+	my $down = ProvisionTest::new_node('down');
+	my (undef, $dj) = ProvisionTest::new_job($down, status => 'dispatched');
+	$down->stop('fast');
+	my $l3 = ProvisionTest::start_listener(node => $down);
+	ok($l3->running, 'database down at start: the listener starts anyway');
+	is($l3->get('/readyz')->{status}, 503, 'database down at start: /readyz 503');
+	my $x = $l3->callback({ job_id => $dj, status => 'provisioning' });
+	is($x->{status}, 503, 'database down at start: callback 503');
+	like($x->{headers}{'retry-after'} // '', qr/^\d+$/, 'database down at start: Retry-After');
+	$down->start;
+	ok(ProvisionTest::wait_until(sub { $l3->get('/readyz')->{status} == 200 }, interval => 0.2),
+		'database down at start: /readyz 200 once it is up');
+	is($l3->callback({ job_id => $dj, status => 'provisioning' })->{status}, 200,
+		'database down at start: callbacks 200 once it is up');
+	is($l3->stop, 0, 'listener exits 0');
+}
+
 # --- a database without the extension ---
 $node->safe_psql('postgres', 'CREATE DATABASE plain');
 my $l2 = ProvisionTest::start_listener(node => $node, dbname => 'plain');

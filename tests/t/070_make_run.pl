@@ -24,8 +24,10 @@ my $timeout = ProvisionTest::timeout();
 
 # A short path: the Unix socket lives in .run/ and its path is limited.
 my $copy = File::Temp::tempdir('provision-run-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-system('cp', '-a', "$root/.", $copy) == 0 or BAIL_OUT("cp -a $root $copy failed");
-system('rm', '-rf', "$copy/.run") == 0 or BAIL_OUT("rm -rf $copy/.run failed");
+# Everything but a .run/ of the checkout's own (possibly a live cluster);
+# timestamps kept, so the copy's build is as up to date as the checkout's.
+system("tar -C '$root' --exclude=./.run -cf - . | tar -C '$copy' -xpf -") == 0
+  or BAIL_OUT("copying $root to $copy failed");
 
 my $port = PostgreSQL::Test::Cluster::get_free_port();
 my $listen = "127.0.0.1:$port";
@@ -62,14 +64,29 @@ sub wait_ready
 {
 	my ($pid, $log) = @_;
 	# The first run may build and initdb: allow more than one plain wait.
-	return ProvisionTest::wait_until(
+	my $ready = ProvisionTest::wait_until(
 		sub {
-			return 0 unless alive($pid) || die "make run exited early:\n" . slurp_file($log);
+			return -1 unless alive($pid);
 			my $r = $http->get("http://$listen/readyz");
 			return $r->{status} == 200 && slurp_file($log) =~ /Ctrl-C stops/;
 		},
 		timeout => 4 * $timeout,
 		interval => 0.2);
+	return 1 if $ready && $ready == 1;
+	diag(($ready ? "make run exited early" : "make run did not get ready in time")
+		  . "; its output:\n" . slurp_file($log));
+	kill 'KILL', -$pid if alive($pid);
+	return 0;
+}
+
+# ready_or_stop($pid, $log, $name): the assertion that a run serves; the rest
+# of the test depends on it, so a run that does not ends the test here.
+sub ready_or_stop
+{
+	my ($pid, $log, $name) = @_;
+	return if ok(wait_ready($pid, $log), $name);
+	done_testing();
+	exit 1;
 }
 
 # Processes of ours whose working directory is inside the copy (the
@@ -133,7 +150,7 @@ like($readme_block, qr/^JOB_ID=[0-9a-f-]{36}$/m, 'it starts from a JOB_ID line')
 
 # ---- run 1: fresh ------------------------------------------------------------
 my ($pid, $log) = start_run();
-ok(wait_ready($pid, $log), 'make run serves: /readyz answers 200') or diag(slurp_file($log));
+ready_or_stop($pid, $log, 'make run serves: /readyz answers 200');
 my $out = slurp_file($log);
 like($out, qr/make run: creating the cluster/, 'the first run creates the cluster');
 like($out, qr/make run: creating a random secret/, 'and the secret');
@@ -181,7 +198,7 @@ stop_run($pid, $log);
 
 # ---- run 2: reuses the cluster and the secret; then crashes -----------------
 ($pid, $log) = start_run();
-ok(wait_ready($pid, $log), 'the second make run serves') or diag(slurp_file($log));
+ready_or_stop($pid, $log, 'the second make run serves');
 $out = slurp_file($log);
 unlike($out, qr/creating the cluster|creating a random secret/,
 	'the second run creates neither cluster nor secret');
@@ -201,9 +218,19 @@ ok(-e "$copy/.run/pgdata/postmaster.pid", 'it left a stale postmaster.pid');
 
 # ---- run 3: after the crash ---------------------------------------------------
 ($pid, $log) = start_run();
-ok(wait_ready($pid, $log), 'make run starts after a crash') or diag(slurp_file($log));
+ready_or_stop($pid, $log, 'make run starts after a crash');
 like(slurp_file($log), qr/removing stale lock files/, 'it removed the stale lock files');
 is(psql('SELECT system_identifier FROM pg_control_system()'), $sysid, 'on the same cluster');
+
+# A second make run in the same checkout must leave the first one alone.
+my ($pid2, $log2) = start_run();
+ok(ProvisionTest::wait_until(sub { !alive($pid2) }, timeout => 2 * $timeout),
+	'a concurrent make run exits');
+isnt($?, 0, 'with a failure status');
+like(slurp_file($log2), qr/make run is already running in this checkout \(pid \d+\)/,
+	'saying that make run is already running');
+is($http->get("http://$listen/readyz")->{status}, 200, 'the first run still serves');
+$runs--;    # stop_run's messages name the run being stopped
 stop_run($pid, $log);
 
 done_testing();

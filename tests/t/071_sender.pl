@@ -150,6 +150,10 @@ is(requests_with_code(413) - $before, 1, '413 is not retried: one request');
 # --- 503 while the database is down: retried until it lands, once -----------
 my ($agent2, $job2) = ProvisionTest::new_job($node, status => 'dispatched');
 $node->stop('fast');
+my $probe = $l->callback({ job_id => $job2, status => 'heartbeat' });
+is($probe->{status}, 503, 'with the database stopped the listener answers 503');
+my $retry_after = $probe->{headers}{'retry-after'} // '';
+like($retry_after, qr/^[2-9]$/, 'with a Retry-After above the sender\'s --max-delay 1');
 $before = requests_with_code(503);
 my $bg = start_sender(
 	[ '--delivery-id', 'gh-sender-outage-1', '--max-delay', '1', '--attempts', '60',
@@ -161,8 +165,8 @@ $node->start;
 $r = finish_sender($bg);
 is($r->{exit}, 0, 'after the database is back the callback lands: exit 0')
   or diag($r->{stderr});
-like($r->{stderr}, qr/HTTP 503, attempt 1 of 60; retrying in \d+s/,
-	'stderr shows the retried 503');
+like($r->{stderr}, qr/HTTP 503, attempt 1 of 60; retrying in ${retry_after}s/,
+	'the sender waited as Retry-After said, not its own shorter backoff');
 ok(json_of($r)->{applied}, 'the landed callback was applied');
 ok(!json_of($r)->{duplicate}, 'and was not a duplicate: no earlier attempt committed');
 my $j2 = ProvisionTest::job_row($node, $job2);

@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int	tap_run;
-static int	tap_failed;
+static int tap_run;
+static int tap_failed;
 
 static bool
 tap_result(bool pass, const char *fmt, va_list ap)
@@ -26,12 +26,12 @@ tap_result(bool pass, const char *fmt, va_list ap)
 	return pass;
 }
 
-static bool ok(bool pass, const char *fmt,...) __attribute__((format(printf, 2, 3), unused));
+static bool ok(bool pass, const char *fmt, ...) __attribute__((format(printf, 2, 3), unused));
 static bool
-ok(bool pass, const char *fmt,...)
+ok(bool pass, const char *fmt, ...)
 {
-	va_list		ap;
-	bool		r;
+	va_list ap;
+	bool r;
 
 	va_start(ap, fmt);
 	r = tap_result(pass, fmt, ap);
@@ -39,12 +39,13 @@ ok(bool pass, const char *fmt,...)
 	return r;
 }
 
-static bool is_int(long got, long want, const char *fmt,...) __attribute__((format(printf, 3, 4), unused));
+static bool is_int(long got, long want, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), unused));
 static bool
-is_int(long got, long want, const char *fmt,...)
+is_int(long got, long want, const char *fmt, ...)
 {
-	va_list		ap;
-	bool		r;
+	va_list ap;
+	bool r;
 
 	va_start(ap, fmt);
 	r = tap_result(got == want, fmt, ap);
@@ -54,27 +55,27 @@ is_int(long got, long want, const char *fmt,...)
 	return r;
 }
 
-static bool is_str(const char *got, const char *want, const char *fmt,...) __attribute__((format(printf, 3, 4), unused));
+static bool is_str(const char *got, const char *want, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), unused));
 static bool
-is_str(const char *got, const char *want, const char *fmt,...)
+is_str(const char *got, const char *want, const char *fmt, ...)
 {
-	va_list		ap;
-	bool		r;
-	bool		same = (got == NULL && want == NULL) ||
-		(got != NULL && want != NULL && strcmp(got, want) == 0);
+	va_list ap;
+	bool r;
+	bool same =
+	    (got == NULL && want == NULL) || (got != NULL && want != NULL && strcmp(got, want) == 0);
 
 	va_start(ap, fmt);
 	r = tap_result(same, fmt, ap);
 	va_end(ap);
 	if (!r)
-		printf("#          got: %s\n#     expected: %s\n",
-			   got ? got : "(null)", want ? want : "(null)");
+		printf("#          got: %s\n#     expected: %s\n", got ? got : "(null)",
+		       want ? want : "(null)");
 	return r;
 }
 
 /* Prints the plan and returns the exit status for main(). */
-static int __attribute__((unused))
-done_testing(void)
+static int __attribute__((unused)) done_testing(void)
 {
 	printf("1..%d\n", tap_run);
 	return tap_failed == 0 ? 0 : 1;

@@ -10,7 +10,7 @@
 static bool
 has_line(const char *text, const char *line)
 {
-	size_t		n = strlen(line);
+	size_t n = strlen(line);
 
 	for (const char *p = text; (p = strstr(p, line)) != NULL; p += n)
 		if ((p == text || p[-1] == '\n') && p[n] == '\n')
@@ -21,8 +21,8 @@ has_line(const char *text, const char *line)
 int
 main(void)
 {
-	size_t		len;
-	char	   *text;
+	size_t len;
+	char *text;
 
 	is_int(endpoint_for_path("/webhooks/github"), ENDPOINT_WEBHOOK, "path: webhook");
 	is_int(endpoint_for_path("/api/webhooks/github"), ENDPOINT_API_WEBHOOK, "path: api webhook");
@@ -45,37 +45,48 @@ main(void)
 	text = metrics_render(&len);
 	ok(text != NULL && strlen(text) == len, "render: returns its length");
 	ok(has_line(text, "# TYPE provision_http_requests_total counter"), "requests: TYPE");
-	ok(has_line(text, "provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"200\"} 2"),
+	ok(has_line(text,
+	            "provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"200\"} 2"),
 	   "requests: 200 counted twice");
-	ok(has_line(text, "provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"409\"} 1"),
+	ok(has_line(text,
+	            "provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"409\"} 1"),
 	   "requests: 409 counted");
 	ok(has_line(text, "provision_http_requests_total{endpoint=\"other\",code=\"404\"} 1"),
 	   "requests: unknown paths share one label");
 	ok(has_line(text, "# TYPE provision_http_request_duration_seconds histogram"),
 	   "histogram: TYPE");
-	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/github\",le=\"0.001\"} 1"),
+	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
+	                  "github\",le=\"0.001\"} 1"),
 	   "histogram: first bucket");
-	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/github\",le=\"0.005\"} 2"),
+	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
+	                  "github\",le=\"0.005\"} 2"),
 	   "histogram: buckets are cumulative");
-	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/github\",le=\"10\"} 2"),
+	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
+	                  "github\",le=\"10\"} 2"),
 	   "histogram: 20s is above the last bucket");
-	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/github\",le=\"+Inf\"} 3"),
+	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
+	                  "github\",le=\"+Inf\"} 3"),
 	   "histogram: +Inf counts everything");
-	ok(has_line(text, "provision_http_request_duration_seconds_count{endpoint=\"/webhooks/github\"} 3"),
+	ok(has_line(text,
+	            "provision_http_request_duration_seconds_count{endpoint=\"/webhooks/github\"} 3"),
 	   "histogram: count");
-	ok(strstr(text, "provision_http_request_duration_seconds_sum{endpoint=\"/webhooks/github\"} 20.0035") != NULL,
+	ok(strstr(
+	       text,
+	       "provision_http_request_duration_seconds_sum{endpoint=\"/webhooks/github\"} 20.0035") !=
+	       NULL,
 	   "histogram: sum");
 	ok(has_line(text, "provision_signature_failures_total 1"), "signature failures");
 	ok(has_line(text, "provision_duplicate_deliveries_total 2"), "duplicates");
 	ok(has_line(text, "provision_db_errors_total 1"), "db errors");
 	ok(has_line(text, "provision_db_reconnects_total 1"), "db reconnects");
 	ok(has_line(text, "# TYPE provision_db_pool_size gauge") &&
-	   has_line(text, "provision_db_pool_size 10"), "pool size gauge");
+	       has_line(text, "provision_db_pool_size 10"),
+	   "pool size gauge");
 	ok(has_line(text, "provision_db_pool_in_use 2"), "pool in use gauge");
 	ok(strstr(text, "/healthz") == NULL, "endpoints without traffic are omitted");
 	{
-		int			help = 0;
-		int			type = 0;
+		int help = 0;
+		int type = 0;
 
 		for (const char *p = text; (p = strstr(p, "# HELP ")) != NULL; p++)
 			help++;

@@ -30,9 +30,9 @@ expect(const char *sqlstate, unsigned int status, bool retry, bool retry_after)
 	struct sqlstate_action a = sqlstate_to_http(sqlstate);
 
 	ok(a.http_status == status && a.retry == retry && a.retry_after == retry_after,
-	   "sqlstate %s -> %u%s%s (got %u%s%s)", sqlstate ? sqlstate : "(none)",
-	   status, retry ? " retry" : "", retry_after ? " Retry-After" : "",
-	   a.http_status, a.retry ? " retry" : "", a.retry_after ? " Retry-After" : "");
+	   "sqlstate %s -> %u%s%s (got %u%s%s)", sqlstate ? sqlstate : "(none)", status,
+	   retry ? " retry" : "", retry_after ? " Retry-After" : "", a.http_status,
+	   a.retry ? " retry" : "", a.retry_after ? " Retry-After" : "");
 }
 
 static void
@@ -78,15 +78,15 @@ test_sqlstate(void)
 static void
 test_bodies(void)
 {
-	char		buf[32];
-	char	   *body;
-	cJSON	   *obj;
-	char		err[160];
+	char buf[32];
+	char *body;
+	cJSON *obj;
+	char err[160];
 
 	is_str(detail_current_status("current status: running", buf, sizeof buf), "running",
-		   "detail: status parsed");
+	       "detail: status parsed");
 	is_str(detail_current_status("current status: failed.", buf, sizeof buf), "failed",
-		   "detail: trailing period dropped");
+	       "detail: trailing period dropped");
 	ok(detail_current_status("status: running", buf, sizeof buf) == NULL,
 	   "detail: other wording gives NULL");
 	ok(detail_current_status(NULL, buf, sizeof buf) == NULL, "detail: missing gives NULL");
@@ -99,11 +99,11 @@ test_bodies(void)
 
 	body = json_conflict_body("refused", "5f0c", "running");
 	is_str(body, "{\"error\":\"refused\",\"job_id\":\"5f0c\",\"status\":\"running\"}",
-		   "conflict body");
+	       "conflict body");
 	cJSON_free(body);
 	body = json_conflict_body("refused", NULL, NULL);
 	is_str(body, "{\"error\":\"refused\",\"job_id\":null,\"status\":null}",
-		   "conflict body with unknowns");
+	       "conflict body with unknowns");
 	cJSON_free(body);
 
 	{
@@ -123,17 +123,20 @@ test_bodies(void)
 	cJSON_Delete(obj);
 
 	ok(parse_callback_body("[1,2]", 5, err, sizeof err) == NULL &&
-	   strstr(err, "JSON object") != NULL, "callback body: array refused (%s)", err);
+	       strstr(err, "JSON object") != NULL,
+	   "callback body: array refused (%s)", err);
 	ok(parse_callback_body("\"x\"", 3, err, sizeof err) == NULL &&
-	   strstr(err, "JSON object") != NULL, "callback body: string refused");
+	       strstr(err, "JSON object") != NULL,
+	   "callback body: string refused");
 	ok(parse_callback_body("{\"a\":", 5, err, sizeof err) == NULL &&
-	   strstr(err, "not valid JSON") != NULL, "callback body: truncated refused");
-	ok(parse_callback_body("{} {}", 5, err, sizeof err) == NULL &&
-	   strstr(err, "trailing") != NULL, "callback body: trailing data refused");
+	       strstr(err, "not valid JSON") != NULL,
+	   "callback body: truncated refused");
+	ok(parse_callback_body("{} {}", 5, err, sizeof err) == NULL && strstr(err, "trailing") != NULL,
+	   "callback body: trailing data refused");
 	ok(parse_callback_body("{}\0{}", 5, err, sizeof err) == NULL,
 	   "callback body: embedded NUL refused");
-	ok(parse_callback_body("", 0, err, sizeof err) == NULL &&
-	   strstr(err, "empty") != NULL, "callback body: empty refused");
+	ok(parse_callback_body("", 0, err, sizeof err) == NULL && strstr(err, "empty") != NULL,
+	   "callback body: empty refused");
 	obj = parse_callback_body("{}xyz", 2, err, sizeof err);
 	ok(obj != NULL, "callback body: length bounds the parse");
 	cJSON_Delete(obj);

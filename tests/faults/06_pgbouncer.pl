@@ -1,0 +1,170 @@
+
+# The listener behind PgBouncer in transaction pooling mode (started here on
+# a Unix socket, auth_type trust with a userlist): the HTTP suite passes
+# through it (/readyz, applied, heartbeat, duplicate, 409, 404, 400, 401),
+# and parallel callbacks and a burst of identical deliveries keep their
+# exactly-once accounting while six listener connections share two server
+# connections.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use ProvisionTest;
+use FaultLoad;
+
+my $pgbouncer = '/usr/sbin/pgbouncer';
+plan skip_all => "PgBouncer not installed ($pgbouncer; Debian package pgbouncer)"
+  unless -x $pgbouncer;
+
+my $node = ProvisionTest::new_node('bouncer');
+my $role = ProvisionTest::create_listener_role($node);
+# A session setting does not stay with a server connection under
+# transaction pooling: the timeout belongs on the role.
+$node->safe_psql('provision', "ALTER ROLE $role SET statement_timeout = '5s'");
+
+my $dir = PostgreSQL::Test::Utils::tempdir_short();
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $log = "$PostgreSQL::Test::Utils::log_path/06_pgbouncer_pgbouncer.log";
+PostgreSQL::Test::Utils::append_to_file("$dir/userlist.txt", qq{"$role" ""\n});
+PostgreSQL::Test::Utils::append_to_file(
+	"$dir/pgbouncer.ini", sprintf(<<'EOF', $node->host, $node->port, $port, $dir, $dir, $log));
+[databases]
+provision = host=%s port=%d dbname=provision
+
+[pgbouncer]
+listen_addr =
+listen_port = %d
+unix_socket_dir = %s
+auth_type = trust
+auth_file = %s/userlist.txt
+pool_mode = transaction
+default_pool_size = 2
+max_client_conn = 50
+server_reset_query =
+logfile = %s
+EOF
+
+my $bouncer_pid = fork();
+die "fork: $!" unless defined $bouncer_pid;
+if ($bouncer_pid == 0)
+{
+	open(STDIN, '<', '/dev/null');
+	open(STDOUT, '>>', "$log.stdout") or POSIX::_exit(127);
+	open(STDERR, '>&', \*STDOUT) or POSIX::_exit(127);
+	exec($pgbouncer, "$dir/pgbouncer.ini") or POSIX::_exit(127);
+}
+END
+{
+	local $?;
+	if ($bouncer_pid)
+	{
+		kill 'TERM', $bouncer_pid;
+		waitpid($bouncer_pid, 0);
+	}
+}
+
+my $via = "host=$dir port=$port dbname=provision user=$role";
+ok(ProvisionTest::wait_until(sub {
+	my $out = `psql -XAtq -d "$via" -c 'SELECT 1' 2>/dev/null`;
+	return ($out // '') =~ /^1$/m;
+}, interval => 0.2), 'PgBouncer accepts connections');
+
+my $l = ProvisionTest::start_listener(database => $via, args => [ '--pool', '6' ]);
+
+my $r = $l->get('/readyz');
+is($r->{status}, 200, '/readyz 200 through PgBouncer');
+
+my ($agent, $job) = ProvisionTest::new_job($node, status => 'dispatched');
+$r = $l->callback({ job_id => $job, status => 'provisioning' }, delivery => 'suite-1');
+is($r->{status}, 200, 'provisioning: 200');
+ok($r->{json}{applied} && !$r->{json}{duplicate}, 'provisioning: applied');
+is($r->{json}{job_status}, 'provisioning', 'provisioning: job status in the answer');
+
+$r = $l->callback({ job_id => $job, status => 'heartbeat' }, scheme => 'standard');
+is($r->{status}, 200, 'heartbeat: 200');
+is($r->{json}{action}, 'heartbeat', 'heartbeat: action');
+
+my $running = { job_id => $job, status => 'running', server_id => 4242,
+	server_ip => '203.0.113.7', tailscale_ip => '100.64.1.7' };
+$r = $l->callback($running, delivery => 'suite-2');
+is($r->{status}, 200, 'running: 200');
+is($r->{json}{job_status}, 'running', 'running: job running');
+is($r->{json}{agent_status}, 'active', 'running: agent active');
+my $inst = ProvisionTest::instance_row($node, $agent);
+is($inst->{server_id}, '4242', 'running: instance stored');
+is($inst->{server_ip}, '203.0.113.7', 'running: with its address');
+
+$r = $l->callback($running, delivery => 'suite-2');
+is($r->{status}, 200, 'duplicate: 200');
+ok($r->{json}{duplicate}, 'duplicate: reported as such');
+
+$r = $l->callback({ job_id => $job, status => 'failed', error => 'late' }, delivery => 'suite-3');
+is($r->{status}, 409, 'refused transition: 409');
+is($r->{json}{status}, 'running', '409: current status');
+is($r->{json}{job_id}, $job, '409: job id');
+
+$r = $l->callback({ job_id => '00000000-0000-4000-8000-000000000001', status => 'provisioning' });
+is($r->{status}, 404, 'unknown job: 404');
+
+$r = $l->callback({ job_id => $job, status => 'running', server_id => 'x',
+	server_ip => 'not-an-ip', tailscale_ip => '100.64.1.8' });
+is($r->{status}, 400, 'invalid field (from the database): 400');
+like($r->{json}{error} // '', qr/server_ip/, '400: names the field');
+
+$r = $l->callback('{"job_id": ');
+is($r->{status}, 400, 'body not JSON: 400');
+
+$r = $l->callback({ job_id => $job, status => 'heartbeat' }, signature => 'sha256=' . ('0' x 64));
+is($r->{status}, 401, 'bad signature: 401');
+
+is(ProvisionTest::query_scalar($node,
+	"SELECT string_agg(kind, ',' ORDER BY id) FROM provision.events WHERE job_id = '$job'"),
+	'enqueued,dispatched,status,completed', 'the suite job moved once per state change');
+ok(!ProvisionTest::delivery_row($node, 'suite-3'), 'the refused delivery is not recorded');
+
+# Parallel load: eight senders over six listener connections, two server
+# connections.
+my $tag = 'pgb';
+my $jobs = FaultLoad::create_jobs($node, $tag, 120);
+my $load = FaultLoad::start_senders(8, $jobs, [$l], tag => $tag, deadline => 60);
+my $max_backends = 0;
+my $t_end = time() + 3;
+while (time() < $t_end)
+{
+	my $n = ProvisionTest::query_scalar($node,
+		"SELECT count(*) FROM pg_stat_activity WHERE usename = '$role'");
+	$max_backends = $n if $n > $max_backends;
+	sleep(0.1);
+}
+my $records = FaultLoad::wait_senders($load, 120);
+is($load->{lost}, 0, 'every sender finished and reported');
+my $fig = FaultLoad::check_accounting($node, $tag, $records, allowed => []);
+cmp_ok($max_backends, '<=', 2, 'the database saw at most PgBouncer\'s two server connections');
+
+# A burst of identical deliveries through the pooler.
+my (undef, $bjob) = ProvisionTest::new_job($node);
+my $d = FaultLoad::plan_for('pgbburst', $bjob, 1)->[2];
+my $start = time() + 0.5;
+my $res = ProvisionTest::fork_clients(12, sub {
+	sleep($start - time()) if $start > time();
+	return FaultLoad::deliver($l, $d, deadline => 30);
+}, timeout => 60);
+is(scalar(grep { $_ && $_->{final} == 200 } @$res), 12, 'burst: all 12 answered 200');
+is(scalar(grep { $_ && $_->{final} == 200 && !$_->{duplicate} } @$res), 1, 'burst: one applied, the rest duplicates');
+is(ProvisionTest::query_scalar($node,
+	"SELECT count(*) FROM provision.events WHERE job_id = '$bjob' AND kind = 'completed'"),
+	1, 'burst: one completed event');
+
+is($l->stop, 0, 'the listener exits 0 on SIGTERM');
+note(sprintf('pgbouncer figures: suite 12 requests; load: requests %d, 200s %d, duplicates %d, retries %d, '
+	  . 'rows %d, events %d, server connections seen %d',
+	$fig->{requests}, $fig->{ok}, $fig->{duplicates}, $fig->{retries}, $fig->{rows},
+	$fig->{events}, $max_backends));
+
+done_testing();
