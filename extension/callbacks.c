@@ -15,13 +15,22 @@
 
 #include <sys/socket.h>
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inet.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
-
-PG_FUNCTION_INFO_V1(handle_callback);
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
 
 /* The statuses a callback may carry. */
 typedef enum CallbackStatus
@@ -53,12 +62,14 @@ static const struct
 	{"heartbeat", CALLBACK_HEARTBEAT, JOB_STATUS_COUNT},
 };
 
-static SPIPlanPtr plan_find_delivery;
+/* provision.callback_deliveries.result */
+#define DELIVERY_RESULT_ATTNUM 4
 
 static void parse_callback(Jsonb *payload, Callback *cb);
 static JsonbValue *get_field(Jsonb *payload, const char *key);
 static const char *json_type_name(const JsonbValue *v);
 static char *string_field(const JsonbValue *v, const char *key);
+static int	hex_value(char c);
 static bool parse_uuid(const char *src, pg_uuid_t *uuid);
 static Datum inet_field(const JsonbValue *v, const char *key);
 static void check_delivery_id(const char *delivery_id);
@@ -71,6 +82,7 @@ static Jsonb *find_delivery(const char *delivery_id);
  * delivery id is applied at most once; a redelivery returns the recorded
  * result with "duplicate": true.
  */
+PG_FUNCTION_INFO_V1(handle_callback);
 Datum
 handle_callback(PG_FUNCTION_ARGS)
 {
@@ -94,7 +106,8 @@ handle_callback(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	job_lock_or_error(&cb.job_id, cb.status != CALLBACK_HEARTBEAT, &job);
+	job_lock_or_error(&cb.job_id,
+					  cb.status == CALLBACK_HEARTBEAT ? LOCK_JOB : LOCK_JOB_AGENT, &job);
 
 	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
 	{
@@ -118,7 +131,7 @@ handle_callback(PG_FUNCTION_ARGS)
 			job_noop(&job, action, delivery_id, &step);
 		else
 			job_apply(&job, to, decision, job_event_kind(to), cb.error,
-					  cb.has_metadata ? &cb.metadata : NULL, action, delivery_id, &step);
+					  cb.has_metadata ? &cb.metadata : NULL, action, delivery_id, false, &step);
 	}
 
 	SPI_finish();
@@ -355,25 +368,68 @@ check_delivery_id(const char *delivery_id)
 				 errmsg("delivery_id is longer than %d bytes", PROVISION_MAX_DELIVERY_ID_BYTES)));
 }
 
-/* The recorded result of a delivery, marked as a duplicate; NULL if unknown. */
+/*
+ * The recorded result of a delivery, marked as a duplicate; NULL if unknown.
+ *
+ * Every callback with a delivery id asks this, so it reads the primary key
+ * of provision.callback_deliveries directly rather than through SPI: the
+ * executor's set-up and tear-down for one index probe cost several times the
+ * probe itself. The snapshot is the one a new SQL statement would get (under
+ * READ COMMITTED, taken now, after the job lock was granted), so it sees a
+ * concurrent twin that committed while this call waited for the lock.
+ */
 static Jsonb *
 find_delivery(const char *delivery_id)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	bool		isnull;
-	int			rc;
+	Oid			schema = get_namespace_oid("provision", false);
+	Oid			relid = get_relname_relid("callback_deliveries", schema);
+	Relation	rel;
+	Relation	index;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData key;
+	Jsonb	   *result = NULL;
 
-	rc = SPI_execute_plan(spi_plan(&plan_find_delivery,
-								   "SELECT result OPERATOR(pg_catalog.||) "
-								   "'{\"duplicate\": true}'::pg_catalog.jsonb "
-								   "FROM provision.callback_deliveries "
-								   "WHERE delivery_id OPERATOR(pg_catalog.=) $1",
-								   1, argtypes),
-						  (Datum[]) {CStringGetTextDatum(delivery_id)}, NULL, false, 1);
-	spi_check(rc, SPI_OK_SELECT, "looking up the delivery");
-	if (SPI_processed == 0)
-		return NULL;
-	return DatumGetJsonbP(SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc, 1, &isnull),
-											false, -1));
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation provision.callback_deliveries does not exist");
+	rel = table_open(relid, AccessShareLock);
+	list_free(RelationGetIndexList(rel));
+	if (!OidIsValid(rel->rd_pkindex))
+		elog(ERROR, "provision.callback_deliveries has no primary key");
+	index = index_open(rel->rd_pkindex, AccessShareLock);
+
+	/* The index's own collation, so that the probe follows its order. */
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_TEXTEQ,
+						   CStringGetTextDatum(delivery_id));
+
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		recorded = slot_getattr(slot, DELIVERY_RESULT_ATTNUM, &isnull);
+		JsonObjectBuilder b;
+
+		if (isnull)
+			elog(ERROR, "delivery %s has no recorded result", delivery_id);
+		json_begin(&b);
+		json_add_bool(&b, "duplicate", true);
+		result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+													PointerGetDatum(PG_DETOAST_DATUM(recorded)),
+													JsonbPGetDatum(json_end(&b))));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+
+	/* Out of the SPI procedure context, which SPI_finish frees. */
+	if (result != NULL)
+		result = DatumGetJsonbP(SPI_datumTransfer(JsonbPGetDatum(result), false, -1));
+	return result;
 }

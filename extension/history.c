@@ -7,8 +7,6 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 
-PG_FUNCTION_INFO_V1(prune_history);
-
 static SPIPlanPtr plan_prune;
 
 /*
@@ -17,6 +15,7 @@ static SPIPlanPtr plan_prune;
  * returns how many rows it deleted. A pruned delivery id is no longer
  * deduplicated.
  */
+PG_FUNCTION_INFO_V1(prune_history);
 Datum
 prune_history(PG_FUNCTION_ARGS)
 {

@@ -8,8 +8,6 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
-PG_FUNCTION_INFO_V1(complete_provisioning_with_metadata);
-
 /*
  * Raises 22023 unless server_id is 1 to 255 characters and not only
  * whitespace (which identifies no server); where names its origin.
@@ -35,6 +33,7 @@ check_server_id(const char *server_id, const char *where)
  * or a re-created VM), activates the agent and writes one completed event.
  * Returns the instance row.
  */
+PG_FUNCTION_INFO_V1(complete_provisioning_with_metadata);
 Datum
 complete_provisioning_with_metadata(PG_FUNCTION_ARGS)
 {
@@ -56,10 +55,10 @@ complete_provisioning_with_metadata(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	job_lock_or_error(PG_GETARG_UUID_P(0), true, &job);
+	job_lock_or_error(PG_GETARG_UUID_P(0), LOCK_JOB_AGENT, &job);
 	action = job_decide(&job, JOB_RUNNING, true);
 	job_apply(&job, JOB_RUNNING, action, EVENT_COMPLETED, NULL, &meta,
-			  ACTION_COMPLETED, NULL, &step);
+			  ACTION_COMPLETED, NULL, true, &step);
 	SPI_finish();
 	PG_RETURN_DATUM(step.instance_row);
 }

@@ -23,12 +23,6 @@
 #include "utils/fmgrprotos.h"
 #include "utils/tuplestore.h"
 
-PG_FUNCTION_INFO_V1(enqueue_job);
-PG_FUNCTION_INFO_V1(claim_jobs);
-PG_FUNCTION_INFO_V1(update_job_status);
-PG_FUNCTION_INFO_V1(record_heartbeat);
-PG_FUNCTION_INFO_V1(expire_stale_jobs);
-
 /* One cell of the state table. */
 typedef struct Transition
 {
@@ -118,17 +112,27 @@ static const char *const callback_action_names[] = {
  * it recorded, so that a delivery recorded concurrently is detected.
  */
 #define JOB_LOCK_COLUMNS \
-	"SELECT j.id, j.status::pg_catalog.text, j.agent_id, a.status::pg_catalog.text, j " \
+	"SELECT j.id, j.status::pg_catalog.text, j.agent_id, a.status::pg_catalog.text "
+
+#define JOB_LOCK_FROM \
 	"FROM provision.provisioning_jobs j " \
 	"JOIN provision.agents a ON a.id OPERATOR(pg_catalog.=) j.agent_id "
 
-#define SQL_LOCK_JOB \
-	JOB_LOCK_COLUMNS \
-	"WHERE j.id OPERATOR(pg_catalog.=) $1 FOR UPDATE OF j"
+#define JOB_LOCK_WHERE "WHERE j.id OPERATOR(pg_catalog.=) $1 FOR UPDATE OF j"
 
 /* Status changes also lock the agent, whose status they derive from its current one. */
-#define SQL_LOCK_JOB_AND_AGENT \
-	SQL_LOCK_JOB " FOR NO KEY UPDATE OF a"
+#define JOB_LOCK_AGENT " FOR NO KEY UPDATE OF a"
+
+static const char sql_lock_job[] = JOB_LOCK_COLUMNS JOB_LOCK_FROM JOB_LOCK_WHERE;
+static const char sql_lock_job_and_agent[] =
+	JOB_LOCK_COLUMNS JOB_LOCK_FROM JOB_LOCK_WHERE JOB_LOCK_AGENT;
+
+/*
+ * Only update_job_status returns the whole row of a job it leaves alone;
+ * building that row costs every other caller for nothing.
+ */
+static const char sql_lock_job_row[] =
+	JOB_LOCK_COLUMNS ", j " JOB_LOCK_FROM JOB_LOCK_WHERE JOB_LOCK_AGENT;
 
 #define SQL_AGENT_INSTANCE \
 	"(SELECT v.id FROM provision.agent_instances v " \
@@ -143,7 +147,7 @@ static const char *const callback_action_names[] = {
 	"ON CONFLICT (delivery_id) DO NOTHING RETURNING 1) "
 
 #define SQL_STEP_OUTPUT \
-	"SELECT r.result, (SELECT pg_catalog.count(*) FROM d)"
+	"SELECT r.result, EXISTS (SELECT FROM d)"
 
 static const char sql_noop[] =
 	"WITH s AS (SELECT " SQL_AGENT_INSTANCE " AS instance_id), "
@@ -164,41 +168,51 @@ static const char sql_heartbeat[] =
  * completed_at, failed_at (NULL keeps), $12 error, $13 clear last_heartbeat_at,
  * $14 new agent status (NULL keeps), $15 event kind, $16 from status,
  * $17 event detail, $18..$20 VM metadata (server_id NULL: no instance write).
+ * Two variants: one also returns the new job and instance rows (for the
+ * functions that return them), one does not (handle_callback and
+ * expire_stale_jobs, which would only throw the rows away).
  */
+#define SQL_APPLY(JOB_RETURNING, INSTANCE_RETURNING, INSTANCE_ID, ROWS) \
+	"WITH j AS (UPDATE provision.provisioning_jobs AS t SET " \
+	"status = $6::provision.job_status, " \
+	"attempts = t.attempts OPERATOR(pg_catalog.+) $7, " \
+	"updated_at = $3, " \
+	"dispatched_at = COALESCE($8, t.dispatched_at), " \
+	"started_at = COALESCE($9, t.started_at), " \
+	"completed_at = COALESCE($10, t.completed_at), " \
+	"failed_at = COALESCE($11, t.failed_at), " \
+	"error = $12, " \
+	"last_heartbeat_at = CASE WHEN $13 THEN NULL ELSE t.last_heartbeat_at END " \
+	"WHERE t.id OPERATOR(pg_catalog.=) $1" JOB_RETURNING "), " \
+	"i AS (INSERT INTO provision.agent_instances AS x " \
+	"(agent_id, job_id, server_id, server_ip, tailscale_ip, created_at, updated_at) " \
+	"SELECT $2, $1, $18, $19, $20, $3, $3 WHERE $18 IS NOT NULL " \
+	"ON CONFLICT (agent_id) DO UPDATE SET job_id = excluded.job_id, " \
+	"server_id = excluded.server_id, server_ip = excluded.server_ip, " \
+	"tailscale_ip = excluded.tailscale_ip, updated_at = excluded.updated_at " \
+	"RETURNING " INSTANCE_RETURNING "), " \
+	"a AS (UPDATE provision.agents SET status = $14::provision.agent_status, updated_at = $3 " \
+	"WHERE id OPERATOR(pg_catalog.=) $2 AND $14 IS NOT NULL), " \
+	"s AS (SELECT COALESCE((SELECT " INSTANCE_ID " FROM i), " SQL_AGENT_INSTANCE ") AS instance_id), " \
+	"e AS (INSERT INTO provision.events (at, job_id, agent_id, kind, from_status, to_status, detail) " \
+	"SELECT $3, $1, $2, $15, $16, $6, CASE WHEN $18 IS NULL THEN $17 " \
+	"ELSE $17 OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('instance_id', s.instance_id) END " \
+	"FROM s), " \
+	SQL_RESULT_AND_DELIVERY \
+	SQL_STEP_OUTPUT ROWS " FROM r"
+
+static const char sql_apply_rows[] =
+	SQL_APPLY(" RETURNING t", "x", "(i.x).id", ", (SELECT j.t FROM j), (SELECT i.x FROM i)");
 static const char sql_apply[] =
-	"WITH j AS (UPDATE provision.provisioning_jobs AS t SET "
-	"status = $6::provision.job_status, "
-	"attempts = t.attempts OPERATOR(pg_catalog.+) $7, "
-	"updated_at = $3, "
-	"dispatched_at = COALESCE($8, t.dispatched_at), "
-	"started_at = COALESCE($9, t.started_at), "
-	"completed_at = COALESCE($10, t.completed_at), "
-	"failed_at = COALESCE($11, t.failed_at), "
-	"error = $12, "
-	"last_heartbeat_at = CASE WHEN $13 THEN NULL ELSE t.last_heartbeat_at END "
-	"WHERE t.id OPERATOR(pg_catalog.=) $1 RETURNING t), "
-	"i AS (INSERT INTO provision.agent_instances AS x "
-	"(agent_id, job_id, server_id, server_ip, tailscale_ip, created_at, updated_at) "
-	"SELECT $2, $1, $18, $19, $20, $3, $3 WHERE $18 IS NOT NULL "
-	"ON CONFLICT (agent_id) DO UPDATE SET job_id = excluded.job_id, "
-	"server_id = excluded.server_id, server_ip = excluded.server_ip, "
-	"tailscale_ip = excluded.tailscale_ip, updated_at = excluded.updated_at "
-	"RETURNING x), "
-	"a AS (UPDATE provision.agents SET status = $14::provision.agent_status, updated_at = $3 "
-	"WHERE id OPERATOR(pg_catalog.=) $2 AND $14 IS NOT NULL), "
-	"s AS (SELECT COALESCE((SELECT (i.x).id FROM i), " SQL_AGENT_INSTANCE ") AS instance_id), "
-	"e AS (INSERT INTO provision.events (at, job_id, agent_id, kind, from_status, to_status, detail) "
-	"SELECT $3, $1, $2, $15, $16, $6, CASE WHEN $18 IS NULL THEN $17 "
-	"ELSE $17 OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('instance_id', s.instance_id) END "
-	"FROM s), "
-	SQL_RESULT_AND_DELIVERY
-	SQL_STEP_OUTPUT ", (SELECT j.t FROM j), (SELECT i.x FROM i) FROM r";
+	SQL_APPLY("", "x.id", "i.id", "");
 
 static SPIPlanPtr plan_lock_job;
 static SPIPlanPtr plan_lock_job_and_agent;
+static SPIPlanPtr plan_lock_job_row;
 static SPIPlanPtr plan_noop;
 static SPIPlanPtr plan_heartbeat;
 static SPIPlanPtr plan_apply;
+static SPIPlanPtr plan_apply_rows;
 static SPIPlanPtr plan_agent_exists;
 static SPIPlanPtr plan_job_by_key;
 static SPIPlanPtr plan_open_job;
@@ -218,9 +232,7 @@ static void step_finish(int rc, const char *delivery_id, StepResult *out);
 static Jsonb *event_detail(const char *error, const InstanceMetadata *meta,
 						   const char *delivery_id);
 
-#if PG_VERSION_NUM < 150000
-static void InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags);
-#endif
+static void init_materialized_srf(FunctionCallInfo fcinfo);
 
 const char *
 job_status_name(JobStatus status)
@@ -308,26 +320,40 @@ job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job)
 	job->status = job_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull)));
 	job->agent_id = *DatumGetUUIDP(SPI_getbinval(tuple, desc, 3, &isnull));
 	job->agent_status = agent_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)));
-	job->row = SPI_datumTransfer(SPI_getbinval(tuple, desc, 5, &isnull), false, -1);
+	job->row = (Datum) 0;
+	if (desc->natts >= 5)
+		job->row = SPI_datumTransfer(SPI_getbinval(tuple, desc, 5, &isnull), false, -1);
 }
 
 /*
- * Locks the job row FOR UPDATE (and its agent's row when lock_agent) and
- * fills *job; false when there is no such job. Under READ COMMITTED every
- * statement after this one sees whatever committed before the lock was
- * granted, which is what makes the delivery check that follows it exact.
+ * Locks the job row FOR UPDATE (and its agent's row unless mode is
+ * LOCK_JOB) and fills *job, with job->row only for LOCK_JOB_AGENT_ROW;
+ * false when there is no such job. Under READ COMMITTED every statement
+ * after this one sees whatever committed before the lock was granted, which
+ * is what makes the delivery check that follows it exact.
  */
 bool
-job_lock(const pg_uuid_t *job_id, bool lock_agent, LockedJob *job)
+job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
 	Oid			argtypes[1] = {UUIDOID};
 	Datum		values[1];
 	SPIPlanPtr	plan;
 	int			rc;
 
-	plan = lock_agent
-		? spi_plan(&plan_lock_job_and_agent, SQL_LOCK_JOB_AND_AGENT, 1, argtypes)
-		: spi_plan(&plan_lock_job, SQL_LOCK_JOB, 1, argtypes);
+	switch (mode)
+	{
+		case LOCK_JOB:
+			plan = spi_plan(&plan_lock_job, sql_lock_job, 1, argtypes);
+			break;
+		case LOCK_JOB_AGENT:
+			plan = spi_plan(&plan_lock_job_and_agent, sql_lock_job_and_agent, 1, argtypes);
+			break;
+		case LOCK_JOB_AGENT_ROW:
+			plan = spi_plan(&plan_lock_job_row, sql_lock_job_row, 1, argtypes);
+			break;
+		default:
+			elog(ERROR, "unknown job lock mode %d", (int) mode);
+	}
 	values[0] = UUIDPGetDatum(job_id);
 	rc = SPI_execute_plan(plan, values, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "locking the job");
@@ -338,9 +364,9 @@ job_lock(const pg_uuid_t *job_id, bool lock_agent, LockedJob *job)
 }
 
 void
-job_lock_or_error(const pg_uuid_t *job_id, bool lock_agent, LockedJob *job)
+job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
-	if (!job_lock(job_id, lock_agent, job))
+	if (!job_lock(job_id, mode, job))
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("job %s does not exist", uuid_to_cstring(job_id))));
@@ -396,8 +422,7 @@ step_finish(int rc, const char *delivery_id, StepResult *out)
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
-	if (delivery_id != NULL &&
-		DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull)) == 0)
+	if (delivery_id != NULL && !DatumGetBool(SPI_getbinval(tuple, desc, 2, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("delivery %s was recorded by a concurrent transaction", delivery_id),
@@ -457,13 +482,14 @@ event_detail(const char *error, const InstanceMetadata *meta, const char *delive
  * Applies a decided change to the locked job in one statement: the job row
  * with its timestamps and attempts, the instance when meta is given, the
  * agent's status, one event, and the delivery. Then queues the NOTIFY.
+ * want_rows: also return the new job and instance rows in *out.
  * kind is the event kind when not the one the target status implies
  * (expired).
  */
 void
 job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind kind,
 		  const char *error, const InstanceMetadata *meta, CallbackAction cb_action,
-		  const char *delivery_id, StepResult *out)
+		  const char *delivery_id, bool want_rows, StepResult *out)
 {
 	Oid			argtypes[20] = {
 		UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID,
@@ -518,7 +544,9 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 	}
 #undef SET_ARG
 
-	rc = SPI_execute_plan(spi_plan(&plan_apply, sql_apply, lengthof(argtypes), argtypes),
+	rc = SPI_execute_plan(want_rows
+						  ? spi_plan(&plan_apply_rows, sql_apply_rows, lengthof(argtypes), argtypes)
+						  : spi_plan(&plan_apply, sql_apply, lengthof(argtypes), argtypes),
 						  values, nulls, false, 0);
 	step_finish(rc, delivery_id, out);
 	event_notify(&job->job_id, &job->agent_id, kind, to);
@@ -566,6 +594,7 @@ job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id
  * created with it; an agent with an open job gets that job back (and the new
  * key is not recorded).
  */
+PG_FUNCTION_INFO_V1(enqueue_job);
 Datum
 enqueue_job(PG_FUNCTION_ARGS)
 {
@@ -712,6 +741,7 @@ enqueue_job(PG_FUNCTION_ARGS)
  * first, to dispatched and returns them. Jobs another claimer holds are
  * skipped, so concurrent claimers never get the same job.
  */
+PG_FUNCTION_INFO_V1(claim_jobs);
 Datum
 claim_jobs(PG_FUNCTION_ARGS)
 {
@@ -726,13 +756,13 @@ claim_jobs(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_jobs must be at least 1")));
 
-	InitMaterializedSRF(fcinfo, 0);
+	init_materialized_srf(fcinfo);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
 	rc = SPI_execute_plan(spi_plan(&plan_claim,
-								   JOB_LOCK_COLUMNS
+								   JOB_LOCK_COLUMNS JOB_LOCK_FROM
 								   "WHERE j.status OPERATOR(pg_catalog.=) 'pending'::provision.job_status "
 								   "ORDER BY j.created_at, j.id LIMIT $1 "
 								   "FOR UPDATE OF j SKIP LOCKED",
@@ -754,7 +784,7 @@ claim_jobs(PG_FUNCTION_ARGS)
 		TransitionAction action = job_decide(&jobs[i], JOB_DISPATCHED, false);
 
 		job_apply(&jobs[i], JOB_DISPATCHED, action, EVENT_DISPATCHED, NULL, NULL,
-				  ACTION_STATUS, NULL, &step);
+				  ACTION_STATUS, NULL, true, &step);
 		row = DatumGetHeapTupleHeader(step.job_row);
 		tuple.t_len = HeapTupleHeaderGetDatumLength(row);
 		ItemPointerSetInvalid(&tuple.t_self);
@@ -772,6 +802,7 @@ claim_jobs(PG_FUNCTION_ARGS)
  * state machine allows and returns the job row. No-ops return the row
  * unchanged; refused moves raise 55000. error is recorded with failed.
  */
+PG_FUNCTION_INFO_V1(update_job_status);
 Datum
 update_job_status(PG_FUNCTION_ARGS)
 {
@@ -798,7 +829,7 @@ update_job_status(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	job_lock_or_error(PG_GETARG_UUID_P(0), true, &job);
+	job_lock_or_error(PG_GETARG_UUID_P(0), LOCK_JOB_AGENT_ROW, &job);
 	action = job_decide(&job, to, false);
 	if (action == TRANSITION_SAME || action == TRANSITION_STALE)
 		row = job.row;
@@ -806,7 +837,8 @@ update_job_status(PG_FUNCTION_ARGS)
 	{
 		StepResult	step;
 
-		job_apply(&job, to, action, job_event_kind(to), error, NULL, ACTION_STATUS, NULL, &step);
+		job_apply(&job, to, action, job_event_kind(to), error, NULL, ACTION_STATUS, NULL,
+				  true, &step);
 		row = step.job_row;
 	}
 	SPI_finish();
@@ -817,6 +849,7 @@ update_job_status(PG_FUNCTION_ARGS)
  * provision.record_heartbeat(job_id): records a sign of life of the job and
  * returns its time. Refused (55000) for failed and cancelled jobs.
  */
+PG_FUNCTION_INFO_V1(record_heartbeat);
 Datum
 record_heartbeat(PG_FUNCTION_ARGS)
 {
@@ -830,7 +863,7 @@ record_heartbeat(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	job_lock_or_error(PG_GETARG_UUID_P(0), false, &job);
+	job_lock_or_error(PG_GETARG_UUID_P(0), LOCK_JOB, &job);
 	job_check_heartbeat(&job);
 	job_heartbeat(&job, NULL, &step);
 	SPI_finish();
@@ -867,6 +900,7 @@ interval_cutoff(Interval *older_than, int default_seconds, const char *field)
  * NULL, and returns how many. Jobs locked by a concurrent callback are alive
  * and skipped.
  */
+PG_FUNCTION_INFO_V1(expire_stale_jobs);
 Datum
 expire_stale_jobs(PG_FUNCTION_ARGS)
 {
@@ -883,7 +917,7 @@ expire_stale_jobs(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 
 	rc = SPI_execute_plan(spi_plan(&plan_stale,
-								   JOB_LOCK_COLUMNS
+								   JOB_LOCK_COLUMNS JOB_LOCK_FROM
 								   "WHERE j.status OPERATOR(pg_catalog.=) ANY "
 								   "('{dispatched,provisioning}'::provision.job_status[]) "
 								   "AND COALESCE(j.last_heartbeat_at, j.started_at, j.dispatched_at) "
@@ -905,17 +939,20 @@ expire_stale_jobs(PG_FUNCTION_ARGS)
 		TransitionAction action = job_decide(&jobs[i], JOB_FAILED, false);
 
 		job_apply(&jobs[i], JOB_FAILED, action, EVENT_EXPIRED, "heartbeat timeout", NULL,
-				  ACTION_FAILED, NULL, &step);
+				  ACTION_FAILED, NULL, false, &step);
 	}
 
 	SPI_finish();
 	PG_RETURN_INT32((int32) count);
 }
 
-#if PG_VERSION_NUM < 150000
-/* The PostgreSQL 15 helper, for older servers: set up a materialized SRF result. */
+/*
+ * Sets up a materialized set result. PostgreSQL 15 added InitMaterializedSRF
+ * for this; 13 and 14 lack it, so the few lines live here and every server
+ * version runs the same code.
+ */
 static void
-InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
+init_materialized_srf(FunctionCallInfo fcinfo)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext oldcontext;
@@ -939,4 +976,3 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 	rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
 	MemoryContextSwitchTo(oldcontext);
 }
-#endif

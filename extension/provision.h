@@ -73,10 +73,19 @@ typedef enum CallbackAction
 	ACTION_FAILED
 } CallbackAction;
 
+/* What job_lock locks and fetches. */
+typedef enum JobLockMode
+{
+	LOCK_JOB,					/* the job row only (heartbeats) */
+	LOCK_JOB_AGENT,				/* the job and its agent (status changes) */
+	LOCK_JOB_AGENT_ROW			/* the same, and LockedJob.row */
+} JobLockMode;
+
 /*
  * A job row locked FOR UPDATE, with what the state machine needs to decide.
- * row is the whole provision.provisioning_jobs row, allocated in the memory
- * context that was current at SPI_connect (it outlives SPI_finish).
+ * row is the whole provision.provisioning_jobs row (LOCK_JOB_AGENT_ROW only,
+ * else (Datum) 0), allocated in the memory context that was current at
+ * SPI_connect (it outlives SPI_finish).
  */
 typedef struct LockedJob
 {
@@ -107,10 +116,11 @@ typedef struct StepResult
 	Datum		instance_row;	/* agent_instances, (Datum) 0 if none written */
 } StepResult;
 
-/* provision.c: GUC values */
+/* guc.c: the provision.* settings */
 extern bool provision_notify;
 extern int	provision_heartbeat_timeout;
 extern int	provision_history_retention;
+extern void guc_init(void);
 
 /* jobs.c: the state machine and the steps every entry point shares */
 extern const char *job_status_name(JobStatus status);
@@ -118,12 +128,13 @@ extern JobStatus job_status_from_name(const char *name);
 extern const char *agent_status_name(AgentStatus status);
 extern TransitionAction job_decide(const LockedJob *job, JobStatus to, bool with_metadata);
 extern void job_check_heartbeat(const LockedJob *job);
-extern bool job_lock(const pg_uuid_t *job_id, bool lock_agent, LockedJob *job);
-extern void job_lock_or_error(const pg_uuid_t *job_id, bool lock_agent, LockedJob *job);
+extern bool job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
+extern void job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
 extern EventKind job_event_kind(JobStatus to);
 extern void job_apply(const LockedJob *job, JobStatus to, TransitionAction action,
 					  EventKind kind, const char *error, const InstanceMetadata *meta,
-					  CallbackAction cb_action, const char *delivery_id, StepResult *out);
+					  CallbackAction cb_action, const char *delivery_id, bool want_rows,
+					  StepResult *out);
 extern void job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out);
 extern void job_noop(const LockedJob *job, CallbackAction cb_action,
 					 const char *delivery_id, StepResult *out);

@@ -140,10 +140,12 @@ set_receiving(struct http_server *server, struct MHD_Connection *conn, bool rece
 	pthread_mutex_unlock(&server->lock);
 }
 
+/* Out of memory while building an answer: a constant, no untrusted data. */
+static const char OOM_BODY[] = "{\"error\":\"internal error\"}\n";
+
 /*
- * Queues a response.  body is JSON text owned by cJSON's allocator (or
- * plain text from malloc for /metrics, with free_fn free); NULL means the
- * body could not be built, which becomes a bare 500.
+ * Queues a response.  body is released with free_fn; NULL means it could
+ * not be built, which becomes a 500.
  */
 static enum MHD_Result
 send_response(struct request *req, unsigned int status, char *body, const char *content_type,
@@ -155,7 +157,9 @@ send_response(struct request *req, unsigned int status, char *body, const char *
 	if (body == NULL)
 	{
 		status = 500;
-		resp = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
+		content_type = "application/json";
+		resp = MHD_create_response_from_buffer(sizeof OOM_BODY - 1, (void *) OOM_BODY,
+		                                       MHD_RESPMEM_PERSISTENT);
 	}
 	else
 		resp = MHD_create_response_from_buffer_with_free_callback(strlen(body), body, free_fn);
@@ -183,16 +187,35 @@ send_response(struct request *req, unsigned int status, char *body, const char *
 	return rc;
 }
 
+/*
+ * Queues JSON text from cJSON, ended by a newline so that responses read
+ * well in a terminal and pipelined answers start on a line of their own.
+ */
 static enum MHD_Result
-send_json(struct request *req, unsigned int status, char *body, unsigned int retry_after)
+send_json(struct request *req, unsigned int status, char *json, unsigned int retry_after,
+          const char *allow)
 {
-	return send_response(req, status, body, "application/json", cJSON_free, retry_after, NULL);
+	char *body = NULL;
+
+	if (json != NULL)
+	{
+		size_t len = strlen(json);
+
+		body = malloc(len + 2);
+		if (body != NULL)
+		{
+			memcpy(body, json, len);
+			memcpy(body + len, "\n", 2);
+		}
+		cJSON_free(json);
+	}
+	return send_response(req, status, body, "application/json", free, retry_after, allow);
 }
 
 static enum MHD_Result
 send_error(struct request *req, unsigned int status, const char *message)
 {
-	return send_json(req, status, json_error_body(message), 0);
+	return send_json(req, status, json_error_body(message), 0, NULL);
 }
 
 static const char *
@@ -246,8 +269,8 @@ on_headers(struct request *req, const char *url, const char *method)
 		case ENDPOINT_WEBHOOK:
 		case ENDPOINT_API_WEBHOOK:
 			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-				return send_response(req, 405, json_error_body("method not allowed; use POST"),
-				                     "application/json", cJSON_free, 0, "POST");
+				return send_json(req, 405, json_error_body("method not allowed; use POST"), 0,
+				                 "POST");
 			req->is_callback = true;
 			break;
 		case ENDPOINT_HEALTHZ:
@@ -256,33 +279,17 @@ on_headers(struct request *req, const char *url, const char *method)
 		case ENDPOINT_COUNT:
 			if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
 			    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-				return send_response(req, 405, json_error_body("method not allowed; use GET"),
-				                     "application/json", cJSON_free, 0, "GET, HEAD");
+				return send_json(req, 405, json_error_body("method not allowed; use GET"), 0,
+				                 "GET, HEAD");
 			break;
 	}
 
-	if (req->ep == ENDPOINT_HEALTHZ)
-	{
-		cJSON *obj = cJSON_CreateObject();
-		char *body = NULL;
-
-		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ok") != NULL)
-			body = cJSON_PrintUnformatted(obj);
-		cJSON_Delete(obj);
-		return send_json(req, 200, body, 0);
-	}
-	if (req->ep == ENDPOINT_METRICS)
-	{
-		size_t len;
-		char *text = metrics_render(&len);
-
-		if (text == NULL)
-			return send_error(req, 500, "internal error");
-		return send_response(req, 200, text, "text/plain; version=0.0.4; charset=utf-8", free, 0,
-		                     NULL);
-	}
-	if (req->ep == ENDPOINT_READYZ)
-		return queue_job(req, DB_JOB_READY);
+	/*
+	 * Probes are answered once libmicrohttpd has the whole request, so their
+	 * connection can stay open for the next probe.
+	 */
+	if (!req->is_callback)
+		return MHD_YES;
 
 	length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length != NULL)
@@ -348,6 +355,33 @@ on_body(struct request *req, const char *data, size_t size)
 	}
 	memcpy(req->body + req->len, data, size);
 	req->len += size;
+}
+
+/* /healthz, /metrics and /readyz, once their request is complete. */
+static enum MHD_Result
+on_probe(struct request *req)
+{
+	if (req->ep == ENDPOINT_HEALTHZ)
+	{
+		cJSON *obj = cJSON_CreateObject();
+		char *body = NULL;
+
+		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ok") != NULL)
+			body = cJSON_PrintUnformatted(obj);
+		cJSON_Delete(obj);
+		return send_json(req, 200, body, 0, NULL);
+	}
+	if (req->ep == ENDPOINT_METRICS)
+	{
+		size_t len;
+		char *text = metrics_render(&len);
+
+		if (text == NULL)
+			return send_error(req, 500, "internal error");
+		return send_response(req, 200, text, "text/plain; version=0.0.4; charset=utf-8", free, 0,
+		                     NULL);
+	}
+	return queue_job(req, DB_JOB_READY);
 }
 
 /* The whole request is in: the remaining checks, then the database. */
@@ -461,7 +495,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		req->queued = false;
 		body = req->job.body;
 		req->job.body = NULL;
-		return send_json(req, req->job.status, body, req->job.retry_after);
+		return send_json(req, req->job.status, body, req->job.retry_after, NULL);
 	}
 	if (*upload_data_size > 0)
 	{
@@ -478,7 +512,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		return MHD_YES;
 	}
 	if (!req->is_callback)
-		return MHD_YES;
+		return on_probe(req);
 	return on_complete(req);
 }
 

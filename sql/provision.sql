@@ -169,6 +169,32 @@ COMMENT ON INDEX provision.agent_instances_agent_id_key IS 'One instance per age
 COMMENT ON INDEX provision.callback_deliveries_pkey IS 'Each delivery id is recorded once';
 COMMENT ON INDEX provision.events_pkey IS 'Events by id, the order consumers read them in';
 
+COMMENT ON SCHEMA provision IS 'Provisioning of hosted agents: jobs, VM instances, callbacks, history';
+COMMENT ON SEQUENCE provision.events_id_seq IS 'Identity of provision.events.id';
+
+COMMENT ON CONSTRAINT agents_pkey ON provision.agents IS 'Agents are identified by id';
+COMMENT ON CONSTRAINT agents_name_length ON provision.agents IS
+    'Names are 1 to 255 characters, also for agents inserted directly';
+COMMENT ON CONSTRAINT provisioning_jobs_pkey ON provision.provisioning_jobs IS 'Jobs are identified by id';
+COMMENT ON CONSTRAINT provisioning_jobs_agent_id_fkey ON provision.provisioning_jobs IS
+    'Every job provisions an existing agent';
+COMMENT ON CONSTRAINT provisioning_jobs_idempotency_key_key ON provision.provisioning_jobs IS
+    'An idempotency key names one job';
+COMMENT ON CONSTRAINT provisioning_jobs_running_has_completed_at ON provision.provisioning_jobs IS
+    'A running job records when it entered running';
+COMMENT ON CONSTRAINT provisioning_jobs_failed_has_failed_at ON provision.provisioning_jobs IS
+    'A failed job records when it failed';
+COMMENT ON CONSTRAINT agent_instances_pkey ON provision.agent_instances IS 'Instances are identified by id';
+COMMENT ON CONSTRAINT agent_instances_agent_id_key ON provision.agent_instances IS
+    'One instance per agent, updated in place when the VM is re-created';
+COMMENT ON CONSTRAINT agent_instances_agent_id_fkey ON provision.agent_instances IS
+    'Every instance serves an existing agent';
+COMMENT ON CONSTRAINT agent_instances_job_id_fkey ON provision.agent_instances IS
+    'Every instance was created by an existing job';
+COMMENT ON CONSTRAINT callback_deliveries_pkey ON provision.callback_deliveries IS
+    'A delivery id is recorded once, which makes redeliveries no-ops';
+COMMENT ON CONSTRAINT events_pkey ON provision.events IS 'Events are identified by their increasing id';
+
 -- Without these, pg_dump would dump the schema but none of the rows.
 SELECT pg_catalog.pg_extension_config_dump('provision.agents', '');
 SELECT pg_catalog.pg_extension_config_dump('provision.provisioning_jobs', '');

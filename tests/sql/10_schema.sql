@@ -39,6 +39,15 @@ SELECT p.oid::regprocedure AS uncommented
   FROM pg_proc p
  WHERE p.pronamespace = 'provision'::regnamespace
    AND obj_description(p.oid, 'pg_proc') IS NULL;
+SELECT c.oid::regclass AS uncommented
+  FROM pg_class c
+ WHERE c.relnamespace = 'provision'::regnamespace AND c.relkind = 'S'
+   AND obj_description(c.oid, 'pg_class') IS NULL;
+SELECT format('%s on %s', conname, conrelid::regclass) AS uncommented
+  FROM pg_constraint
+ WHERE connamespace = 'provision'::regnamespace
+   AND obj_description(oid, 'pg_constraint') IS NULL;
+SELECT obj_description('provision'::regnamespace, 'pg_namespace') IS NOT NULL AS schema_commented;
 SELECT t.oid::regtype AS uncommented
   FROM pg_type t
  WHERE t.typnamespace = 'provision'::regnamespace AND t.typtype = 'e'

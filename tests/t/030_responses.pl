@@ -200,7 +200,8 @@ for my $len ($max + 1, 10_000_000_000)
 		last unless $n;
 	}
 	close $s;
-	my @statuses = $all =~ m{^HTTP/1\.[01] (\d{3})}mg;
+	# Responses follow each other's bodies directly: no line anchor.
+	my @statuses = $all =~ m{HTTP/1\.[01] (\d{3}) }g;
 	is_deeply(\@statuses, [413], 'the body of a 413 request is not parsed as a request');
 
 	# Two callbacks pipelined on one keep-alive connection, answered in order.
@@ -216,14 +217,14 @@ for my $len ($max + 1, 10_000_000_000)
 	$all = '';
 	$sel = IO::Select->new($s);
 	$deadline = Time::HiRes::time() + 5;
-	while (Time::HiRes::time() < $deadline && (() = $all =~ m{^HTTP/1\.1 }mg) < 2)
+	while (Time::HiRes::time() < $deadline && (() = $all =~ m{HTTP/1\.1 \d{3} }g) < 2)
 	{
 		next unless $sel->can_read(0.1);
 		my $n = sysread($s, $all, 65536, length $all);
 		last unless $n;
 	}
 	close $s;
-	@statuses = $all =~ m{^HTTP/1\.[01] (\d{3})}mg;
+	@statuses = $all =~ m{HTTP/1\.[01] (\d{3}) }g;
 	is_deeply(\@statuses, [ 200, 200 ], 'two pipelined callbacks are both answered 200');
 }
 

@@ -98,6 +98,17 @@ for my $s (@$sent)
 ok((grep { m{/nowhere} && /status\W{0,3}404\b/i } @lines), 'an unknown path is logged with 404');
 ok((grep { m{/healthz} && /status\W{0,3}200\b/i } @lines), 'GET /healthz is logged');
 
+# A request refused before its body is read is logged too.
+{
+	my $from413 = $l->log_size;
+	my $resp = $l->raw("POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+		  . "X-GitHub-Delivery: text-413\r\nContent-Length: 99999999\r\n\r\n", timeout => 5);
+	is($resp && $resp->{status}, 413, 'oversized request refused');
+	my $line = $l->wait_for_log(qr/[^\n]*status\W{0,3}413\b[^\n]*/i, $from413) // '';
+	like($line, qr{POST.*/webhooks/github}, 'the 413 is logged');
+	like($line, qr/text-413/, 'with its delivery id');
+}
+
 my $cmd = cmdline($l->pid);
 like($cmd, qr/provision-listener/, 'argv read from /proc');
 no_secrets_in('argv (--secret-file)', $cmd);

@@ -87,6 +87,7 @@ cmp_ok(scalar @ok, '>=', 40, 'many requests answered 200 before the stop');
 my @other = grep { $_->[1] != 200 && $_->[1] != 599 } @all;
 is(scalar(grep { $_->[1] != 503 } @other), 0, 'no answer other than 200 (or 503 while stopping)')
   or diag explain \@other;
+note(scalar(@ok) . ' of ' . scalar(@all) . ' requests answered 200');
 my @dropped = grep { $_->[1] == 599 && $_->[2] !~ /refused/i } @all;
 note(scalar(@dropped) . ' requests lost their connection at the stop: '
 	  . join('; ', map { $_->[2] } @dropped));

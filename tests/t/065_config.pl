@@ -8,7 +8,10 @@
 use strict;
 use warnings;
 
+use HTTP::Tiny;
 use IO::Socket::INET;
+use IO::Socket::IP;
+use IPC::Run ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ProvisionTest;
@@ -93,6 +96,25 @@ refuses('secret as a command-line value is not an option', [ @base, '--secret', 
 	refuses('port in use', [ '--listen', "127.0.0.1:$busy_port", @db, '--secret-file', $secret_file ],
 		like => qr/\Q$busy_port\E|in use/i);
 	close $busy;
+}
+
+# IPv6 loopback, where the machine has it.
+SKIP:
+{
+	my $probe = IO::Socket::IP->new(Listen => 1, LocalHost => '::1', LocalPort => 0);
+	skip 'no IPv6 loopback', 2 unless $probe;
+	my $v6port = $probe->sockport;
+	close $probe;
+	my $node6 = ProvisionTest::new_node('v6', extension => 0);
+	my $h = IPC::Run::start([ ProvisionTest::listener_binary(), '--listen', "[::1]:$v6port",
+		'--database', ProvisionTest::conninfo($node6, dbname => 'postgres'),
+		'--secret-file', $secret_file ], '>', \my $out, '2>', \my $err);
+	my $ok = ProvisionTest::wait_until(sub {
+		HTTP::Tiny->new(timeout => 2)->get("http://[::1]:$v6port/healthz")->{status} == 200 });
+	ok($ok, '--listen [::1]:PORT serves on the IPv6 loopback');
+	$h->signal('TERM');
+	$h->finish;
+	is($h->result(0), 0, 'IPv6 listener exits 0');
 }
 
 # Environment variables configure it; flags win.
