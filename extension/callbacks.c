@@ -3,10 +3,11 @@
  *		handle_callback: the one entry point of the webhook listener.
  *
  * The payload is parsed here, in C, and routed to the same locked steps the
- * other functions use. Exactly-once per delivery id: the job row is locked
- * first, then (a new statement, so under READ COMMITTED a snapshot taken
- * after the lock was granted) the delivery id is looked up; a known delivery
- * returns its recorded result. Otherwise the statement that applies the
+ * other functions use. Exactly-once per delivery id: a known delivery
+ * returns its recorded result, looked up first without any lock (the common
+ * redelivery), and again once the job row is locked (with a new snapshot, so
+ * under READ COMMITTED it sees a twin that committed while this call waited
+ * for the lock). Otherwise the statement that applies the
  * effect also records the delivery, with ON CONFLICT DO NOTHING; if that
  * records nothing, a concurrent transaction got there first with the same id
  * (for another job, or under REPEATABLE READ), and 40001 rolls this one back.
@@ -106,9 +107,20 @@ handle_callback(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	/*
+	 * A redelivery of a recorded callback is answered before the job is
+	 * locked, so it stays a read-only transaction that waits for nobody.
+	 */
+	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
+	{
+		SPI_finish();
+		PG_RETURN_JSONB_P(recorded);
+	}
+
 	job_lock_or_error(&cb.job_id,
 					  cb.status == CALLBACK_HEARTBEAT ? LOCK_JOB : LOCK_JOB_AGENT, &job);
 
+	/* Again under the lock: a twin may have committed while this call waited. */
 	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
 	{
 		SPI_finish();

@@ -167,12 +167,15 @@ static const char sql_heartbeat[] =
  * $6 to status, $7 attempts added, $8..$11 dispatched_at, started_at,
  * completed_at, failed_at (NULL keeps), $12 error, $13 clear last_heartbeat_at,
  * $14 new agent status (NULL keeps), $15 event kind, $16 from status,
- * $17 event detail, $18..$20 VM metadata (server_id NULL: no instance write).
- * Two variants: one also returns the new job and instance rows (for the
- * functions that return them), one does not (handle_callback and
- * expire_stale_jobs, which would only throw the rows away).
+ * $17 event detail, $18..$20 VM metadata.
+ *
+ * Four variants, because the executor sets up every part of a statement
+ * whether it runs or not: with VM metadata (the instance upsert, whose id
+ * goes into the event and the result) or without (the agent's existing
+ * instance, if any, in the result); and with or without the new job and
+ * instance rows, which only the functions returning them need.
  */
-#define SQL_APPLY(JOB_RETURNING, INSTANCE_RETURNING, INSTANCE_ID, ROWS) \
+#define SQL_APPLY_JOB(JOB_RETURNING) \
 	"WITH j AS (UPDATE provision.provisioning_jobs AS t SET " \
 	"status = $6::provision.job_status, " \
 	"attempts = t.attempts OPERATOR(pg_catalog.+) $7, " \
@@ -184,35 +187,55 @@ static const char sql_heartbeat[] =
 	"error = $12, " \
 	"last_heartbeat_at = CASE WHEN $13 THEN NULL ELSE t.last_heartbeat_at END " \
 	"WHERE t.id OPERATOR(pg_catalog.=) $1" JOB_RETURNING "), " \
+	"a AS (UPDATE provision.agents SET status = $14::provision.agent_status, updated_at = $3 " \
+	"WHERE id OPERATOR(pg_catalog.=) $2 AND $14 IS NOT NULL), "
+
+#define SQL_APPLY_INSTANCE(INSTANCE_RETURNING) \
 	"i AS (INSERT INTO provision.agent_instances AS x " \
 	"(agent_id, job_id, server_id, server_ip, tailscale_ip, created_at, updated_at) " \
-	"SELECT $2, $1, $18, $19, $20, $3, $3 WHERE $18 IS NOT NULL " \
+	"VALUES ($2, $1, $18, $19, $20, $3, $3) " \
 	"ON CONFLICT (agent_id) DO UPDATE SET job_id = excluded.job_id, " \
 	"server_id = excluded.server_id, server_ip = excluded.server_ip, " \
 	"tailscale_ip = excluded.tailscale_ip, updated_at = excluded.updated_at " \
-	"RETURNING " INSTANCE_RETURNING "), " \
-	"a AS (UPDATE provision.agents SET status = $14::provision.agent_status, updated_at = $3 " \
-	"WHERE id OPERATOR(pg_catalog.=) $2 AND $14 IS NOT NULL), " \
-	"s AS (SELECT COALESCE((SELECT " INSTANCE_ID " FROM i), " SQL_AGENT_INSTANCE ") AS instance_id), " \
+	"RETURNING " INSTANCE_RETURNING "), "
+
+#define SQL_APPLY_EVENT(DETAIL) \
 	"e AS (INSERT INTO provision.events (at, job_id, agent_id, kind, from_status, to_status, detail) " \
-	"SELECT $3, $1, $2, $15, $16, $6, CASE WHEN $18 IS NULL THEN $17 " \
-	"ELSE $17 OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('instance_id', s.instance_id) END " \
-	"FROM s), " \
-	SQL_RESULT_AND_DELIVERY \
+	"SELECT $3, $1, $2, $15, $16, $6, " DETAIL " FROM s), " \
+	SQL_RESULT_AND_DELIVERY
+
+#define SQL_APPLY_META(JOB_RETURNING, INSTANCE_RETURNING, INSTANCE_ID, ROWS) \
+	SQL_APPLY_JOB(JOB_RETURNING) \
+	SQL_APPLY_INSTANCE(INSTANCE_RETURNING) \
+	"s AS (SELECT " INSTANCE_ID " AS instance_id FROM i), " \
+	SQL_APPLY_EVENT("$17 OPERATOR(pg_catalog.||) " \
+					"pg_catalog.jsonb_build_object('instance_id', s.instance_id)") \
 	SQL_STEP_OUTPUT ROWS " FROM r"
 
-static const char sql_apply_rows[] =
-	SQL_APPLY(" RETURNING t", "x", "(i.x).id", ", (SELECT j.t FROM j), (SELECT i.x FROM i)");
-static const char sql_apply[] =
-	SQL_APPLY("", "x.id", "i.id", "");
+#define SQL_APPLY_STATUS(JOB_RETURNING, ROWS) \
+	SQL_APPLY_JOB(JOB_RETURNING) \
+	"s AS (SELECT " SQL_AGENT_INSTANCE " AS instance_id), " \
+	SQL_APPLY_EVENT("$17") \
+	SQL_STEP_OUTPUT ROWS " FROM r"
+
+static const char sql_apply_meta[] = SQL_APPLY_META("", "x.id", "i.id", "");
+static const char sql_apply_meta_rows[] =
+	SQL_APPLY_META(" RETURNING t", "x", "(i.x).id", ", (SELECT j.t FROM j), (SELECT i.x FROM i)");
+static const char sql_apply_status[] = SQL_APPLY_STATUS("", "");
+static const char sql_apply_status_rows[] =
+	SQL_APPLY_STATUS(" RETURNING t", ", (SELECT j.t FROM j), NULL");
 
 static SPIPlanPtr plan_lock_job;
 static SPIPlanPtr plan_lock_job_and_agent;
 static SPIPlanPtr plan_lock_job_row;
 static SPIPlanPtr plan_noop;
 static SPIPlanPtr plan_heartbeat;
-static SPIPlanPtr plan_apply;
-static SPIPlanPtr plan_apply_rows;
+/* Indexed [with metadata][with rows], as sql_apply_variants. */
+static SPIPlanPtr plan_apply[2][2];
+static const char *const sql_apply_variants[2][2] = {
+	{sql_apply_status, sql_apply_status_rows},
+	{sql_apply_meta, sql_apply_meta_rows},
+};
 static SPIPlanPtr plan_agent_exists;
 static SPIPlanPtr plan_job_by_key;
 static SPIPlanPtr plan_open_job;
@@ -544,9 +567,9 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 	}
 #undef SET_ARG
 
-	rc = SPI_execute_plan(want_rows
-						  ? spi_plan(&plan_apply_rows, sql_apply_rows, lengthof(argtypes), argtypes)
-						  : spi_plan(&plan_apply, sql_apply, lengthof(argtypes), argtypes),
+	rc = SPI_execute_plan(spi_plan(&plan_apply[meta != NULL][want_rows],
+								   sql_apply_variants[meta != NULL][want_rows],
+								   lengthof(argtypes), argtypes),
 						  values, nulls, false, 0);
 	step_finish(rc, delivery_id, out);
 	event_notify(&job->job_id, &job->agent_id, kind, to);

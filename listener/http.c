@@ -85,6 +85,8 @@ struct request
 	char method[16];
 	char path[256];
 	char delivery_id[DELIVERY_ID_MAX + 1];
+	bool delivery_too_long;
+	bool logged; /* the request's log line and metrics are out */
 	char job_id[64];
 	struct db_job job;
 };
@@ -140,6 +142,26 @@ set_receiving(struct http_server *server, struct MHD_Connection *conn, bool rece
 	pthread_mutex_unlock(&server->lock);
 }
 
+/*
+ * Writes the request's log line and counts it, once: when its answer is
+ * queued (so a client that has the answer also finds it in the log and in
+ * /metrics), or, for a client that left unanswered, when it is gone.
+ */
+static void
+record_request(struct request *req)
+{
+	double duration;
+
+	if (req->logged)
+		return;
+	req->logged = true;
+	duration = seconds_since(&req->start);
+	log_request(req->method, req->path, req->status, duration,
+	            req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL);
+	if (req->status != 0)
+		metrics_observe_request(req->ep, req->status, duration);
+}
+
 /* Out of memory while building an answer: a constant, no untrusted data. */
 static const char OOM_BODY[] = "{\"error\":\"internal error\"}\n";
 
@@ -183,7 +205,10 @@ send_response(struct request *req, unsigned int status, char *body, const char *
 	rc = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
 	if (rc == MHD_YES)
+	{
 		req->status = status;
+		record_request(req);
+	}
 	return rc;
 }
 
@@ -253,6 +278,24 @@ queue_job(struct request *req, enum db_job_kind kind)
 	return MHD_YES;
 }
 
+/*
+ * The delivery id of the signature scheme the request uses (the one
+ * verify_request will pick), kept from the start so that every answer's log
+ * line can name it, refusals included.
+ */
+static void
+capture_delivery_id(struct request *req)
+{
+	const char *sig = header(req->conn, "webhook-signature");
+	const char *id =
+	    header(req->conn, sig != NULL && sig[0] != '\0' ? "webhook-id" : "X-GitHub-Delivery");
+
+	if (id == NULL)
+		return;
+	snprintf(req->delivery_id, sizeof req->delivery_id, "%s", id);
+	req->delivery_too_long = strlen(id) > DELIVERY_ID_MAX;
+}
+
 /* Route, size and (for known lengths) content type: all from the headers. */
 static enum MHD_Result
 on_headers(struct request *req, const char *url, const char *method)
@@ -290,6 +333,8 @@ on_headers(struct request *req, const char *url, const char *method)
 	 */
 	if (!req->is_callback)
 		return MHD_YES;
+
+	capture_delivery_id(req);
 
 	length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length != NULL)
@@ -391,8 +436,6 @@ on_complete(struct request *req)
 	const struct config *cfg = req->server->cfg;
 	struct verify_input in;
 	struct verify_result vr;
-	const char *delivery;
-	const char *delivery_header;
 	cJSON *payload;
 	char msg[160];
 
@@ -423,15 +466,6 @@ on_complete(struct request *req)
 	in.now = (int64_t) time(NULL);
 	in.tolerance = cfg->tolerance;
 
-	/*
-	 * The delivery id of the scheme in use; it is logged even when
-	 * verification fails, so a refused delivery can be traced.
-	 */
-	delivery_header = verify_uses_standard(&in) ? "webhook-id" : "X-GitHub-Delivery";
-	delivery = header(req->conn, delivery_header);
-	if (delivery != NULL)
-		snprintf(req->delivery_id, sizeof req->delivery_id, "%s", delivery);
-
 	verify_request(&cfg->secrets, &in, &vr);
 	if (vr.status != VERIFY_OK)
 	{
@@ -443,10 +477,10 @@ on_complete(struct request *req)
 		}
 		return send_error(req, 401, vr.message);
 	}
-	if (delivery != NULL && strlen(delivery) > DELIVERY_ID_MAX)
+	if (req->delivery_too_long)
 	{
-		snprintf(msg, sizeof msg, "header %s is longer than %d characters", delivery_header,
-		         DELIVERY_ID_MAX);
+		snprintf(msg, sizeof msg, "header %s is longer than %d characters",
+		         verify_uses_standard(&in) ? "webhook-id" : "X-GitHub-Delivery", DELIVERY_ID_MAX);
 		return send_error(req, 400, msg);
 	}
 
@@ -522,17 +556,12 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	struct http_server *server = cls;
 	struct request *req = *con_cls;
-	double duration;
 
 	(void) toe;
 	if (req == NULL)
 		return;
 	*con_cls = NULL;
-	duration = seconds_since(&req->start);
-	log_request(req->method, req->path, req->status, duration,
-	            req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL);
-	if (req->status != 0)
-		metrics_observe_request(req->ep, req->status, duration);
+	record_request(req);
 	set_receiving(server, conn, true);
 	cJSON_free(req->job.body);
 	free(req->body);

@@ -1,7 +1,10 @@
 #!/usr/bin/perl
-# Writes the request corpus of the HTTP benchmark: one file per wrk thread
-# (corpus.1, corpus.2, ...), one request per line as
+# Writes the request corpus of the HTTP benchmark, two files per wrk thread:
+# requests.<t>, the raw HTTP requests, each followed by a NUL byte (so that
+# wrk's init() only reads the file and request() only cuts the next one
+# out), and corpus.<t>, the same requests one per line as
 #   <kind> TAB <delivery id> TAB <hex HMAC-SHA256 of the body> TAB <body>
+# for the runner's checks.
 # with kind `run` (a new `running` callback with VM metadata, for a job no
 # other request touches), `hb` (a heartbeat of a provisioning job) or `dup`
 # (a redelivery of a `running` callback recorded before the run).  The job
@@ -32,10 +35,12 @@ die "corpus.pl: no secret on standard input\n" unless defined $secret;
 chomp $secret;
 
 srand($o{seed});
-my @fh;
+my (@fh, @rh);
 for my $t (1 .. $o{threads}) {
     open($fh[$t], '>', "$o{out}/corpus.$t")
         or die "corpus.pl: cannot write $o{out}/corpus.$t: $!\n";
+    open($rh[$t], '>:raw', "$o{out}/requests.$t")
+        or die "corpus.pl: cannot write $o{out}/requests.$t: $!\n";
 }
 
 sub job_uuid { sprintf '00000000-0000-4000-8000-%d', 100000000000 + $_[0] }
@@ -65,10 +70,22 @@ for my $i (0 .. $o{requests} - 1) {
     }
     $count{$kind}++;
     my $t = 1 + $i % $o{threads};
-    print { $fh[$t] } join("\t", $kind, $id, hmac_sha256_hex($body, $secret), $body), "\n";
+    my $sig = hmac_sha256_hex($body, $secret);
+    print { $fh[$t] } join("\t", $kind, $id, $sig, $body), "\n";
+    # what GitHub sends, less the headers the listener does not read
+    print { $rh[$t] } "POST /webhooks/github HTTP/1.1\r\n",
+        "Host: 127.0.0.1\r\n",
+        "User-Agent: GitHub-Hookshot/bench\r\n",
+        "Content-Type: application/json\r\n",
+        "Content-Length: ", length($body), "\r\n",
+        "X-GitHub-Event: workflow_run\r\n",
+        "X-GitHub-Delivery: $id\r\n",
+        "X-Hub-Signature-256: sha256=$sig\r\n",
+        "\r\n", $body, "\0";
 }
 for my $t (1 .. $o{threads}) {
     close($fh[$t]) or die "corpus.pl: cannot write $o{out}/corpus.$t: $!\n";
+    close($rh[$t]) or die "corpus.pl: cannot write $o{out}/requests.$t: $!\n";
 }
 # The highest job number a `running` request uses: the job set must reach it.
 print "$count{run} $count{hb} $count{dup} ", $next_new - 1, "\n";

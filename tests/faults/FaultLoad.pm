@@ -130,8 +130,10 @@ array ref of listeners, tried in turn from C<start> (the index of the first
 one). C<scheme> as for C<callback> (default C<github>). Returns the record:
 C<id>, C<kind>, C<codes> (every answer, 599 for a transport error),
 C<ports> (the listener port of every attempt), C<final>, C<duplicate>,
-C<applied>, C<no_retry_after> (503s without C<Retry-After>), C<t> (when it
-was first sent), C<elapsed>, C<max_latency>.
+C<applied>, C<no_retry_after> (503s without C<Retry-After>), C<refused>
+(599s where the connection itself failed, as opposed to an answer lost on
+an open connection), C<t> (when it was first sent), C<elapsed>,
+C<max_latency>.
 
 =cut
 
@@ -143,7 +145,7 @@ sub deliver
 	my $deadline = $t0 + ($opts{deadline} // 90);
 	my $k = $opts{start} // 0;
 	my %rec = (id => $d->{id}, kind => $d->{kind}, codes => [], no_retry_after => 0,
-		max_latency => 0, t => $t0, ports => []);
+		max_latency => 0, t => $t0, ports => [], refused => 0);
 	while (1)
 	{
 		my $l = $listeners->[ $k++ % @$listeners ];
@@ -163,6 +165,7 @@ sub deliver
 			last;
 		}
 		$rec{final} = $r->{status};
+		$rec{refused}++ if $r->{status} == 599 && $r->{content} =~ /Could not connect/;
 		$rec{no_retry_after}++
 		  if $r->{status} == 503 && !defined $r->{headers}{'retry-after'};
 		last if time() >= $deadline;
@@ -353,7 +356,7 @@ non-200 codes a sender may meet during this fault (default 503 and 599);
 C<answers> the number of senders that send each delivery (default 1).
 Returns the figures as a hash ref and notes them: C<requests>, C<deliveries>,
 C<jobs>, C<ok> (200 answers), C<applied>, C<duplicates>, C<retries>,
-C<codes>, C<rows> (delivery rows), C<events> (of the jobs sent to),
+C<codes>, C<refused>, C<rows> (delivery rows), C<events> (of the jobs sent to),
 C<instances>.
 
 =cut
@@ -364,7 +367,7 @@ sub check_accounting
 	my %allowed = map { $_ => 1 } @{ $opts{allowed} // [ 503, 599 ] };
 	my $answers = $opts{answers} // 1;
 	my (%by_id, %jobs, %codes);
-	my %fig = (requests => 0, ok => 0, applied => 0, duplicates => 0, retries => 0);
+	my %fig = (requests => 0, ok => 0, applied => 0, duplicates => 0, retries => 0, refused => 0);
 	my (@unfinished, @bad_code, @dup_without_loss, @double_apply);
 	my $no_retry_after = 0;
 	for my $r (@$records)
@@ -376,6 +379,7 @@ sub check_accounting
 		$codes{$_}++ for @{ $r->{codes} };
 		push @bad_code, grep { $_ != 200 && !$allowed{$_} } @{ $r->{codes} };
 		$no_retry_after += $r->{no_retry_after};
+		$fig{refused} += $r->{refused} // 0;
 		if ($r->{final} == 200)
 		{
 			$fig{ok}++;
@@ -468,9 +472,9 @@ sub check_accounting
 
 	note(sprintf(
 		"%s figures: jobs %d, deliveries %d, requests sent %d, 200s %d (applied %d, duplicates %d), "
-		  . "retries %d, codes {%s}, delivery rows %d, events %d, instances %d",
+		  . "retries %d, codes {%s} (599 refused at connect %d), delivery rows %d, events %d, instances %d",
 		$tag, $fig{jobs}, $fig{deliveries}, $fig{requests}, $fig{ok}, $fig{applied},
-		$fig{duplicates}, $fig{retries}, $fig{codes}, $fig{rows}, $fig{events} // 0,
+		$fig{duplicates}, $fig{retries}, $fig{codes}, $fig{refused}, $fig{rows}, $fig{events} // 0,
 		$fig{instances}));
 	return \%fig;
 }

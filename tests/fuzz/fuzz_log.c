@@ -19,9 +19,10 @@
 #include "log.h"
 
 #include <cjson/cJSON.h>
-#include <sanitizer/common_interface_defs.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+void		__sanitizer_set_report_fd(void *fd) __attribute__((weak));
 
 static int	capture_fd = -1;
 static int	stderr_fd = -1;
@@ -41,7 +42,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		perror("fuzz_log: setting up the capture");
 		abort();
 	}
-	__sanitizer_set_report_fd((void *) (intptr_t) stderr_fd);
+	/* absent in the replay build, which has no sanitizer runtime */
+	if (__sanitizer_set_report_fd)
+		__sanitizer_set_report_fd((void *) (intptr_t) stderr_fd);
 	return 0;
 }
 

@@ -59,14 +59,9 @@ use warnings;
 
 use Carp;
 use Digest::SHA qw(hmac_sha256 hmac_sha256_hex);
-use Errno qw(EINTR EAGAIN EWOULDBLOCK);
-use Fcntl qw(:mode);
 use File::Basename qw(dirname);
 use File::Spec;
-use File::Temp ();
 use HTTP::Tiny;
-use IO::Select;
-use IO::Socket::INET;
 use IPC::Run ();
 use JSON::PP ();
 use MIME::Base64 qw(encode_base64 decode_base64);
@@ -75,6 +70,15 @@ use Time::HiRes qw(time sleep);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils ();
+
+# PostgreSQL::Test::Utils creates only "$TESTDIR/tmp_check" (in an INIT
+# block, which runs after every "use" has been compiled), so a fresh TESTDIR
+# given by a runner must exist by then.
+BEGIN
+{
+	require File::Path;
+	File::Path::make_path($ENV{TESTDIR}) if $ENV{TESTDIR} && !-d $ENV{TESTDIR};
+}
 
 our $VERSION = '1.0';
 
@@ -943,7 +947,6 @@ use Carp;
 use IO::Select;
 use IO::Socket::INET;
 use POSIX ();
-use Socket qw(SOL_SOCKET SO_LINGER);
 use Time::HiRes qw(time sleep);
 
 =pod

@@ -103,6 +103,12 @@ SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": 
 SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "heartbeat"}', 'gh-6');
 SELECT count(*) = :events_before AS no_new_events FROM provision.events;
 SELECT server_id FROM provision.agent_instances WHERE agent_id = '4a000000-0000-4000-8000-000000000001';
+-- A redelivery is answered before the job is locked: no transaction id,
+-- no row lock, nothing written.
+BEGIN;
+SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "heartbeat"}', 'gh-6')->>'duplicate' AS duplicate;
+SELECT pg_current_xact_id_if_assigned() IS NULL AS read_only;
+COMMIT;
 -- Every delivery is recorded once with its result (duplicate false) and job.
 SELECT delivery_id, job_id, result->>'action' AS action, result->>'applied' AS applied,
        result->>'duplicate' AS duplicate, result->>'job_status' AS job_status

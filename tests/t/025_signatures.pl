@@ -125,6 +125,13 @@ refused($l->callback($payload, scheme => 'standard', timestamp => $now + 301),
 	'timestamp 301 s in the future is refused', qr/webhook-timestamp/i);
 refused($l->callback($payload, scheme => 'standard', timestamp => 0),
 	'timestamp 0 is refused');
+$now = int(time());
+refused($l->callback($payload, scheme => 'standard', timestamp => "$now.5"),
+	'fractional timestamp is refused', qr/webhook-timestamp/i);
+refused($l->callback($payload, scheme => 'standard', timestamp => "${now}abc"),
+	'timestamp with trailing junk is refused', qr/webhook-timestamp/i);
+refused($l->callback($payload, scheme => 'standard', timestamp => '99999999999999999999999'),
+	'timestamp beyond 64 bits is refused', qr/webhook-timestamp/i);
 
 # No accepted request did anything but heartbeats.
 is(ProvisionTest::job_row($node, $job)->{status}, 'provisioning',

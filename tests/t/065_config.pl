@@ -98,6 +98,10 @@ refuses('secret as a command-line value is not an option', [ @base, '--secret', 
 	close $busy;
 }
 
+# Environment variables configure it; flags win.
+my $node = ProvisionTest::new_node('config');
+my (undef, $job) = ProvisionTest::new_job($node, status => 'provisioning');
+
 # IPv6 loopback, where the machine has it.
 SKIP:
 {
@@ -105,9 +109,8 @@ SKIP:
 	skip 'no IPv6 loopback', 2 unless $probe;
 	my $v6port = $probe->sockport;
 	close $probe;
-	my $node6 = ProvisionTest::new_node('v6', extension => 0);
 	my $h = IPC::Run::start([ ProvisionTest::listener_binary(), '--listen', "[::1]:$v6port",
-		'--database', ProvisionTest::conninfo($node6, dbname => 'postgres'),
+		'--database', ProvisionTest::conninfo($node),
 		'--secret-file', $secret_file ], '>', \my $out, '2>', \my $err);
 	my $ok = ProvisionTest::wait_until(sub {
 		HTTP::Tiny->new(timeout => 2)->get("http://[::1]:$v6port/healthz")->{status} == 200 });
@@ -117,9 +120,6 @@ SKIP:
 	is($h->result(0), 0, 'IPv6 listener exits 0');
 }
 
-# Environment variables configure it; flags win.
-my $node = ProvisionTest::new_node('config');
-my (undef, $job) = ProvisionTest::new_job($node, status => 'provisioning');
 my $env_port = PostgreSQL::Test::Cluster::get_free_port();
 my $l = ProvisionTest::start_listener(
 	node => $node,
