@@ -108,8 +108,8 @@ static const char *const callback_action_names[] = {
  * SQL. Every step statement takes the same first five parameters:
  * $1 job id, $2 agent id, $3 transaction time, $4 the result object without
  * instance_id, $5 the delivery id or NULL. It returns (result, delivered):
- * the result with the agent's instance_id added, and how many delivery rows
- * it recorded, so that a delivery recorded concurrently is detected.
+ * the result with the agent's instance_id added, and whether it recorded the
+ * delivery, so that a delivery recorded concurrently is detected.
  */
 #define JOB_LOCK_COLUMNS \
 	"SELECT j.id, j.status::pg_catalog.text, j.agent_id, a.status::pg_catalog.text "

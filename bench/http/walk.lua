@@ -32,7 +32,7 @@ function init(args)
     f:close()
     pos = 1
     for _ = 1, starts[id] or 0 do
-        pos = buf:find("\0", pos, true) + 1
+        pos = (buf:find("\0", pos, true) or #buf) + 1
     end
     -- what a stopping thread sends if asked once more: no database effect
     healthz = wrk.format("GET", "/healthz", {})

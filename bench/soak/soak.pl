@@ -151,6 +151,7 @@ for my $pid (keys %pids)
 	kill 'KILL', $pid;
 	waitpid($pid, 0);
 }
+my $traffic_s = time() - $t0;
 sleep(1);
 my $end = FaultLoad::proc_figures($l->pid);
 
@@ -164,7 +165,6 @@ for my $i (0 .. $o{senders} - 1)
 	$other{$_} += $v->{other}{$_} for keys %{ $v->{other} };
 }
 my $all = http_counts();
-my $elapsed = time() - $t0;
 
 my $fig = FaultLoad::check_accounting($node, $tag, \@records, allowed => [503]);
 $bad_sent = 0;
@@ -181,8 +181,8 @@ my $rows = ProvisionTest::query_scalar($node, q{
 	    || (SELECT count(*) FROM provision.events) || ' events, '
 	    || (SELECT count(*) FROM provision.agent_instances) || ' instances, '
 	    || (SELECT count(*) FROM provision.provisioning_jobs WHERE status = 'running') || ' running jobs'});
-note(sprintf('soak: %.1f min, %d senders, pool %d; %d HTTP requests (%.1f/s): %s',
-	$elapsed / 60, $o{senders}, $o{pool}, $all->{all}, $all->{all} / $elapsed,
+note(sprintf('soak: %.1f min of traffic, %d senders, pool %d; %d HTTP requests (%.1f/s): %s',
+	$traffic_s / 60, $o{senders}, $o{pool}, $all->{all}, $all->{all} / $traffic_s,
 	join(' ', map { "$_: $all->{$_}" } sort grep { $_ ne 'all' } keys %$all)));
 note(sprintf('soak: 200 answers %d (applied %d, duplicates %d), retries %d, invalid signatures sent %d, '
 	  . 'redeliveries %d', $fig->{ok}, $fig->{applied}, $fig->{duplicates}, $fig->{retries},

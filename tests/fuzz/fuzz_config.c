@@ -1,13 +1,15 @@
 /*
  * fuzz_config.c - the secret file / PROVISION_WEBHOOK_SECRET parser (one
  * secret per line, whsec_ base64, rotation), the base64 decoder behind it,
- * and the --listen and duration parsers.
+ * the --listen and duration parsers, and config_parse over arguments and
+ * environment.
  *
  * Input: one selector byte, then the text for that parser.  Properties: a
  * parse that succeeds yields 1..SECRETS_MAX keys of 1..SECRET_MAX_BYTES
  * bytes, each equal to its line (raw) or to the line's base64 (whsec_), and
  * every key then verifies a signature made with it; a failed parse leaves no
- * key material behind and an error message that does not quote the input.
+ * key material behind.  config_parse either succeeds with values in range or
+ * explains itself in one message that never contains a secret.
  */
 #include "config.h"
 #include "fuzz.h"
@@ -140,6 +142,95 @@ check_duration(const char *value)
 		fuzz_check(ms >= 0);
 }
 
+/*
+ * A marker line put first in PROVISION_WEBHOOK_SECRET: whatever else the
+ * input holds, no message may contain it (secrets never reach stderr).
+ */
+#define CANARY "canary-5ecret-9f3b2c7d1e"
+
+static const char *const *fake_env;
+
+static char *
+lookup_env(const char *name)
+{
+	size_t		n = strlen(name);
+
+	for (const char *const *e = fake_env; *e; e++)
+		if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+			return (char *) *e + n + 1;
+	return NULL;
+}
+
+/*
+ * text: one command-line argument or NAME=VALUE environment entry per line
+ * (lines starting with "-" are arguments).  --secret-file is left out: it
+ * opens whatever path it is given, which is I/O and not this target's.
+ */
+static void
+check_config_parse(char *text)
+{
+	char	   *argv[32] = {"provision-listener"};
+	const char *env[34];
+	int			argc = 1;
+	int			nenv = 0;
+	char	   *secret_env;
+	char	   *line;
+	char	   *save = NULL;
+	struct config cfg;
+	char		err[512];
+	enum config_result r;
+
+	if (strstr(text, "secret-file") != NULL || strstr(text, CANARY) != NULL)
+		return;
+	secret_env = malloc(strlen(text) + 64);
+	strcpy(secret_env, "PROVISION_WEBHOOK_SECRET=" CANARY "\n");
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+	{
+		if (line[0] == '-' && argc < 31)
+			argv[argc++] = line;
+		else if (strncmp(line, "PROVISION_WEBHOOK_SECRET=", 25) == 0)
+		{
+			/* the rest of the input is the secret text, newlines included */
+			strcat(secret_env, line + 25);
+			if (save != NULL && *save != '\0')
+			{
+				strcat(secret_env, "\n");
+				strcat(secret_env, save);
+			}
+			break;
+		}
+		else if (strchr(line, '=') != NULL && nenv < 32)
+			env[nenv++] = line;
+	}
+	env[nenv++] = secret_env;
+	env[nenv] = NULL;
+	argv[argc] = NULL;
+	fake_env = env;
+
+	memset(err, 'x', sizeof err);
+	r = config_parse(&cfg, argc, argv, lookup_env, err, sizeof err);
+	fuzz_check(r == CONFIG_OK || r == CONFIG_HELP || r == CONFIG_VERSION ||
+			   r == CONFIG_ERROR);
+	fuzz_check(memchr(err, '\0', sizeof err) != NULL);
+	fuzz_check(strstr(err, CANARY) == NULL);
+	if (r == CONFIG_ERROR)
+		fuzz_check(err[0] != '\0');
+	if (r == CONFIG_OK)
+	{
+		char	   *end;
+		long		port = strtol(cfg.listen_port, &end, 10);
+
+		fuzz_check(cfg.secrets.count >= 2);
+		fuzz_check(cfg.listen_host[0] != '\0' && *end == '\0' &&
+				   port >= 1 && port <= 65535);
+		fuzz_check(cfg.database != NULL);
+		fuzz_check(cfg.max_body >= 1 && cfg.tolerance >= 0 &&
+				   cfg.pool >= 1 && cfg.threads >= 1);
+	}
+	config_free(&cfg);
+	free(secret_env);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -153,19 +244,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	text = malloc(len + 1);
 	memcpy(text, data + 1, len);
 	text[len] = '\0';
-	switch (data[0] % 4)
+	switch (data[0] % 5)
 	{
 		case 0:
 			check_secrets(text, len);
 			break;
 		case 1:
-			check_base64(text, len, data[0] / 4 * 3 % (SECRET_MAX_BYTES + 1));
+			check_base64(text, len, data[0] / 5 * 3 % (SECRET_MAX_BYTES + 1));
 			break;
 		case 2:
 			check_listen(text);
 			break;
 		case 3:
 			check_duration(text);
+			break;
+		case 4:
+			check_config_parse(text);
 			break;
 	}
 	free(text);

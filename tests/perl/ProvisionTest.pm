@@ -48,7 +48,25 @@ C<PROVISION_ROOT>). Sanitized runs point it at the ASan build.
 Seconds any single wait may take (default 30); raise it for slow builds such
 as valgrind.
 
+=item TESTDIR
+
+Where L<PostgreSQL::Test::Utils> puts C<tmp_check/> (clusters, logs). Created
+if missing. Listener logs are C<tmp_check/log/E<lt>testE<gt>_listener_N.log>,
+next to C<regress_log_E<lt>testE<gt>>.
+
+=item PG_REGRESS
+
+C<pg_regress>, which C<PostgreSQL::Test::Cluster::init> runs; found next to
+the PGXS test modules when unset.
+
 =back
+
+Run a file by hand as a non-root user (initdb refuses root), from the
+repository root:
+
+  PATH=/usr/lib/postgresql/15/bin:$PATH \
+  PERL5LIB=/usr/lib/postgresql/15/lib/pgxs/src/test/perl:tests/perl \
+  TESTDIR=/tmp/tap prove -v tests/t/020_callback.pl
 
 =cut
 
@@ -597,7 +615,7 @@ sub start_listener
 		http        => HTTP::Tiny->new(timeout => timeout(), keep_alive => 0),
 	}, 'ProvisionTest::Listener';
 	push @running_listeners, $self;
-	note("listener $n: pid $pid, port $port, log $log");
+	note("listener $n: $bin, pid $pid, port $port, log $log");
 
 	$self->wait_healthy unless defined $opts{wait} && !$opts{wait};
 	return $self;

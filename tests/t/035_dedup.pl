@@ -75,6 +75,22 @@ for my $scheme ('github', 'standard')
 	is(ProvisionTest::job_row($node, $job)->{attempts}, 1, 'race: one attempt counted');
 }
 
+# --- different deliveries for the same job at once: they serialize ---
+{
+	my ($agent, $job) = ProvisionTest::new_job($node, status => 'dispatched');
+	my $results = ProvisionTest::fork_clients(6, sub {
+		my ($i) = @_;
+		my $r = $l->callback({ job_id => $job, status => 'provisioning' }, delivery => "dedup-same-job-$i");
+		return { status => $r->{status}, applied => $r->{json}{applied} ? 1 : 0 };
+	});
+	is(scalar(grep { $_ && $_->{status} == 200 } @$results), 6, 'same job: all six answered 200')
+	  or diag explain $results;
+	is(scalar(grep { $_ && $_->{applied} } @$results), 1, 'same job: exactly one applied');
+	is(scalar(grep { ($_->{to_status} // '') eq 'provisioning' }
+			@{ ProvisionTest::events_for_job($node, $job) }), 1, 'same job: one event into provisioning');
+	is(ProvisionTest::job_row($node, $job)->{attempts}, 1, 'same job: one attempt counted');
+}
+
 # --- a failed attempt leaves no record; its retry is applied ---
 {
 	my ($agent, $job) = ProvisionTest::new_job($node, status => 'dispatched');

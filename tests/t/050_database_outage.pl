@@ -102,7 +102,15 @@ is($l->stop, 0, 'listener exits 0');
 		'database down at start: /readyz 200 once it is up');
 	is($l3->callback({ job_id => $dj, status => 'provisioning' })->{status}, 200,
 		'database down at start: callbacks 200 once it is up');
-	is($l3->stop, 0, 'listener exits 0');
+	is(ProvisionTest::metric_sum($l3->metrics, 'provision_db_pool_in_use'), 0,
+		'no connection left borrowed after the outage');
+
+	# Reconnect backoff must not delay a shutdown.
+	$down->stop('fast');
+	is($l3->get('/readyz')->{status}, 503, 'database down again: /readyz 503');
+	my $t0 = Time::HiRes::time();
+	is($l3->stop(timeout => 20), 0, 'SIGTERM while the database is down: exit 0');
+	cmp_ok(Time::HiRes::time() - $t0, '<', 5, 'and promptly');
 }
 
 # --- a database without the extension ---

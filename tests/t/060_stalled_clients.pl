@@ -3,7 +3,8 @@
 # that sent partial headers or partial bodies and then went quiet, a normal
 # request (health check and a signed callback) is still answered at once;
 # the stalled connections are closed by --idle-timeout, and a client that
-# drips a byte at a time is cut off by --request-timeout.
+# drips a byte at a time is cut off by --request-timeout; stalled
+# connections do not hold up a SIGTERM.
 
 use strict;
 use warnings;
@@ -103,6 +104,12 @@ close $_ for @stalled;
 }
 
 is($l->get('/healthz')->{status}, 200, 'listener healthy afterwards');
-is($l->stop, 0, 'listener exits 0');
+
+# Stalled clients do not hold up a shutdown beyond the idle timeout.
+my @late = map { my $s = $l->connect; syswrite($s, "POST /webhooks/github HTTP/1.1\r\nHo"); $s } 1 .. 5;
+my $t_term = time();
+is($l->stop(timeout => 20), 0, 'SIGTERM with stalled connections: exit 0');
+cmp_ok(time() - $t_term, '<', 8, 'within about --idle-timeout 3s');
+close $_ for @late;
 
 done_testing();

@@ -4,7 +4,8 @@
 # does its whole job, while that role can do nothing else.  When the database
 # raises an SQLSTATE the listener has no mapping for (42501 after EXECUTE is
 # revoked), the answer is 500 with no internal detail; granting it back
-# restores service without a listener restart.
+# restores service without a listener restart.  A role that cannot log in
+# leaves the listener running but not ready (503).
 
 use strict;
 use warnings;
@@ -74,5 +75,14 @@ is($r->{status}, 200, 'after GRANT the same delivery is applied, same listener')
 ok(!$r->{json}{duplicate}, 'the 500 attempt was not recorded');
 
 is($l->stop, 0, 'listener exits 0');
+
+# A role that cannot log in at all: the listener runs, but is not ready.
+my $l2 = ProvisionTest::start_listener(node => $node, user => 'no_such_role');
+is($l2->get('/healthz')->{status}, 200, 'unknown role: /healthz 200');
+is($l2->get('/readyz')->{status}, 503, 'unknown role: /readyz 503');
+$r = $l2->callback({ job_id => $job2, status => 'heartbeat' });
+is($r->{status}, 503, 'unknown role: callback 503');
+unlike($r->{content}, qr/no_such_role|FATAL|authentication/i, 'unknown role: no server message in the body');
+is($l2->stop, 0, 'listener exits 0');
 
 done_testing();
