@@ -42,53 +42,53 @@
 /* One connection, as the reaper sees it. */
 struct conn_entry
 {
-	int fd;
-	bool receiving; /* a request may be arriving: reapable */
-	struct timespec deadline;
+	int                fd;
+	bool               receiving; /* a request may be arriving: reapable */
+	struct timespec    deadline;
 	struct conn_entry *prev;
 	struct conn_entry *next;
 };
 
 struct http_server
 {
-	struct MHD_Daemon *daemon;
+	struct MHD_Daemon   *daemon;
 	const struct config *cfg;
-	struct db_pool *pool;
-	atomic_long in_flight;
-	atomic_bool draining;
-	pthread_mutex_t lock; /* guards conns and the drain wait */
-	pthread_cond_t idle;
-	struct conn_entry *conns;
-	pthread_t reaper;
-	pthread_cond_t reaper_wake;
-	bool reaper_stop;
-	bool reaper_started;
+	struct db_pool      *pool;
+	atomic_long          in_flight;
+	atomic_bool          draining;
+	pthread_mutex_t      lock; /* guards conns and the drain wait */
+	pthread_cond_t       idle;
+	struct conn_entry   *conns;
+	pthread_t            reaper;
+	pthread_cond_t       reaper_wake;
+	bool                 reaper_stop;
+	bool                 reaper_started;
 };
 
 /* One request, from its headers to the notification that it is done. */
 struct request
 {
-	struct http_server *server;
+	struct http_server    *server;
 	struct MHD_Connection *conn;
-	enum endpoint ep;
-	bool is_callback;
-	struct timespec start;
-	char *body;
-	size_t len;
-	size_t cap;
-	bool too_large;
-	size_t discarded;      /* body bytes dropped after too_large */
-	bool check_type_later; /* chunked: Content-Type after size */
-	bool queued;           /* waiting for a worker */
-	bool answered;         /* the worker filled in job */
-	unsigned int status;   /* what was queued, 0 if nothing */
-	char method[16];
-	char path[256];
-	char delivery_id[DELIVERY_ID_MAX + 1];
-	bool delivery_too_long;
-	bool logged; /* the request's log line and metrics are out */
-	char job_id[64];
-	struct db_job job;
+	enum endpoint          ep;
+	bool                   is_callback;
+	struct timespec        start;
+	char                  *body;
+	size_t                 len;
+	size_t                 cap;
+	bool                   too_large;
+	size_t                 discarded;        /* body bytes dropped after too_large */
+	bool                   check_type_later; /* chunked: Content-Type after size */
+	bool                   queued;           /* waiting for a worker */
+	bool                   answered;         /* the worker filled in job */
+	unsigned int           status;           /* what was queued, 0 if nothing */
+	char                   method[16];
+	char                   path[256];
+	char                   delivery_id[DELIVERY_ID_MAX + 1];
+	bool                   delivery_too_long;
+	bool                   logged; /* the request's log line and metrics are out */
+	char                   job_id[64];
+	struct db_job          job;
 };
 
 static double
@@ -123,7 +123,7 @@ static struct conn_entry *
 entry_of(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *info =
-	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 
 	return info ? info->socket_context : NULL;
 }
@@ -157,7 +157,7 @@ record_request(struct request *req)
 	req->logged = true;
 	duration = seconds_since(&req->start);
 	log_request(req->method, req->path, req->status, duration,
-	            req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL);
+				req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL);
 	if (req->status != 0)
 		metrics_observe_request(req->ep, req->status, duration);
 }
@@ -171,17 +171,17 @@ static const char OOM_BODY[] = "{\"error\":\"internal error\"}\n";
  */
 static enum MHD_Result
 send_response(struct request *req, unsigned int status, char *body, const char *content_type,
-              void (*free_fn)(void *), unsigned int retry_after, const char *allow)
+			  void (*free_fn)(void *), unsigned int retry_after, const char *allow)
 {
 	struct MHD_Response *resp;
-	enum MHD_Result rc;
+	enum MHD_Result      rc;
 
 	if (body == NULL)
 	{
 		status = 500;
 		content_type = "application/json";
 		resp = MHD_create_response_from_buffer(sizeof OOM_BODY - 1, (void *) OOM_BODY,
-		                                       MHD_RESPMEM_PERSISTENT);
+											   MHD_RESPMEM_PERSISTENT);
 	}
 	else
 		resp = MHD_create_response_from_buffer_with_free_callback(strlen(body), body, free_fn);
@@ -218,7 +218,7 @@ send_response(struct request *req, unsigned int status, char *body, const char *
  */
 static enum MHD_Result
 send_json(struct request *req, unsigned int status, char *json, unsigned int retry_after,
-          const char *allow)
+		  const char *allow)
 {
 	char *body = NULL;
 
@@ -278,86 +278,43 @@ queue_job(struct request *req, enum db_job_kind kind)
 	return MHD_YES;
 }
 
-/*
- * The delivery id of the signature scheme the request uses (the one
- * verify_request will pick), kept from the start so that every answer's log
- * line can name it, refusals included.
- */
-static void
-capture_delivery_id(struct request *req)
-{
-	const char *sig = header(req->conn, "webhook-signature");
-	const char *id =
-	    header(req->conn, sig != NULL && sig[0] != '\0' ? "webhook-id" : "X-GitHub-Delivery");
-
-	if (id == NULL)
-		return;
-	snprintf(req->delivery_id, sizeof req->delivery_id, "%s", id);
-	req->delivery_too_long = strlen(id) > DELIVERY_ID_MAX;
-}
-
 /* Route, size and (for known lengths) content type: all from the headers. */
 static enum MHD_Result
 on_headers(struct request *req, const char *url, const char *method)
 {
-	const struct config *cfg = req->server->cfg;
-	const char *length;
-	const char *encoding;
+	struct request_head  head;
+	struct head_decision d;
 
 	req->ep = endpoint_for_path(url);
-	switch (req->ep)
+	head.ep = req->ep;
+	head.method = method;
+	head.content_length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	head.transfer_encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	head.content_type = header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE);
+	head.webhook_signature = header(req->conn, "webhook-signature");
+	head.max_body = req->server->cfg->max_body;
+	decide_headers(&head, &d);
+
+	req->is_callback = d.is_callback;
+	req->check_type_later = d.check_type_later;
+	if (d.delivery_header != NULL)
 	{
-		case ENDPOINT_OTHER:
-			return send_error(req, 404, "unknown path; callbacks go to POST /webhooks/github");
-		case ENDPOINT_WEBHOOK:
-		case ENDPOINT_API_WEBHOOK:
-			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-				return send_json(req, 405, json_error_body("method not allowed; use POST"), 0,
-				                 "POST");
-			req->is_callback = true;
-			break;
-		case ENDPOINT_HEALTHZ:
-		case ENDPOINT_READYZ:
-		case ENDPOINT_METRICS:
-		case ENDPOINT_COUNT:
-			if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
-			    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-				return send_json(req, 405, json_error_body("method not allowed; use GET"), 0,
-				                 "GET, HEAD");
-			break;
+		/* kept from the start so every answer's log line names it */
+		const char *id = header(req->conn, d.delivery_header);
+
+		if (id != NULL)
+		{
+			snprintf(req->delivery_id, sizeof req->delivery_id, "%s", id);
+			req->delivery_too_long = strlen(id) > DELIVERY_ID_MAX;
+		}
 	}
+	if (d.status != 0)
+		return send_json(req, d.status, json_error_body(d.message), 0, d.allow);
 
 	/*
 	 * Probes are answered once libmicrohttpd has the whole request, so their
-	 * connection can stay open for the next probe.
+	 * connection can stay open for the next probe; callbacks read their body.
 	 */
-	if (!req->is_callback)
-		return MHD_YES;
-
-	capture_delivery_id(req);
-
-	length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (length != NULL)
-	{
-		char *end;
-		unsigned long long n;
-
-		errno = 0;
-		n = strtoull(length, &end, 10);
-		if (errno == 0 && *end == '\0' && n > (unsigned long long) cfg->max_body)
-		{
-			char msg[128];
-
-			snprintf(msg, sizeof msg, "request body of %llu bytes exceeds the limit of %ld bytes",
-			         n, cfg->max_body);
-			return send_error(req, 413, msg);
-		}
-	}
-	encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-	if (encoding != NULL && length == NULL)
-		req->check_type_later = true;
-	else if (!content_type_is_json(header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
-		return send_error(req, 415, "header Content-Type must be application/json");
 	return MHD_YES;
 }
 
@@ -382,7 +339,7 @@ on_body(struct request *req, const char *data, size_t size)
 	if (req->len + size + 1 > req->cap)
 	{
 		size_t cap = req->cap ? req->cap : 1024;
-		char *body;
+		char  *body;
 
 		while (cap < req->len + size + 1)
 			cap *= 2;
@@ -409,7 +366,7 @@ on_probe(struct request *req)
 	if (req->ep == ENDPOINT_HEALTHZ)
 	{
 		cJSON *obj = cJSON_CreateObject();
-		char *body = NULL;
+		char  *body = NULL;
 
 		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ok") != NULL)
 			body = cJSON_PrintUnformatted(obj);
@@ -419,12 +376,12 @@ on_probe(struct request *req)
 	if (req->ep == ENDPOINT_METRICS)
 	{
 		size_t len;
-		char *text = metrics_render(&len);
+		char  *text = metrics_render(&len);
 
 		if (text == NULL)
 			return send_error(req, 500, "internal error");
 		return send_response(req, 200, text, "text/plain; version=0.0.4; charset=utf-8", free, 0,
-		                     NULL);
+							 NULL);
 	}
 	return queue_job(req, DB_JOB_READY);
 }
@@ -434,10 +391,10 @@ static enum MHD_Result
 on_complete(struct request *req)
 {
 	const struct config *cfg = req->server->cfg;
-	struct verify_input in;
+	struct verify_input  in;
 	struct verify_result vr;
-	cJSON *payload;
-	char msg[160];
+	cJSON               *payload;
+	char                 msg[160];
 
 	if (req->too_large)
 	{
@@ -445,7 +402,7 @@ on_complete(struct request *req)
 		return send_error(req, 413, msg);
 	}
 	if (req->check_type_later &&
-	    !content_type_is_json(header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
+		!content_type_is_json(header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return send_error(req, 415, "header Content-Type must be application/json");
 
 	if (req->body == NULL)
@@ -480,7 +437,7 @@ on_complete(struct request *req)
 	if (req->delivery_too_long)
 	{
 		snprintf(msg, sizeof msg, "header %s is longer than %d characters",
-		         verify_uses_standard(&in) ? "webhook-id" : "X-GitHub-Delivery", DELIVERY_ID_MAX);
+				 verify_uses_standard(&in) ? "webhook-id" : "X-GitHub-Delivery", DELIVERY_ID_MAX);
 		return send_error(req, 400, msg);
 	}
 
@@ -498,11 +455,11 @@ on_complete(struct request *req)
 
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-           const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+		   const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct http_server *server = cls;
-	struct request *req = *con_cls;
-	char *body;
+	struct request     *req = *con_cls;
+	char               *body;
 
 	(void) version;
 	if (req == NULL)
@@ -552,10 +509,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-             enum MHD_RequestTerminationCode toe)
+			 enum MHD_RequestTerminationCode toe)
 {
 	struct http_server *server = cls;
-	struct request *req = *con_cls;
+	struct request     *req = *con_cls;
 
 	(void) toe;
 	if (req == NULL)
@@ -580,15 +537,15 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  */
 static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-              enum MHD_ConnectionNotificationCode code)
+			  enum MHD_ConnectionNotificationCode code)
 {
 	struct http_server *server = cls;
-	struct conn_entry *e;
+	struct conn_entry  *e;
 
 	if (code == MHD_CONNECTION_NOTIFY_STARTED)
 	{
 		const union MHD_ConnectionInfo *info =
-		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 
 		e = calloc(1, sizeof *e);
 		if (e == NULL || info == NULL)
@@ -664,9 +621,9 @@ static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	static const char *const client_noise[] = {
-	    "closed",         "timed out",  "timeout", "Connection reset", "Failed to receive",
-	    "Failed to send", "Broken pipe"};
-	char msg[512];
+		"closed",         "timed out",  "timeout", "Connection reset", "Failed to receive",
+		"Failed to send", "Broken pipe"};
+	char   msg[512];
 	size_t len;
 
 	(void) cls;
@@ -733,12 +690,12 @@ listen_on(const struct addrinfo *ai, long backlog, const char **call)
 int
 http_bind(const struct config *cfg, char *err, size_t errlen)
 {
-	struct addrinfo hints;
+	struct addrinfo  hints;
 	struct addrinfo *res;
-	int rc;
-	int fd = -1;
-	int saved = 0;
-	const char *call = "bind";
+	int              rc;
+	int              fd = -1;
+	int              saved = 0;
+	const char      *call = "bind";
 
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
@@ -748,7 +705,7 @@ http_bind(const struct config *cfg, char *err, size_t errlen)
 	if (rc != 0)
 	{
 		snprintf(err, errlen, "cannot resolve listen address %s: getaddrinfo: %s", cfg->listen_host,
-		         gai_strerror(rc));
+				 gai_strerror(rc));
 		return -1;
 	}
 	/*
@@ -768,7 +725,7 @@ http_bind(const struct config *cfg, char *err, size_t errlen)
 	freeaddrinfo(res);
 	if (fd < 0)
 		snprintf(err, errlen, "cannot listen on %s port %s: %s: %s", cfg->listen_host,
-		         cfg->listen_port, call, strerror(saved));
+				 cfg->listen_port, call, strerror(saved));
 	return fd;
 }
 
@@ -776,10 +733,10 @@ struct http_server *
 http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *err, size_t errlen)
 {
 	struct http_server *server = calloc(1, sizeof *server);
-	rlim_t fds = raise_fd_limit();
-	long limit = cfg->max_connections;
-	pthread_condattr_t attr;
-	int rc;
+	rlim_t              fds = raise_fd_limit();
+	long                limit = cfg->max_connections;
+	pthread_condattr_t  attr;
+	int                 rc;
 
 	if (server == NULL)
 	{
@@ -802,12 +759,12 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 		if (capped < 4)
 		{
 			snprintf(err, errlen, "open-file limit %llu is too low for --pool %ld; raise ulimit -n",
-			         (unsigned long long) fds, cfg->pool);
+					 (unsigned long long) fds, cfg->pool);
 			http_stop(server);
 			return NULL;
 		}
 		log_warn("connection limit lowered from %ld to %ld by the open-file limit %llu", limit,
-		         capped, (unsigned long long) fds);
+				 capped, (unsigned long long) fds);
 		limit = capped;
 	}
 
@@ -821,13 +778,13 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 	server->reaper_started = true;
 
 	server->daemon = MHD_start_daemon(
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-	        MHD_USE_ERROR_LOG,
-	    0, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_connection, server, MHD_OPTION_END);
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+			MHD_USE_ERROR_LOG,
+		0, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_NOTIFY_CONNECTION,
+		on_connection, server, MHD_OPTION_END);
 	if (server->daemon == NULL)
 	{
 		snprintf(err, errlen, "cannot start the HTTP server: MHD_start_daemon failed");
@@ -852,7 +809,7 @@ bool
 http_drain(struct http_server *server, long timeout_ms)
 {
 	struct timespec deadline;
-	bool idle = true;
+	bool            idle = true;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += timeout_ms / 1000;

@@ -3,7 +3,9 @@
  */
 #include "respond.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -13,7 +15,7 @@ bool
 content_type_is_json(const char *content_type)
 {
 	const char *p = content_type;
-	size_t n = strlen(JSON_MEDIA_TYPE);
+	size_t      n = strlen(JSON_MEDIA_TYPE);
 
 	if (p == NULL)
 		return false;
@@ -25,6 +27,71 @@ content_type_is_json(const char *content_type)
 	while (*p == ' ' || *p == '\t')
 		p++;
 	return *p == '\0' || *p == ';';
+}
+
+void
+decide_headers(const struct request_head *head, struct head_decision *d)
+{
+	memset(d, 0, sizeof *d);
+	switch (head->ep)
+	{
+		case ENDPOINT_OTHER:
+		case ENDPOINT_COUNT:
+			d->status = 404;
+			snprintf(d->message, sizeof d->message,
+					 "unknown path; callbacks go to POST /webhooks/github");
+			return;
+		case ENDPOINT_WEBHOOK:
+		case ENDPOINT_API_WEBHOOK:
+			if (strcmp(head->method, "POST") != 0)
+			{
+				d->status = 405;
+				d->allow = "POST";
+				snprintf(d->message, sizeof d->message, "method not allowed; use POST");
+				return;
+			}
+			d->is_callback = true;
+			break;
+		case ENDPOINT_HEALTHZ:
+		case ENDPOINT_READYZ:
+		case ENDPOINT_METRICS:
+			if (strcmp(head->method, "GET") != 0 && strcmp(head->method, "HEAD") != 0)
+			{
+				d->status = 405;
+				d->allow = "GET, HEAD";
+				snprintf(d->message, sizeof d->message, "method not allowed; use GET");
+			}
+			return;
+	}
+
+	/* the scheme verify_request will use names the delivery id header */
+	d->delivery_header = head->webhook_signature != NULL && head->webhook_signature[0] != '\0'
+							 ? "webhook-id"
+							 : "X-GitHub-Delivery";
+
+	if (head->content_length != NULL)
+	{
+		char              *end;
+		unsigned long long n;
+
+		errno = 0;
+		n = strtoull(head->content_length, &end, 10);
+		if (errno == 0 && *end == '\0' && n > (unsigned long long) head->max_body)
+		{
+			d->status = 413;
+			snprintf(d->message, sizeof d->message,
+					 "request body of %llu bytes exceeds the limit of %ld bytes", n,
+					 head->max_body);
+			return;
+		}
+	}
+	if (head->transfer_encoding != NULL && head->content_length == NULL)
+		d->check_type_later = true;
+	else if (!content_type_is_json(head->content_type))
+	{
+		d->status = 415;
+		snprintf(d->message, sizeof d->message, "header Content-Type must be application/json");
+	}
 }
 
 struct sqlstate_action
@@ -58,8 +125,8 @@ sqlstate_to_http(const char *s)
 	 * anything.
 	 */
 	else if (strncmp(s, "08", 2) == 0 || strncmp(s, "53", 2) == 0 || strcmp(s, "57P01") == 0 ||
-	         strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0 || strcmp(s, "57014") == 0 ||
-	         strcmp(s, "55P03") == 0 || strcmp(s, "25006") == 0)
+			 strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0 || strcmp(s, "57014") == 0 ||
+			 strcmp(s, "55P03") == 0 || strcmp(s, "25006") == 0)
 	{
 		a.http_status = 503;
 		a.retry_after = true;
@@ -71,8 +138,8 @@ const char *
 detail_current_status(const char *detail, char *buf, size_t len)
 {
 	static const char prefix[] = "current status: ";
-	const char *p;
-	size_t n;
+	const char       *p;
+	size_t            n;
 
 	if (detail == NULL || strncmp(detail, prefix, sizeof prefix - 1) != 0)
 		return NULL;
@@ -125,7 +192,7 @@ json_conflict_body(const char *message, const char *job_id, const char *status)
 	if (obj == NULL)
 		return NULL;
 	if (!add_string_or_null(obj, "error", message) || !add_string_or_null(obj, "job_id", job_id) ||
-	    !add_string_or_null(obj, "status", status))
+		!add_string_or_null(obj, "status", status))
 	{
 		cJSON_Delete(obj);
 		return NULL;
@@ -137,7 +204,7 @@ cJSON *
 parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
 {
 	const char *end = NULL;
-	cJSON *obj;
+	cJSON      *obj;
 
 	if (len == 0)
 	{

@@ -6,6 +6,8 @@
 #ifndef PROVISION_RESPOND_H
 #define PROVISION_RESPOND_H
 
+#include "metrics.h"
+
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,12 +15,41 @@
 /* application/json, any case, optionally followed by ";" parameters. */
 bool content_type_is_json(const char *content_type);
 
+/* The headers of a request that decide_headers() looks at (NULL: absent). */
+struct request_head
+{
+	enum endpoint ep;
+	const char   *method;
+	const char   *content_length;
+	const char   *transfer_encoding;
+	const char   *content_type;
+	const char   *webhook_signature;
+	long          max_body;
+};
+
+/* What the headers alone decide. */
+struct head_decision
+{
+	unsigned int status;           /* 0: carry on and read the body */
+	const char  *allow;            /* for a 405 */
+	char         message[128];     /* the error for a non-zero status */
+	bool         is_callback;      /* a callback to check and run */
+	bool         check_type_later; /* chunked: Content-Type after the size */
+	const char  *delivery_header;  /* where a callback's delivery id is */
+};
+
+/*
+ * Route (404, 405), size (413 by Content-Length) and, when the length is
+ * known, content type (415), in that order, from the headers alone.
+ */
+void decide_headers(const struct request_head *head, struct head_decision *d);
+
 /* What to do with a database error, from its SQLSTATE alone. */
 struct sqlstate_action
 {
 	unsigned int http_status;
-	bool retry;       /* serialization failure or deadlock: retry */
-	bool retry_after; /* transient: answer with Retry-After */
+	bool         retry;       /* serialization failure or deadlock: retry */
+	bool         retry_after; /* transient: answer with Retry-After */
 };
 
 /* sqlstate may be NULL or empty: the connection failed without one. */

@@ -78,15 +78,15 @@ test_sqlstate(void)
 static void
 test_bodies(void)
 {
-	char buf[32];
-	char *body;
+	char   buf[32];
+	char  *body;
 	cJSON *obj;
-	char err[160];
+	char   err[160];
 
 	is_str(detail_current_status("current status: running", buf, sizeof buf), "running",
-	       "detail: status parsed");
+		   "detail: status parsed");
 	is_str(detail_current_status("current status: failed.", buf, sizeof buf), "failed",
-	       "detail: trailing period dropped");
+		   "detail: trailing period dropped");
 	ok(detail_current_status("status: running", buf, sizeof buf) == NULL,
 	   "detail: other wording gives NULL");
 	ok(detail_current_status(NULL, buf, sizeof buf) == NULL, "detail: missing gives NULL");
@@ -99,11 +99,11 @@ test_bodies(void)
 
 	body = json_conflict_body("refused", "5f0c", "running");
 	is_str(body, "{\"error\":\"refused\",\"job_id\":\"5f0c\",\"status\":\"running\"}",
-	       "conflict body");
+		   "conflict body");
 	cJSON_free(body);
 	body = json_conflict_body("refused", NULL, NULL);
 	is_str(body, "{\"error\":\"refused\",\"job_id\":null,\"status\":null}",
-	       "conflict body with unknowns");
+		   "conflict body with unknowns");
 	cJSON_free(body);
 
 	{
@@ -123,13 +123,13 @@ test_bodies(void)
 	cJSON_Delete(obj);
 
 	ok(parse_callback_body("[1,2]", 5, err, sizeof err) == NULL &&
-	       strstr(err, "JSON object") != NULL,
+		   strstr(err, "JSON object") != NULL,
 	   "callback body: array refused (%s)", err);
 	ok(parse_callback_body("\"x\"", 3, err, sizeof err) == NULL &&
-	       strstr(err, "JSON object") != NULL,
+		   strstr(err, "JSON object") != NULL,
 	   "callback body: string refused");
 	ok(parse_callback_body("{\"a\":", 5, err, sizeof err) == NULL &&
-	       strstr(err, "not valid JSON") != NULL,
+		   strstr(err, "not valid JSON") != NULL,
 	   "callback body: truncated refused");
 	ok(parse_callback_body("{} {}", 5, err, sizeof err) == NULL && strstr(err, "trailing") != NULL,
 	   "callback body: trailing data refused");
@@ -142,9 +142,73 @@ test_bodies(void)
 	cJSON_Delete(obj);
 }
 
+static void
+head(struct head_decision *d, enum endpoint ep, const char *method, const char *length,
+	 const char *encoding, const char *type)
+{
+	struct request_head h = {ep, method, length, encoding, type, NULL, 100};
+
+	decide_headers(&h, d);
+}
+
+static void
+test_decide_headers(void)
+{
+	struct head_decision d;
+	struct request_head  h = {0};
+
+	head(&d, ENDPOINT_OTHER, "POST", "10", NULL, "application/json");
+	ok(d.status == 404 && strstr(d.message, "/webhooks/github"), "headers: unknown path 404");
+	head(&d, ENDPOINT_OTHER, "DELETE", "9999", NULL, "text/plain");
+	is_int(d.status, 404, "headers: route before method, size and type");
+	head(&d, ENDPOINT_WEBHOOK, "GET", NULL, NULL, NULL);
+	ok(d.status == 405 && strcmp(d.allow, "POST") == 0,
+	   "headers: GET on the callback 405 Allow POST");
+	head(&d, ENDPOINT_API_WEBHOOK, "PUT", "9999", NULL, "text/plain");
+	is_int(d.status, 405, "headers: method before size and type");
+	head(&d, ENDPOINT_HEALTHZ, "POST", NULL, NULL, NULL);
+	ok(d.status == 405 && strcmp(d.allow, "GET, HEAD") == 0, "headers: POST on a probe 405");
+	head(&d, ENDPOINT_READYZ, "HEAD", NULL, NULL, NULL);
+	ok(d.status == 0 && !d.is_callback, "headers: HEAD on a probe passes");
+	head(&d, ENDPOINT_METRICS, "GET", NULL, NULL, NULL);
+	ok(d.status == 0 && !d.is_callback, "headers: GET /metrics passes");
+
+	head(&d, ENDPOINT_WEBHOOK, "POST", "101", NULL, "text/plain");
+	ok(d.status == 413 && strstr(d.message, "101") && strstr(d.message, "100"),
+	   "headers: size before type, message names both (%s)", d.message);
+	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "application/json");
+	ok(d.status == 0 && d.is_callback && !d.check_type_later, "headers: exactly the limit passes");
+	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "text/plain");
+	is_int(d.status, 415, "headers: bad type with a known length 415 at once");
+	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, "chunked", "text/plain");
+	ok(d.status == 0 && d.check_type_later, "headers: chunked defers the type check");
+	head(&d, ENDPOINT_WEBHOOK, "POST", "99999999999999999999999", NULL, "application/json");
+	is_int(d.status, 0, "headers: unparsable length left to the HTTP layer");
+	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, NULL, NULL);
+	is_int(d.status, 415, "headers: missing Content-Type 415");
+
+	head(&d, ENDPOINT_WEBHOOK, "POST", "2", NULL, "application/json");
+	is_str(d.delivery_header, "X-GitHub-Delivery", "headers: GitHub delivery id by default");
+	h.ep = ENDPOINT_WEBHOOK;
+	h.method = "POST";
+	h.content_type = "application/json";
+	h.webhook_signature = "v1,abc";
+	h.max_body = 100;
+	decide_headers(&h, &d);
+	is_str(d.delivery_header, "webhook-id", "headers: webhook-id with webhook-signature");
+	h.webhook_signature = "";
+	decide_headers(&h, &d);
+	is_str(d.delivery_header, "X-GitHub-Delivery", "headers: empty webhook-signature ignored");
+	h.content_length = "500";
+	decide_headers(&h, &d);
+	ok(d.status == 413 && d.delivery_header != NULL,
+	   "headers: a 413 still names its delivery header");
+}
+
 int
 main(void)
 {
+	test_decide_headers();
 	test_content_type();
 	test_sqlstate();
 	test_bodies();
