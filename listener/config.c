@@ -18,70 +18,70 @@
 struct option_spec;
 
 typedef bool (*option_parser)(const struct option_spec *opt, struct config *cfg, const char *value,
-                              bool from_env, char *err, size_t errlen);
+							  bool from_env, char *err, size_t errlen);
 
 struct option_spec
 {
-	const char *name; /* the flag, without "--" */
-	const char *env;  /* environment fallback, or NULL */
-	const char *def;  /* default, or NULL when there is none */
-	const char *metavar;
+	const char   *name; /* the flag, without "--" */
+	const char   *env;  /* environment fallback, or NULL */
+	const char   *def;  /* default, or NULL when there is none */
+	const char   *metavar;
 	option_parser parse;
-	size_t offset; /* field of struct config for numbers */
-	long min;
-	long max;
-	const char *help;
+	size_t        offset; /* field of struct config for numbers */
+	long          min;
+	long          max;
+	const char   *help;
 };
 
 static bool parse_listen(const struct option_spec *, struct config *, const char *, bool, char *,
-                         size_t);
+						 size_t);
 static bool parse_database(const struct option_spec *, struct config *, const char *, bool, char *,
-                           size_t);
+						   size_t);
 static bool parse_secret(const struct option_spec *, struct config *, const char *, bool, char *,
-                         size_t);
+						 size_t);
 static bool parse_long(const struct option_spec *, struct config *, const char *, bool, char *,
-                       size_t);
+					   size_t);
 static bool parse_duration_opt(const struct option_spec *, struct config *, const char *, bool,
-                               char *, size_t);
+							   char *, size_t);
 static bool parse_log_format(const struct option_spec *, struct config *, const char *, bool,
-                             char *, size_t);
+							 char *, size_t);
 
 #define F(field) offsetof(struct config, field)
 
 static const struct option_spec options[] = {
-    {"listen", "PROVISION_LISTEN", "127.0.0.1:8080", "ADDR:PORT", parse_listen, 0, 0, 0,
-     "address to serve on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, localhost:8080"},
-    {"database", "PROVISION_DATABASE_URL", "", "CONNINFO", parse_database, 0, 0, 0,
-     "libpq connection string or URI (empty: PGHOST, PGPORT, ... as libpq does)"},
-    {"secret-file", "PROVISION_WEBHOOK_SECRET", NULL, "PATH", parse_secret, 0, 0, 0,
-     "file holding the webhook secrets, one per line (whsec_ prefix: base64); "
-     "the environment variable holds the secrets themselves"},
-    {"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
-     64L * 1024 * 1024, "largest request body accepted (413 above it)"},
-    {"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
-     100L * 365 * 24 * 3600, "how far webhook-timestamp may be from now, either way"},
-    {"pool", "PROVISION_POOL", "10", "N", parse_long, F(pool), 1, 1000, "database connections"},
-    {"threads", "PROVISION_THREADS", NULL, "N", parse_long, F(threads), 1, 1000,
-     "worker threads running database calls (default: same as --pool)"},
-    {"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", parse_log_format, 0, 0, 0,
-     "stderr log lines as key=value text or one JSON object per line"},
-    {"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", parse_long, F(max_connections), 4,
-     1000000, "concurrent HTTP connections (capped by the open-file limit)"},
-    {"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION", parse_duration_opt,
-     F(idle_timeout_ms), 1000, 3600L * 1000, "close a connection that sends nothing for this long"},
-    {"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", parse_duration_opt,
-     F(request_timeout_ms), 1000, 3600L * 1000,
-     "longest time from connecting (or from the previous answer) until a whole request has "
-     "arrived; then the connection is closed"},
-    {"statement-timeout", "PROVISION_STATEMENT_TIMEOUT", "10s", "DURATION", parse_duration_opt,
-     F(statement_timeout_ms), 1, 3600L * 1000,
-     "statement_timeout set on each database connection (503 when reached)"},
-    {"pool-wait", "PROVISION_POOL_WAIT", "5s", "DURATION", parse_duration_opt, F(pool_wait_ms), 0,
-     600L * 1000,
-     "longest wait for a database connection, from when the request is complete (then 503)"},
-    {"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION", parse_duration_opt,
-     F(shutdown_timeout_ms), 0, 3600L * 1000,
-     "on SIGTERM/SIGINT, longest wait for in-flight requests to finish"},
+	{"listen", "PROVISION_LISTEN", "127.0.0.1:8080", "ADDR:PORT", parse_listen, 0, 0, 0,
+	 "address to serve on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, localhost:8080"},
+	{"database", "PROVISION_DATABASE_URL", "", "CONNINFO", parse_database, 0, 0, 0,
+	 "libpq connection string or URI (empty: PGHOST, PGPORT, ... as libpq does)"},
+	{"secret-file", "PROVISION_WEBHOOK_SECRET", NULL, "PATH", parse_secret, 0, 0, 0,
+	 "file holding the webhook secrets, one per line (whsec_ prefix: base64); "
+	 "the environment variable holds the secrets themselves"},
+	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
+	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
+	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
+	 100L * 365 * 24 * 3600, "how far webhook-timestamp may be from now, either way"},
+	{"pool", "PROVISION_POOL", "10", "N", parse_long, F(pool), 1, 1000, "database connections"},
+	{"threads", "PROVISION_THREADS", NULL, "N", parse_long, F(threads), 1, 1000,
+	 "worker threads running database calls (default: same as --pool)"},
+	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", parse_log_format, 0, 0, 0,
+	 "stderr log lines as key=value text or one JSON object per line"},
+	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", parse_long, F(max_connections), 4,
+	 1000000, "concurrent HTTP connections (capped by the open-file limit)"},
+	{"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION", parse_duration_opt,
+	 F(idle_timeout_ms), 1000, 3600L * 1000, "close a connection that sends nothing for this long"},
+	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", parse_duration_opt,
+	 F(request_timeout_ms), 1000, 3600L * 1000,
+	 "longest time from connecting (or from the previous answer) until a whole request has "
+	 "arrived; then the connection is closed"},
+	{"statement-timeout", "PROVISION_STATEMENT_TIMEOUT", "10s", "DURATION", parse_duration_opt,
+	 F(statement_timeout_ms), 1, 3600L * 1000,
+	 "statement_timeout set on each database connection (503 when reached)"},
+	{"pool-wait", "PROVISION_POOL_WAIT", "5s", "DURATION", parse_duration_opt, F(pool_wait_ms), 0,
+	 600L * 1000,
+	 "longest wait for a database connection, from when the request is complete (then 503)"},
+	{"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION", parse_duration_opt,
+	 F(shutdown_timeout_ms), 0, 3600L * 1000,
+	 "on SIGTERM/SIGINT, longest wait for in-flight requests to finish"},
 };
 
 #define NOPTIONS ((int) (sizeof options / sizeof options[0]))
@@ -108,9 +108,9 @@ config_parse_listen(const char *value, char *host, size_t hostlen, char *port, s
 {
 	const char *colon;
 	const char *h;
-	size_t hlen;
-	long p;
-	char *end;
+	size_t      hlen;
+	long        p;
+	char       *end;
 
 	if (value[0] == '[')
 	{
@@ -152,8 +152,8 @@ bool
 config_parse_duration(const char *value, long *ms)
 {
 	char *end;
-	long n;
-	long scale;
+	long  n;
+	long  scale;
 
 	if (value[0] < '0' || value[0] > '9')
 		return false;
@@ -177,16 +177,16 @@ config_parse_duration(const char *value, long *ms)
 
 static bool
 parse_listen(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-             char *err, size_t errlen)
+			 char *err, size_t errlen)
 {
 	char name[64];
 
 	if (!config_parse_listen(value, cfg->listen_host, sizeof cfg->listen_host, cfg->listen_port,
-	                         sizeof cfg->listen_port))
+							 sizeof cfg->listen_port))
 	{
 		snprintf(err, errlen,
-		         "invalid %s \"%s\": expected HOST:PORT or [IPV6]:PORT with a port from 1 to 65535",
-		         origin(opt, from_env, name, sizeof name), value);
+				 "invalid %s \"%s\": expected HOST:PORT or [IPV6]:PORT with a port from 1 to 65535",
+				 origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
@@ -194,7 +194,7 @@ parse_listen(const struct option_spec *opt, struct config *cfg, const char *valu
 
 static bool
 parse_database(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-               char *err, size_t errlen)
+			   char *err, size_t errlen)
 {
 	(void) opt;
 	(void) from_env;
@@ -211,7 +211,7 @@ parse_database(const struct option_spec *opt, struct config *cfg, const char *va
 static bool
 read_secret_file(const char *path, char *buf, size_t cap, size_t *len, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int    fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t used = 0;
 
 	if (fd < 0)
@@ -248,7 +248,7 @@ read_secret_file(const char *path, char *buf, size_t cap, size_t *len, char *err
 
 static bool
 parse_secret(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-             char *err, size_t errlen)
+			 char *err, size_t errlen)
 {
 	char msg[200];
 	bool ok;
@@ -261,7 +261,7 @@ parse_secret(const struct option_spec *opt, struct config *cfg, const char *valu
 	}
 	else
 	{
-		char *buf = malloc(SECRET_FILE_MAX);
+		char  *buf = malloc(SECRET_FILE_MAX);
 		size_t len;
 
 		if (buf == NULL)
@@ -284,19 +284,19 @@ parse_secret(const struct option_spec *opt, struct config *cfg, const char *valu
 
 static bool
 parse_long(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-           char *err, size_t errlen)
+		   char *err, size_t errlen)
 {
-	char name[64];
+	char  name[64];
 	char *end;
-	long n;
+	long  n;
 
 	errno = 0;
 	n = strtol(value, &end, 10);
 	if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0' || n < opt->min ||
-	    n > opt->max)
+		n > opt->max)
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected an integer from %ld to %ld",
-		         origin(opt, from_env, name, sizeof name), value, opt->min, opt->max);
+				 origin(opt, from_env, name, sizeof name), value, opt->min, opt->max);
 		return false;
 	}
 	*long_field(opt, cfg) = n;
@@ -305,7 +305,7 @@ parse_long(const struct option_spec *opt, struct config *cfg, const char *value,
 
 static bool
 parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char *value,
-                   bool from_env, char *err, size_t errlen)
+				   bool from_env, char *err, size_t errlen)
 {
 	char name[64];
 	long ms;
@@ -313,9 +313,9 @@ parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char
 	if (!config_parse_duration(value, &ms) || ms < opt->min || ms > opt->max)
 	{
 		snprintf(
-		    err, errlen,
-		    "invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to %lds",
-		    origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
+			err, errlen,
+			"invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to %lds",
+			origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
 		return false;
 	}
 	*long_field(opt, cfg) = ms;
@@ -324,7 +324,7 @@ parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char
 
 static bool
 parse_log_format(const struct option_spec *opt, struct config *cfg, const char *value,
-                 bool from_env, char *err, size_t errlen)
+				 bool from_env, char *err, size_t errlen)
 {
 	char name[64];
 
@@ -335,7 +335,7 @@ parse_log_format(const struct option_spec *opt, struct config *cfg, const char *
 	else
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected text or json",
-		         origin(opt, from_env, name, sizeof name), value);
+				 origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
@@ -362,8 +362,8 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char 
 	{
 		const char *arg = argv[i];
 		const char *eq;
-		size_t namelen;
-		int o;
+		size_t      namelen;
+		int         o;
 
 		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
 			return CONFIG_HELP;
@@ -396,8 +396,8 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char 
 	for (int o = 0; o < NOPTIONS; o++)
 	{
 		const struct option_spec *opt = &options[o];
-		const char *value = flag_values[o];
-		bool from_env = false;
+		const char               *value = flag_values[o];
+		bool                      from_env = false;
 
 		if (value == NULL && opt->env != NULL)
 		{
@@ -417,7 +417,7 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char 
 	if (cfg->secrets.count == 0)
 	{
 		snprintf(err, errlen,
-		         "no webhook secret: set PROVISION_WEBHOOK_SECRET or pass --secret-file PATH");
+				 "no webhook secret: set PROVISION_WEBHOOK_SECRET or pass --secret-file PATH");
 		return CONFIG_ERROR;
 	}
 	if (cfg->threads == 0)
@@ -438,7 +438,7 @@ static void
 print_wrapped(FILE *out, const char *text)
 {
 	const int width = 78 - 33;
-	int col = 0;
+	int       col = 0;
 
 	while (*text)
 	{
@@ -467,14 +467,14 @@ void
 config_usage(FILE *out)
 {
 	fprintf(out, "usage: provision-listener [OPTION]...\n"
-	             "Receives signed provisioning callbacks over HTTP and applies each one with\n"
-	             "provision.handle_callback() in PostgreSQL.\n\n"
-	             "Every option may also come from its environment variable; flags win.\n"
-	             "Durations take ms, s (the default unit) or m.\n\n");
+				 "Receives signed provisioning callbacks over HTTP and applies each one with\n"
+				 "provision.handle_callback() in PostgreSQL.\n\n"
+				 "Every option may also come from its environment variable; flags win.\n"
+				 "Durations take ms, s (the default unit) or m.\n\n");
 	for (int i = 0; i < NOPTIONS; i++)
 	{
 		const struct option_spec *opt = &options[i];
-		char left[64];
+		char                      left[64];
 
 		snprintf(left, sizeof left, "--%s %s", opt->name, opt->metavar);
 		fprintf(out, "  %-30s ", left);
@@ -485,7 +485,7 @@ config_usage(FILE *out)
 		fprintf(out, "\n");
 	}
 	fprintf(out,
-	        "  %-30s show this help and exit\n"
-	        "  %-30s show the version and exit\n",
-	        "--help", "--version");
+			"  %-30s show this help and exit\n"
+			"  %-30s show the version and exit\n",
+			"--help", "--version");
 }

@@ -12,21 +12,21 @@
 
 struct config
 {
-	char listen_host[256]; /* without brackets for IPv6 */
-	char listen_port[8];
-	char *database; /* conninfo or URI; "" means libpq defaults */
-	struct secrets secrets;
-	long max_body;  /* bytes */
-	long tolerance; /* seconds */
-	long pool;
-	long threads;
+	char            listen_host[256]; /* without brackets for IPv6 */
+	char            listen_port[8];
+	char           *database; /* conninfo or URI; "" means libpq defaults */
+	struct secrets  secrets;
+	long            max_body;  /* bytes */
+	long            tolerance; /* seconds */
+	long            pool;
+	long            threads;
 	enum log_format log_format;
-	long max_connections;
-	long idle_timeout_ms;
-	long request_timeout_ms;
-	long statement_timeout_ms;
-	long pool_wait_ms;
-	long shutdown_timeout_ms;
+	long            max_connections;
+	long            idle_timeout_ms;
+	long            request_timeout_ms;
+	long            statement_timeout_ms;
+	long            pool_wait_ms;
+	long            shutdown_timeout_ms;
 };
 
 enum config_result
@@ -46,7 +46,7 @@ typedef char *(*config_env_fn)(const char *name);
  * The caller releases cfg with config_free whatever the result.
  */
 enum config_result config_parse(struct config *cfg, int argc, char **argv, config_env_fn env,
-                                char *err, size_t errlen);
+								char *err, size_t errlen);
 
 void config_free(struct config *cfg);
 

@@ -36,41 +36,41 @@
 #define CONNECT_TIMEOUT_S      "5"
 
 static const char CALLBACK_SQL[] =
-    "SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
+	"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
 static const char READY_SQL[] =
-    "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
+	"SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
 static const char SET_TIMEOUT_SQL[] =
-    "SELECT pg_catalog.set_config('statement_timeout', $1::pg_catalog.text, false)";
+	"SELECT pg_catalog.set_config('statement_timeout', $1::pg_catalog.text, false)";
 
 struct slot
 {
-	PGconn *conn; /* NULL or unusable: reconnect before use */
-	bool busy;
-	bool ever_connected;
-	long backoff_ms;
+	PGconn         *conn; /* NULL or unusable: reconnect before use */
+	bool            busy;
+	bool            ever_connected;
+	long            backoff_ms;
 	struct timespec next_attempt;
 };
 
 struct db_pool
 {
 	pthread_mutex_t lock;
-	pthread_cond_t slot_free;
-	pthread_cond_t work;
-	struct slot *slots;
-	int nslots;
-	struct db_job *head;
-	struct db_job *tail;
-	long queued;
-	long queue_cap;
-	bool stopping;
-	pthread_t *workers;
-	int nworkers;
-	pthread_cond_t expiry; /* the expirer waits for the head's deadline */
-	pthread_t expirer;
-	bool expirer_started;
-	char *conninfo;
-	long statement_timeout_ms;
-	long pool_wait_ms;
+	pthread_cond_t  slot_free;
+	pthread_cond_t  work;
+	struct slot    *slots;
+	int             nslots;
+	struct db_job  *head;
+	struct db_job  *tail;
+	long            queued;
+	long            queue_cap;
+	bool            stopping;
+	pthread_t      *workers;
+	int             nworkers;
+	pthread_cond_t  expiry; /* the expirer waits for the head's deadline */
+	pthread_t       expirer;
+	bool            expirer_started;
+	char           *conninfo;
+	long            statement_timeout_ms;
+	long            pool_wait_ms;
 };
 
 enum exec_outcome
@@ -171,10 +171,10 @@ log_notice(void *arg, const PGresult *res)
  */
 static enum exec_outcome
 exec_params(PGconn *conn, const char *sql, int nparams, const char *const *values, long timeout_ms,
-            PGresult **res)
+			PGresult **res)
 {
 	struct timespec deadline;
-	PGresult *r;
+	PGresult       *r;
 
 	*res = NULL;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -187,8 +187,8 @@ exec_params(PGconn *conn, const char *sql, int nparams, const char *const *value
 		while (PQisBusy(conn))
 		{
 			struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
-			long left = ms_until(&deadline);
-			int n;
+			long          left = ms_until(&deadline);
+			int           n;
 
 			if (left <= 0)
 				return EXEC_BROKEN;
@@ -221,10 +221,10 @@ slot_connect(struct db_pool *pool, struct slot *s)
 {
 	const char *keys[] = {"fallback_application_name", "connect_timeout", "dbname", NULL};
 	const char *vals[] = {"provision-listener", CONNECT_TIMEOUT_S, pool->conninfo, NULL};
-	char timeout[32];
+	char        timeout[32];
 	const char *params[1] = {timeout};
-	PGresult *res;
-	PGconn *conn;
+	PGresult   *res;
+	PGconn     *conn;
 
 	if (s->conn != NULL)
 		PQfinish(s->conn);
@@ -250,8 +250,8 @@ slot_connect(struct db_pool *pool, struct slot *s)
 	 */
 	snprintf(timeout, sizeof timeout, "%ldms", pool->statement_timeout_ms);
 	if (exec_params(conn, SET_TIMEOUT_SQL, 1, params, pool->statement_timeout_ms + CLIENT_GRACE_MS,
-	                &res) != EXEC_RESULT ||
-	    PQresultStatus(res) != PGRES_TUPLES_OK)
+					&res) != EXEC_RESULT ||
+		PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
 
@@ -302,7 +302,7 @@ pool_borrow(struct db_pool *pool, const struct timespec *deadline, struct slot *
 	for (;;)
 	{
 		struct slot *retry = NULL;
-		bool any_free = false;
+		bool         any_free = false;
 
 		for (int i = 0; i < pool->nslots; i++)
 		{
@@ -361,9 +361,9 @@ pool_release(struct db_pool *pool, struct slot *s)
 static struct slot *
 borrow_connected(struct db_pool *pool, struct db_job *job)
 {
-	struct slot *s = NULL;
+	struct slot        *s = NULL;
 	enum borrow_outcome b = pool_borrow(pool, &job->deadline, &s);
-	char *body;
+	char               *body;
 
 	if (b == BORROW_OK)
 	{
@@ -374,8 +374,8 @@ borrow_connected(struct db_pool *pool, struct db_job *job)
 		b = BORROW_DOWN;
 	}
 	body = json_error_body(b == BORROW_TIMEOUT
-	                           ? "no database connection became free in time; retry later"
-	                           : "database unavailable; retry later");
+							   ? "no database connection became free in time; retry later"
+							   : "database unavailable; retry later");
 	job->status = 503;
 	job->retry_after = b == BORROW_TIMEOUT ? 1 : 2;
 	job->body = body;
@@ -395,7 +395,7 @@ static void
 answer_result(struct db_job *job, PGresult *res)
 {
 	cJSON *result;
-	char *body;
+	char  *body;
 
 	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
 	{
@@ -422,11 +422,11 @@ answer_result(struct db_job *job, PGresult *res)
 static bool
 answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 {
-	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char            *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char            *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char            *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
 	struct sqlstate_action action = sqlstate_to_http(sqlstate);
-	char status[64];
+	char                   status[64];
 
 	metrics_db_error();
 	if (message == NULL)
@@ -442,22 +442,22 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 			break;
 		case 409:
 			set_answer(job, 409,
-			           json_conflict_body(message, job->payload_job_id,
-			                              detail_current_status(detail, status, sizeof status)),
-			           0);
+					   json_conflict_body(message, job->payload_job_id,
+										  detail_current_status(detail, status, sizeof status)),
+					   0);
 			break;
 		case 503:
 			log_warn("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
-			         message);
+					 message);
 			set_answer(job, 503,
-			           json_error_body(
-			               action.retry ? "database conflict persisted after retries; retry later"
-			                            : "database temporarily unavailable; retry later"),
-			           1);
+					   json_error_body(
+						   action.retry ? "database conflict persisted after retries; retry later"
+										: "database temporarily unavailable; retry later"),
+					   1);
 			break;
 		default:
 			log_error("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
-			          message);
+					  message);
 			set_answer(job, 500, json_error_body("internal error"), 0);
 			break;
 	}
@@ -481,13 +481,13 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 	for (int attempt = 1; attempt <= SERIALIZATION_ATTEMPTS; attempt++)
 	{
 		struct slot *s = borrow_connected(pool, job);
-		PGresult *res;
-		bool retry = false;
+		PGresult    *res;
+		bool         retry = false;
 
 		if (s == NULL)
 			return;
 		if (exec_params(s->conn, CALLBACK_SQL, 2, params,
-		                pool->statement_timeout_ms + CLIENT_GRACE_MS, &res) != EXEC_RESULT)
+						pool->statement_timeout_ms + CLIENT_GRACE_MS, &res) != EXEC_RESULT)
 		{
 			/* the call may or may not have committed: let the sender retry */
 			const char *msg = PQerrorMessage(s->conn);
@@ -516,14 +516,14 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 static void
 run_ready(struct db_pool *pool, struct db_job *job)
 {
-	const char *params[1] = {"provision"};
+	const char  *params[1] = {"provision"};
 	struct slot *s = borrow_connected(pool, job);
-	PGresult *res;
+	PGresult    *res;
 
 	if (s == NULL)
 		return;
 	if (exec_params(s->conn, READY_SQL, 1, params, pool->statement_timeout_ms + CLIENT_GRACE_MS,
-	                &res) != EXEC_RESULT)
+					&res) != EXEC_RESULT)
 	{
 		slot_fail(s);
 		pool_release(pool, s);
@@ -539,11 +539,11 @@ run_ready(struct db_pool *pool, struct db_job *job)
 	}
 	else if (PQntuples(res) != 1)
 		set_answer(job, 503,
-		           json_error_body("extension provision is not installed in the database"), 5);
+				   json_error_body("extension provision is not installed in the database"), 5);
 	else
 	{
 		cJSON *obj = cJSON_CreateObject();
-		char *body = NULL;
+		char  *body = NULL;
 
 		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ready") != NULL)
 			body = cJSON_PrintUnformatted(obj);
@@ -560,7 +560,7 @@ static void *
 worker_main(void *arg)
 {
 	struct db_pool *pool = arg;
-	unsigned int seed = (unsigned int) (uintptr_t) &seed ^ (unsigned int) time(NULL);
+	unsigned int    seed = (unsigned int) (uintptr_t) &seed ^ (unsigned int) time(NULL);
 
 	for (;;)
 	{
@@ -593,7 +593,7 @@ static void
 answer_expired(struct db_job *job)
 {
 	set_answer(job, 503, json_error_body("no database connection became free in time; retry later"),
-	           1);
+			   1);
 	job->done(job);
 }
 
@@ -672,7 +672,7 @@ db_submit(struct db_pool *pool, struct db_job *job)
 struct db_pool *
 db_pool_open(const struct config *cfg, char *err, size_t errlen)
 {
-	struct db_pool *pool = calloc(1, sizeof *pool);
+	struct db_pool    *pool = calloc(1, sizeof *pool);
 	pthread_condattr_t attr;
 
 	if (pool == NULL)
@@ -721,7 +721,7 @@ db_pool_open(const struct config *cfg, char *err, size_t errlen)
 		if (rc != 0)
 		{
 			snprintf(err, errlen, "cannot start the queue expiry thread: pthread_create: %s",
-			         strerror(rc));
+					 strerror(rc));
 			db_pool_close(pool);
 			return NULL;
 		}

@@ -30,15 +30,15 @@ struct db_job
 
 	/* outputs, valid in done() */
 	unsigned int status;
-	char *body;               /* JSON text; release with cJSON_free */
+	char        *body;        /* JSON text; release with cJSON_free */
 	unsigned int retry_after; /* seconds; 0 for no Retry-After */
-	char job_id[64];          /* from the result, for the log */
+	char         job_id[64];  /* from the result, for the log */
 
 	void (*done)(struct db_job *job);
 
 	/* owned by the pool */
 	struct timespec deadline; /* for a pool connection (--pool-wait) */
-	struct db_job *next;
+	struct db_job  *next;
 };
 
 struct db_pool;

@@ -20,7 +20,7 @@ int http_bind(const struct config *cfg, char *err, size_t errlen);
 
 /* Serves on the bound socket until http_stop(). */
 struct http_server *http_start(const struct config *cfg, int listen_fd, struct db_pool *pool,
-                               char *err, size_t errlen);
+							   char *err, size_t errlen);
 
 /* Stops accepting connections; answers from now on close their connection. */
 void http_quiesce(struct http_server *server);

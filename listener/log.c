@@ -41,8 +41,8 @@ static void
 format_timestamp(char *buf, size_t len)
 {
 	struct timespec ts;
-	struct tm tm;
-	size_t n;
+	struct tm       tm;
+	size_t          n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
@@ -69,8 +69,8 @@ static void
 append_field(char *buf, size_t *used, size_t cap, const char *key, const char *value, size_t limit)
 {
 	size_t pos = *used;
-	bool plain = value[0] != '\0';
-	int n;
+	bool   plain = value[0] != '\0';
+	int    n;
 
 	for (const char *p = value; *p && plain; p++)
 	{
@@ -103,8 +103,8 @@ append_field(char *buf, size_t *used, size_t cap, const char *key, const char *v
 static void
 emit_text(const char *level, const char *msg, const char *const *fields, int nfields)
 {
-	char line[LOG_LINE_MAX];
-	char ts[32];
+	char   line[LOG_LINE_MAX];
+	char   ts[32];
 	size_t used = 0;
 
 	assert(nfields / 2 + 2 <= LOG_FIELDS_MAX);
@@ -128,12 +128,12 @@ emit_text(const char *level, const char *msg, const char *const *fields, int nfi
  */
 static void
 emit_json(const char *level, const char *msg, const char *const *fields, int nfields,
-          bool has_request, unsigned int status, double duration)
+		  bool has_request, unsigned int status, double duration)
 {
 	cJSON *obj = cJSON_CreateObject();
-	char ts[32];
-	char *text;
-	char *line;
+	char   ts[32];
+	char  *text;
+	char  *line;
 	size_t len;
 
 	if (obj == NULL)
@@ -210,7 +210,7 @@ log_info(const char *fmt, ...)
 
 void
 log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
-            const char *delivery_id, const char *job_id)
+			const char *delivery_id, const char *job_id)
 {
 	char status_text[16];
 	char duration_text[32];
@@ -218,16 +218,16 @@ log_request(const char *method, const char *path, unsigned int status, double du
 	if (log_format == LOG_FORMAT_JSON)
 	{
 		const char *fields[] = {"method",      method,      "path",   path,
-		                        "delivery_id", delivery_id, "job_id", job_id};
+								"delivery_id", delivery_id, "job_id", job_id};
 
 		emit_json("info", "request", fields, (int) (sizeof fields / sizeof fields[0]), true, status,
-		          duration_seconds);
+				  duration_seconds);
 	}
 	else
 	{
 		const char *fields[] = {"method",      method,      "path",       path,
-		                        "status",      status_text, "duration_s", duration_text,
-		                        "delivery_id", delivery_id, "job_id",     job_id};
+								"status",      status_text, "duration_s", duration_text,
+								"delivery_id", delivery_id, "job_id",     job_id};
 
 		snprintf(status_text, sizeof status_text, "%u", status);
 		snprintf(duration_text, sizeof duration_text, "%.6f", duration_seconds);

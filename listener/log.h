@@ -24,6 +24,6 @@ void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * come from the client and are escaped before they reach the log.
  */
 void log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
-                 const char *delivery_id, const char *job_id);
+				 const char *delivery_id, const char *job_id);
 
 #endif

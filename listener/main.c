@@ -34,14 +34,14 @@ on_stop_signal(int signo)
 int
 main(int argc, char **argv)
 {
-	struct config cfg;
-	char err[512];
-	sigset_t stop_signals;
-	sigset_t waiting_mask;
-	struct sigaction sa;
-	struct db_pool *pool;
+	struct config       cfg;
+	char                err[512];
+	sigset_t            stop_signals;
+	sigset_t            waiting_mask;
+	struct sigaction    sa;
+	struct db_pool     *pool;
 	struct http_server *http;
-	int listen_fd;
+	int                 listen_fd;
 
 	switch (config_parse(&cfg, argc, argv, getenv, err, sizeof err))
 	{
@@ -91,8 +91,8 @@ main(int argc, char **argv)
 	}
 
 	log_info("provision-listener %s starting: libpq %d, libmicrohttpd %s, %s, cJSON %s",
-	         PROVISION_LISTENER_VERSION, PQlibVersion(), MHD_get_version(),
-	         OpenSSL_version(OPENSSL_VERSION), cJSON_Version());
+			 PROVISION_LISTENER_VERSION, PQlibVersion(), MHD_get_version(),
+			 OpenSSL_version(OPENSSL_VERSION), cJSON_Version());
 
 	pool = db_pool_open(&cfg, err, sizeof err);
 	if (pool == NULL)
@@ -113,7 +113,7 @@ main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	log_info("listening on %s port %s with %ld database connections and %ld workers",
-	         cfg.listen_host, cfg.listen_port, cfg.pool, cfg.threads);
+			 cfg.listen_host, cfg.listen_port, cfg.pool, cfg.threads);
 
 	while (!stop_requested)
 		sigsuspend(&waiting_mask);

@@ -15,23 +15,23 @@
 #define NSTATUS    (STATUS_MAX - STATUS_MIN + 1)
 
 static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                 0.25,  0.5,    1,     2.5,  5,     10};
+								 0.25,  0.5,    1,     2.5,  5,     10};
 
 #define NBUCKETS ((int) (sizeof buckets / sizeof buckets[0]))
 
 static const char *const endpoint_labels[ENDPOINT_COUNT] = {
-    "/webhooks/github", "/api/webhooks/github", "/healthz", "/readyz", "/metrics", "other"};
+	"/webhooks/github", "/api/webhooks/github", "/healthz", "/readyz", "/metrics", "other"};
 
-static atomic_ulong requests[ENDPOINT_COUNT][NSTATUS];
-static atomic_ulong bucket_counts[ENDPOINT_COUNT][NBUCKETS]; /* not cumulative */
-static atomic_ulong duration_count[ENDPOINT_COUNT];
+static atomic_ulong  requests[ENDPOINT_COUNT][NSTATUS];
+static atomic_ulong  bucket_counts[ENDPOINT_COUNT][NBUCKETS]; /* not cumulative */
+static atomic_ulong  duration_count[ENDPOINT_COUNT];
 static atomic_ullong duration_sum_ns[ENDPOINT_COUNT];
-static atomic_ulong signature_failures;
-static atomic_ulong duplicates;
-static atomic_ulong db_errors;
-static atomic_ulong db_reconnects;
-static atomic_long pool_size;
-static atomic_long pool_in_use;
+static atomic_ulong  signature_failures;
+static atomic_ulong  duplicates;
+static atomic_ulong  db_errors;
+static atomic_ulong  db_reconnects;
+static atomic_long   pool_size;
+static atomic_long   pool_in_use;
 
 enum endpoint
 endpoint_for_path(const char *path)
@@ -61,7 +61,7 @@ metrics_observe_request(enum endpoint ep, unsigned int status, double seconds)
 		atomic_fetch_add_explicit(&bucket_counts[ep][b], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&duration_count[ep], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&duration_sum_ns[ep], (unsigned long long) (seconds * 1e9),
-	                          memory_order_relaxed);
+							  memory_order_relaxed);
 }
 
 void
@@ -102,10 +102,10 @@ metrics_pool_in_use_add(long delta)
 
 struct buffer
 {
-	char *data;
+	char  *data;
 	size_t len;
 	size_t cap;
-	bool failed;
+	bool   failed;
 };
 
 static void append(struct buffer *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -114,7 +114,7 @@ static void
 append(struct buffer *b, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
+	int     n;
 
 	if (b->failed)
 		return;
@@ -135,7 +135,7 @@ append(struct buffer *b, const char *fmt, ...)
 		}
 		{
 			size_t cap = b->cap * 2 + (size_t) n;
-			char *data = realloc(b->data, cap);
+			char  *data = realloc(b->data, cap);
 
 			if (data == NULL)
 			{
@@ -163,8 +163,8 @@ metrics_render(size_t *len)
 		return NULL;
 
 	append(&b, "# HELP provision_http_requests_total HTTP requests answered, by endpoint and "
-	           "status code.\n"
-	           "# TYPE provision_http_requests_total counter\n");
+			   "status code.\n"
+			   "# TYPE provision_http_requests_total counter\n");
 	for (int ep = 0; ep < ENDPOINT_COUNT; ep++)
 		for (int s = 0; s < NSTATUS; s++)
 		{
@@ -172,12 +172,12 @@ metrics_render(size_t *len)
 
 			if (n > 0)
 				append(&b, "provision_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lu\n",
-				       endpoint_labels[ep], s + STATUS_MIN, n);
+					   endpoint_labels[ep], s + STATUS_MIN, n);
 		}
 
 	append(&b, "# HELP provision_http_request_duration_seconds Time from the request's headers to "
-	           "its answer.\n"
-	           "# TYPE provision_http_request_duration_seconds histogram\n");
+			   "its answer.\n"
+			   "# TYPE provision_http_request_duration_seconds histogram\n");
 	for (int ep = 0; ep < ENDPOINT_COUNT; ep++)
 	{
 		unsigned long cumulative = 0;
@@ -189,37 +189,37 @@ metrics_render(size_t *len)
 		{
 			cumulative += atomic_load(&bucket_counts[ep][i]);
 			append(
-			    &b,
-			    "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %lu\n",
-			    endpoint_labels[ep], buckets[i], cumulative);
+				&b,
+				"provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %lu\n",
+				endpoint_labels[ep], buckets[i], cumulative);
 		}
 		append(&b,
-		       "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n",
-		       endpoint_labels[ep], count);
+			   "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n",
+			   endpoint_labels[ep], count);
 		append(&b, "provision_http_request_duration_seconds_sum{endpoint=\"%s\"} %.9f\n",
-		       endpoint_labels[ep], atomic_load(&duration_sum_ns[ep]) / 1e9);
+			   endpoint_labels[ep], atomic_load(&duration_sum_ns[ep]) / 1e9);
 		append(&b, "provision_http_request_duration_seconds_count{endpoint=\"%s\"} %lu\n",
-		       endpoint_labels[ep], count);
+			   endpoint_labels[ep], count);
 	}
 
 	counter(&b, "provision_signature_failures_total",
-	        "Callbacks refused because their signature was missing, malformed, wrong or expired.",
-	        &signature_failures);
+			"Callbacks refused because their signature was missing, malformed, wrong or expired.",
+			&signature_failures);
 	counter(&b, "provision_duplicate_deliveries_total",
-	        "Callbacks whose delivery id had already been applied.", &duplicates);
+			"Callbacks whose delivery id had already been applied.", &duplicates);
 	counter(&b, "provision_db_errors_total",
-	        "Database calls and connection attempts that failed (including calls later retried).",
-	        &db_errors);
+			"Database calls and connection attempts that failed (including calls later retried).",
+			&db_errors);
 	counter(&b, "provision_db_reconnects_total",
-	        "Database connections re-established after a failure.", &db_reconnects);
+			"Database connections re-established after a failure.", &db_reconnects);
 	append(&b,
-	       "# HELP provision_db_pool_size Database connections in the pool.\n"
-	       "# TYPE provision_db_pool_size gauge\nprovision_db_pool_size %ld\n",
-	       atomic_load(&pool_size));
+		   "# HELP provision_db_pool_size Database connections in the pool.\n"
+		   "# TYPE provision_db_pool_size gauge\nprovision_db_pool_size %ld\n",
+		   atomic_load(&pool_size));
 	append(&b,
-	       "# HELP provision_db_pool_in_use Database connections currently borrowed by a request.\n"
-	       "# TYPE provision_db_pool_in_use gauge\nprovision_db_pool_in_use %ld\n",
-	       atomic_load(&pool_in_use));
+		   "# HELP provision_db_pool_in_use Database connections currently borrowed by a request.\n"
+		   "# TYPE provision_db_pool_in_use gauge\nprovision_db_pool_in_use %ld\n",
+		   atomic_load(&pool_in_use));
 
 	if (b.failed)
 	{

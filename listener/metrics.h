@@ -21,7 +21,7 @@ enum endpoint
 
 /* The endpoint label for a request path. */
 enum endpoint endpoint_for_path(const char *path);
-const char *endpoint_label(enum endpoint ep);
+const char   *endpoint_label(enum endpoint ep);
 
 void metrics_observe_request(enum endpoint ep, unsigned int status, double seconds);
 void metrics_signature_failure(void);

@@ -22,18 +22,18 @@
 struct chunk
 {
 	const void *data;
-	size_t len;
+	size_t      len;
 };
 
 static bool
 hmac_sha256(const struct secret *key, const struct chunk *chunks, int nchunks,
-            unsigned char out[MAC_LEN])
+			unsigned char out[MAC_LEN])
 {
-	EVP_MAC *mac;
+	EVP_MAC     *mac;
 	EVP_MAC_CTX *ctx = NULL;
-	OSSL_PARAM params[2];
-	size_t outlen = 0;
-	bool ok = false;
+	OSSL_PARAM   params[2];
+	size_t       outlen = 0;
+	bool         ok = false;
 
 	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	if (mac == NULL)
@@ -57,15 +57,15 @@ static bool
 is_base64_char(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-	       c == '/';
+		   c == '/';
 }
 
 bool
 base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap, size_t *outlen)
 {
-	size_t pad = 0;
+	size_t        pad = 0;
 	unsigned char tmp[SECRET_MAX_BYTES + 3];
-	int n;
+	int           n;
 
 	if (inlen == 0 || inlen % 4 != 0)
 		return false;
@@ -90,14 +90,14 @@ bool
 secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size_t errlen)
 {
 	size_t pos = 0;
-	int lineno = 0;
+	int    lineno = 0;
 
 	memset(out, 0, sizeof *out);
 	while (pos < len)
 	{
-		const char *line = text + pos;
-		const char *nl = memchr(line, '\n', len - pos);
-		size_t linelen = nl ? (size_t) (nl - line) : len - pos;
+		const char    *line = text + pos;
+		const char    *nl = memchr(line, '\n', len - pos);
+		size_t         linelen = nl ? (size_t) (nl - line) : len - pos;
 		struct secret *s;
 
 		pos += linelen + (nl ? 1 : 0);
@@ -113,16 +113,16 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 		}
 		s = &out->items[out->count];
 		if (linelen >= strlen(WHSEC_PREFIX) &&
-		    memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0)
+			memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0)
 		{
 			const char *b64 = line + strlen(WHSEC_PREFIX);
-			size_t b64len = linelen - strlen(WHSEC_PREFIX);
+			size_t      b64len = linelen - strlen(WHSEC_PREFIX);
 
 			if (!base64_decode(b64, b64len, s->key, sizeof s->key, &s->len))
 			{
 				snprintf(err, errlen,
-				         "secret on line %d starts with whsec_ but the rest is not valid base64",
-				         lineno);
+						 "secret on line %d starts with whsec_ but the rest is not valid base64",
+						 lineno);
 				goto fail;
 			}
 			if (s->len == 0)
@@ -136,7 +136,7 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 			if (linelen > sizeof s->key)
 			{
 				snprintf(err, errlen, "secret on line %d is longer than %d bytes", lineno,
-				         SECRET_MAX_BYTES);
+						 SECRET_MAX_BYTES);
 				goto fail;
 			}
 			memcpy(s->key, line, linelen);
@@ -179,12 +179,12 @@ hex_value(unsigned char c)
  */
 enum verify_status
 verify_github(const struct secrets *secrets, const char *header, const unsigned char *body,
-              size_t body_len)
+			  size_t body_len)
 {
 	unsigned char expected[MAC_LEN];
 	unsigned char mac[MAC_LEN];
-	const char *hex;
-	struct chunk chunk = {body, body_len};
+	const char   *hex;
+	struct chunk  chunk = {body, body_len};
 
 	if (header == NULL)
 		return VERIFY_MISSING;
@@ -233,13 +233,13 @@ parse_timestamp(const char *text, int64_t *out)
 
 enum verify_status
 verify_standard(const struct secrets *secrets, const char *id, const char *timestamp,
-                const char *signature, const unsigned char *body, size_t body_len, int64_t now,
-                int64_t tolerance)
+				const char *signature, const unsigned char *body, size_t body_len, int64_t now,
+				int64_t tolerance)
 {
-	int64_t ts;
+	int64_t       ts;
 	unsigned char macs[SECRETS_MAX][MAC_B64_LEN + 1];
-	bool have_v1 = false;
-	const char *p;
+	bool          have_v1 = false;
+	const char   *p;
 
 	if (signature == NULL)
 		return VERIFY_MISSING;
@@ -251,8 +251,8 @@ verify_standard(const struct secrets *secrets, const char *id, const char *times
 	for (int i = 0; i < secrets->count; i++)
 	{
 		unsigned char mac[MAC_LEN];
-		struct chunk chunks[] = {
-		    {id, strlen(id)}, {".", 1}, {timestamp, strlen(timestamp)}, {".", 1}, {body, body_len}};
+		struct chunk  chunks[] = {
+			 {id, strlen(id)}, {".", 1}, {timestamp, strlen(timestamp)}, {".", 1}, {body, body_len}};
 
 		if (!hmac_sha256(&secrets->items[i], chunks, 5, mac))
 			return VERIFY_INTERNAL;
@@ -265,7 +265,7 @@ verify_standard(const struct secrets *secrets, const char *id, const char *times
 	while (*p)
 	{
 		const char *end = strchr(p, ' ');
-		size_t len = end ? (size_t) (end - p) : strlen(p);
+		size_t      len = end ? (size_t) (end - p) : strlen(p);
 
 		if (len > 3 && memcmp(p, "v1,", 3) == 0)
 		{
@@ -302,7 +302,7 @@ verify_uses_standard(const struct verify_input *in)
 
 void
 verify_request(const struct secrets *secrets, const struct verify_input *in,
-               struct verify_result *result)
+			   struct verify_result *result)
 {
 	enum verify_status st;
 
@@ -311,7 +311,7 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 	{
 		result->scheme = SCHEME_STANDARD;
 		st = verify_standard(secrets, in->webhook_id, in->webhook_timestamp, in->webhook_signature,
-		                     in->body, in->body_len, in->now, in->tolerance);
+							 in->body, in->body_len, in->now, in->tolerance);
 		result->status = st;
 		switch (st)
 		{
@@ -320,36 +320,36 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 			case VERIFY_MALFORMED:
 				if (in->webhook_id == NULL || in->webhook_id[0] == '\0')
 					snprintf(result->message, sizeof result->message,
-					         "missing header webhook-id (required with webhook-signature)");
+							 "missing header webhook-id (required with webhook-signature)");
 				else if (in->webhook_timestamp == NULL)
 					snprintf(result->message, sizeof result->message,
-					         "missing header webhook-timestamp (required with webhook-signature)");
+							 "missing header webhook-timestamp (required with webhook-signature)");
 				else
 				{
 					int64_t ts;
 
 					if (!parse_timestamp(in->webhook_timestamp, &ts))
 						snprintf(result->message, sizeof result->message,
-						         "header webhook-timestamp must be Unix seconds");
+								 "header webhook-timestamp must be Unix seconds");
 					else
 						snprintf(result->message, sizeof result->message,
-						         "header webhook-signature has no v1,<base64> entry");
+								 "header webhook-signature has no v1,<base64> entry");
 				}
 				break;
 			case VERIFY_TIMESTAMP:
 				snprintf(
-				    result->message, sizeof result->message,
-				    "header webhook-timestamp is more than %lld seconds away from the current time",
-				    (long long) in->tolerance);
+					result->message, sizeof result->message,
+					"header webhook-timestamp is more than %lld seconds away from the current time",
+					(long long) in->tolerance);
 				break;
 			case VERIFY_MISMATCH:
 				snprintf(result->message, sizeof result->message,
-				         "header webhook-signature does not match the request");
+						 "header webhook-signature does not match the request");
 				break;
 			case VERIFY_MISSING:
 			case VERIFY_INTERNAL:
 				snprintf(result->message, sizeof result->message,
-				         "signature could not be verified");
+						 "signature could not be verified");
 				break;
 		}
 		return;
@@ -365,17 +365,17 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 				break;
 			case VERIFY_MALFORMED:
 				snprintf(result->message, sizeof result->message,
-				         "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
+						 "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
 				break;
 			case VERIFY_MISMATCH:
 				snprintf(result->message, sizeof result->message,
-				         "header X-Hub-Signature-256 does not match the body");
+						 "header X-Hub-Signature-256 does not match the body");
 				break;
 			case VERIFY_MISSING:
 			case VERIFY_TIMESTAMP:
 			case VERIFY_INTERNAL:
 				snprintf(result->message, sizeof result->message,
-				         "signature could not be verified");
+						 "signature could not be verified");
 				break;
 		}
 		return;
@@ -383,6 +383,6 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 	result->scheme = SCHEME_NONE;
 	result->status = VERIFY_MISSING;
 	snprintf(result->message, sizeof result->message,
-	         "missing signature: send X-Hub-Signature-256, or webhook-id, webhook-timestamp and "
-	         "webhook-signature");
+			 "missing signature: send X-Hub-Signature-256, or webhook-id, webhook-timestamp and "
+			 "webhook-signature");
 }

@@ -18,14 +18,14 @@
 struct secret
 {
 	unsigned char key[SECRET_MAX_BYTES];
-	size_t len;
+	size_t        len;
 };
 
 /* The accepted keys; several during a rotation, any of them verifies. */
 struct secrets
 {
 	struct secret items[SECRETS_MAX];
-	int count;
+	int           count;
 };
 
 /*
@@ -64,21 +64,21 @@ enum verify_scheme
 /* The request headers that matter (NULL when absent) and the raw body. */
 struct verify_input
 {
-	const char *hub_signature; /* X-Hub-Signature-256 */
-	const char *webhook_id;
-	const char *webhook_timestamp;
-	const char *webhook_signature;
+	const char          *hub_signature; /* X-Hub-Signature-256 */
+	const char          *webhook_id;
+	const char          *webhook_timestamp;
+	const char          *webhook_signature;
 	const unsigned char *body;
-	size_t body_len;
-	int64_t now;       /* Unix seconds */
-	int64_t tolerance; /* seconds, both directions */
+	size_t               body_len;
+	int64_t              now;       /* Unix seconds */
+	int64_t              tolerance; /* seconds, both directions */
 };
 
 struct verify_result
 {
 	enum verify_status status;
 	enum verify_scheme scheme;
-	char message[160]; /* for the 401 body; names the header */
+	char               message[160]; /* for the 401 body; names the header */
 };
 
 /*
@@ -89,14 +89,14 @@ struct verify_result
 bool verify_uses_standard(const struct verify_input *in);
 
 void verify_request(const struct secrets *secrets, const struct verify_input *in,
-                    struct verify_result *result);
+					struct verify_result *result);
 
 enum verify_status verify_github(const struct secrets *secrets, const char *header,
-                                 const unsigned char *body, size_t body_len);
+								 const unsigned char *body, size_t body_len);
 
 enum verify_status verify_standard(const struct secrets *secrets, const char *id,
-                                   const char *timestamp, const char *signature,
-                                   const unsigned char *body, size_t body_len, int64_t now,
-                                   int64_t tolerance);
+								   const char *timestamp, const char *signature,
+								   const unsigned char *body, size_t body_len, int64_t now,
+								   int64_t tolerance);
 
 #endif

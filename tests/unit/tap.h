@@ -31,7 +31,7 @@ static bool
 ok(bool pass, const char *fmt, ...)
 {
 	va_list ap;
-	bool r;
+	bool    r;
 
 	va_start(ap, fmt);
 	r = tap_result(pass, fmt, ap);
@@ -40,12 +40,12 @@ ok(bool pass, const char *fmt, ...)
 }
 
 static bool is_int(long got, long want, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), unused));
+	__attribute__((format(printf, 3, 4), unused));
 static bool
 is_int(long got, long want, const char *fmt, ...)
 {
 	va_list ap;
-	bool r;
+	bool    r;
 
 	va_start(ap, fmt);
 	r = tap_result(got == want, fmt, ap);
@@ -56,21 +56,21 @@ is_int(long got, long want, const char *fmt, ...)
 }
 
 static bool is_str(const char *got, const char *want, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), unused));
+	__attribute__((format(printf, 3, 4), unused));
 static bool
 is_str(const char *got, const char *want, const char *fmt, ...)
 {
 	va_list ap;
-	bool r;
-	bool same =
-	    (got == NULL && want == NULL) || (got != NULL && want != NULL && strcmp(got, want) == 0);
+	bool    r;
+	bool    same =
+		(got == NULL && want == NULL) || (got != NULL && want != NULL && strcmp(got, want) == 0);
 
 	va_start(ap, fmt);
 	r = tap_result(same, fmt, ap);
 	va_end(ap);
 	if (!r)
 		printf("#          got: %s\n#     expected: %s\n", got ? got : "(null)",
-		       want ? want : "(null)");
+			   want ? want : "(null)");
 	return r;
 }
 

@@ -32,10 +32,10 @@ set_env(int i, const char *name, const char *value)
 static enum config_result
 parse(struct config *cfg, char *err, size_t errlen, ...)
 {
-	char *argv[32] = {(char *) "provision-listener"};
-	int argc = 1;
+	char   *argv[32] = {(char *) "provision-listener"};
+	int     argc = 1;
 	va_list ap;
-	char *arg;
+	char   *arg;
 
 	va_start(ap, errlen);
 	while ((arg = va_arg(ap, char *)) != NULL && argc < 31)
@@ -49,7 +49,7 @@ static void
 test_defaults(void)
 {
 	struct config cfg = {0};
-	char err[512];
+	char          err[512];
 
 	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
 	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "defaults: parse with only a secret");
@@ -78,7 +78,7 @@ static void
 test_precedence(void)
 {
 	struct config cfg = {0};
-	char err[512];
+	char          err[512];
 
 	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
 	set_env(1, "PROVISION_POOL", "7");
@@ -93,16 +93,16 @@ test_precedence(void)
 	is_int(cfg.max_body, 65536, "env: an empty variable counts as unset");
 
 	is_int(parse(&cfg, err, sizeof err, "--pool", "2", "--listen=localhost:8181", "--log-format",
-	             "text", "--threads", "5", NULL),
-	       CONFIG_OK, "flags: parse");
+				 "text", "--threads", "5", NULL),
+		   CONFIG_OK, "flags: parse");
 	is_int(cfg.pool, 2, "flags: --pool beats PROVISION_POOL");
 	is_str(cfg.listen_host, "localhost", "flags: --listen=VALUE form");
 	is_str(cfg.listen_port, "8181", "flags: port from the flag");
 	is_int(cfg.log_format, LOG_FORMAT_TEXT, "flags: --log-format beats the environment");
 	is_int(cfg.threads, 5, "flags: threads set apart from the pool");
 	is_int(parse(&cfg, err, sizeof err, "--statement-timeout", "250ms", "--idle-timeout", "2m",
-	             "--pool-wait", "0", NULL),
-	       CONFIG_OK, "durations parse");
+				 "--pool-wait", "0", NULL),
+		   CONFIG_OK, "durations parse");
 	is_int(cfg.statement_timeout_ms, 250, "durations: ms unit");
 	is_int(cfg.idle_timeout_ms, 120000, "durations: m unit");
 	is_int(cfg.pool_wait_ms, 0, "durations: bare number is seconds");
@@ -112,12 +112,12 @@ test_precedence(void)
 static void
 expect_error(const char *what, const char *needle, ...)
 {
-	struct config cfg = {0};
-	char err[512];
-	char *argv[16] = {(char *) "provision-listener"};
-	int argc = 1;
-	va_list ap;
-	char *arg;
+	struct config      cfg = {0};
+	char               err[512];
+	char              *argv[16] = {(char *) "provision-listener"};
+	int                argc = 1;
+	va_list            ap;
+	char              *arg;
 	enum config_result r;
 
 	va_start(ap, needle);
@@ -152,7 +152,7 @@ test_errors(void)
 	expect_error("positional argument", "stray", "stray", NULL);
 	expect_error("secret on the command line", "--secret", "--secret", "x", NULL);
 	expect_error("unreadable secret file", "/nonexistent/secret", "--secret-file",
-	             "/nonexistent/secret", NULL);
+				 "/nonexistent/secret", NULL);
 
 	set_env(1, "PROVISION_POOL", "many");
 	expect_error("bad environment value", "PROVISION_POOL", NULL);
@@ -168,17 +168,17 @@ static void
 test_secret_file(void)
 {
 	struct config cfg = {0};
-	char err[512];
-	char path[] = "/tmp/provision-test-secret-XXXXXX";
-	int fd = mkstemp(path);
-	const char text[] = "first\r\n\r\nwhsec_c2Vjb25k\n";
+	char          err[512];
+	char          path[] = "/tmp/provision-test-secret-XXXXXX";
+	int           fd = mkstemp(path);
+	const char    text[] = "first\r\n\r\nwhsec_c2Vjb25k\n";
 
 	set_env(0, "PROVISION_WEBHOOK_SECRET", "from-env");
 	ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t) (sizeof text - 1),
 	   "secret file: written");
 	close(fd);
 	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_OK,
-	       "secret file: parses");
+		   "secret file: parses");
 	is_int(cfg.secrets.count, 2, "secret file: two secrets, file beats the environment");
 	ok(cfg.secrets.items[0].len == 5 && memcmp(cfg.secrets.items[0].key, "first", 5) == 0,
 	   "secret file: CRLF stripped");
@@ -189,7 +189,7 @@ test_secret_file(void)
 	ok(fd >= 0 && write(fd, "\n\n", 2) == 2, "secret file: emptied");
 	close(fd);
 	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_ERROR,
-	       "secret file: only blank lines is an error");
+		   "secret file: only blank lines is an error");
 	ok(strstr(err, path) != NULL, "secret file: error names the file (%s)", err);
 	unlink(path);
 	config_free(&cfg);
@@ -199,12 +199,12 @@ static void
 test_help_version(void)
 {
 	struct config cfg = {0};
-	char err[512];
+	char          err[512];
 
 	set_env(0, "PROVISION_POOL", "4");
 	is_int(parse(&cfg, err, sizeof err, "--help", NULL), CONFIG_HELP, "--help needs no secret");
 	is_int(parse(&cfg, err, sizeof err, "--version", NULL), CONFIG_VERSION,
-	       "--version needs no secret");
+		   "--version needs no secret");
 	config_free(&cfg);
 }
 
@@ -215,10 +215,10 @@ test_listen_forms(void)
 	char port[8];
 
 	ok(config_parse_listen("0.0.0.0:8080", host, sizeof host, port, sizeof port) &&
-	       strcmp(host, "0.0.0.0") == 0 && strcmp(port, "8080") == 0,
+		   strcmp(host, "0.0.0.0") == 0 && strcmp(port, "8080") == 0,
 	   "listen: 0.0.0.0:8080");
 	ok(config_parse_listen("[::1]:8080", host, sizeof host, port, sizeof port) &&
-	       strcmp(host, "::1") == 0,
+		   strcmp(host, "::1") == 0,
 	   "listen: [::1]:8080");
 	ok(config_parse_listen("localhost:1", host, sizeof host, port, sizeof port),
 	   "listen: localhost:1");

@@ -13,9 +13,9 @@
 static void
 capture(void (*fn)(void), char *buf, size_t len)
 {
-	char path[] = "/tmp/provision-test-log-XXXXXX";
-	int fd = mkstemp(path);
-	int saved = dup(STDERR_FILENO);
+	char    path[] = "/tmp/provision-test-log-XXXXXX";
+	int     fd = mkstemp(path);
+	int     saved = dup(STDERR_FILENO);
 	ssize_t n;
 
 	dup2(fd, STDERR_FILENO);
@@ -39,7 +39,7 @@ static void
 hostile_request(void)
 {
 	log_request("POST", "/webhooks/github", 401, 0.001,
-	            "x\" level=error msg=\"forged\nts=0 level=info", NULL);
+				"x\" level=error msg=\"forged\nts=0 level=info", NULL);
 }
 
 /* Every value at its longest and needing escapes everywhere. */
@@ -65,22 +65,22 @@ message(void)
 int
 main(void)
 {
-	char buf[4096];
+	char   buf[4096];
 	cJSON *obj;
 
 	log_set_format(LOG_FORMAT_TEXT);
 	capture(plain_request, buf, sizeof buf);
 	ok(strncmp(buf, "ts=", 3) == 0, "text: starts with ts=");
 	ok(strstr(buf, " level=info msg=request method=POST path=/webhooks/github status=200 "
-	               "duration_s=0.012500 delivery_id=d-1 job_id=5f0c-aa\n") != NULL,
+				   "duration_s=0.012500 delivery_id=d-1 job_id=5f0c-aa\n") != NULL,
 	   "text: every field in order (%s)", buf);
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1, "text: exactly one line");
 
 	capture(hostile_request, buf, sizeof buf);
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1,
-	       "text: newline in a value does not split the line");
+		   "text: newline in a value does not split the line");
 	ok(strstr(buf, "delivery_id=\"x\\x22 level=error msg=\\x22forged\\x0ats=0 level=info\"") !=
-	       NULL,
+		   NULL,
 	   "text: quotes and newline escaped inside a quoted value (%s)", buf);
 	ok(strstr(buf, "job_id") == NULL, "text: absent job id omitted");
 
@@ -103,9 +103,9 @@ main(void)
 	obj = cJSON_Parse(buf);
 	ok(obj != NULL, "json: line parses");
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "delivery_id")),
-	       "x\" level=error msg=\"forged\nts=0 level=info", "json: value round-trips");
+		   "x\" level=error msg=\"forged\nts=0 level=info", "json: value round-trips");
 	is_int((long) cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "status")), 401,
-	       "json: status is a number");
+		   "json: status is a number");
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "msg")), "request", "json: msg");
 	ok(cJSON_GetObjectItem(obj, "job_id") == NULL, "json: absent job id omitted");
 	cJSON_Delete(obj);

@@ -22,7 +22,7 @@ int
 main(void)
 {
 	size_t len;
-	char *text;
+	char  *text;
 
 	is_int(endpoint_for_path("/webhooks/github"), ENDPOINT_WEBHOOK, "path: webhook");
 	is_int(endpoint_for_path("/api/webhooks/github"), ENDPOINT_API_WEBHOOK, "path: api webhook");
@@ -46,41 +46,41 @@ main(void)
 	ok(text != NULL && strlen(text) == len, "render: returns its length");
 	ok(has_line(text, "# TYPE provision_http_requests_total counter"), "requests: TYPE");
 	ok(has_line(text,
-	            "provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"200\"} 2"),
+				"provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"200\"} 2"),
 	   "requests: 200 counted twice");
 	ok(has_line(text,
-	            "provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"409\"} 1"),
+				"provision_http_requests_total{endpoint=\"/webhooks/github\",code=\"409\"} 1"),
 	   "requests: 409 counted");
 	ok(has_line(text, "provision_http_requests_total{endpoint=\"other\",code=\"404\"} 1"),
 	   "requests: unknown paths share one label");
 	ok(has_line(text, "# TYPE provision_http_request_duration_seconds histogram"),
 	   "histogram: TYPE");
 	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
-	                  "github\",le=\"0.001\"} 1"),
+					  "github\",le=\"0.001\"} 1"),
 	   "histogram: first bucket");
 	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
-	                  "github\",le=\"0.005\"} 2"),
+					  "github\",le=\"0.005\"} 2"),
 	   "histogram: buckets are cumulative");
 	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
-	                  "github\",le=\"10\"} 2"),
+					  "github\",le=\"10\"} 2"),
 	   "histogram: 20s is above the last bucket");
 	ok(has_line(text, "provision_http_request_duration_seconds_bucket{endpoint=\"/webhooks/"
-	                  "github\",le=\"+Inf\"} 3"),
+					  "github\",le=\"+Inf\"} 3"),
 	   "histogram: +Inf counts everything");
 	ok(has_line(text,
-	            "provision_http_request_duration_seconds_count{endpoint=\"/webhooks/github\"} 3"),
+				"provision_http_request_duration_seconds_count{endpoint=\"/webhooks/github\"} 3"),
 	   "histogram: count");
 	ok(strstr(
-	       text,
-	       "provision_http_request_duration_seconds_sum{endpoint=\"/webhooks/github\"} 20.0035") !=
-	       NULL,
+		   text,
+		   "provision_http_request_duration_seconds_sum{endpoint=\"/webhooks/github\"} 20.0035") !=
+		   NULL,
 	   "histogram: sum");
 	ok(has_line(text, "provision_signature_failures_total 1"), "signature failures");
 	ok(has_line(text, "provision_duplicate_deliveries_total 2"), "duplicates");
 	ok(has_line(text, "provision_db_errors_total 1"), "db errors");
 	ok(has_line(text, "provision_db_reconnects_total 1"), "db reconnects");
 	ok(has_line(text, "# TYPE provision_db_pool_size gauge") &&
-	       has_line(text, "provision_db_pool_size 10"),
+		   has_line(text, "provision_db_pool_size 10"),
 	   "pool size gauge");
 	ok(has_line(text, "provision_db_pool_in_use 2"), "pool in use gauge");
 	ok(strstr(text, "/healthz") == NULL, "endpoints without traffic are omitted");

@@ -23,7 +23,7 @@ static struct secrets *
 load(const char *text)
 {
 	static struct secrets s;
-	char err[200];
+	char                  err[200];
 
 	if (!secrets_parse(text, strlen(text), &s, err, sizeof err))
 	{
@@ -50,36 +50,36 @@ static void
 test_github(void)
 {
 	struct secrets *s = load(GH_SECRET);
-	char upper[128];
+	char            upper[128];
 
 	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_OK, "github: published vector verifies");
 	is_int(gh(s, GH_SIG, "Hello, World?"), VERIFY_MISMATCH, "github: other body refused");
 	is_int(gh(load("It's a Secret to Everybody!"), GH_SIG, GH_BODY), VERIFY_MISMATCH,
-	       "github: other secret refused");
+		   "github: other secret refused");
 	s = load(GH_SECRET);
 	is_int(gh(s, NULL, GH_BODY), VERIFY_MISSING, "github: missing header");
 	is_int(gh(s, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17", GH_BODY),
-	       VERIFY_MALFORMED, "github: wrong prefix refused");
+		   VERIFY_MALFORMED, "github: wrong prefix refused");
 	is_int(
-	    gh(s, "SHA256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17", GH_BODY),
-	    VERIFY_MALFORMED, "github: prefix is case-sensitive");
+		gh(s, "SHA256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17", GH_BODY),
+		VERIFY_MALFORMED, "github: prefix is case-sensitive");
 	is_int(gh(s, "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17", GH_BODY),
-	       VERIFY_MALFORMED, "github: bare hex refused");
+		   VERIFY_MALFORMED, "github: bare hex refused");
 	is_int(gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1", GH_BODY),
-	       VERIFY_MALFORMED, "github: 63 hex digits refused");
+		   VERIFY_MALFORMED, "github: 63 hex digits refused");
 	is_int(
-	    gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e177", GH_BODY),
-	    VERIFY_MALFORMED, "github: 65 hex digits refused");
+		gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e177", GH_BODY),
+		VERIFY_MALFORMED, "github: 65 hex digits refused");
 	is_int(
-	    gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1g", GH_BODY),
-	    VERIFY_MALFORMED, "github: non-hex digit refused");
+		gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1g", GH_BODY),
+		VERIFY_MALFORMED, "github: non-hex digit refused");
 	is_int(gh(s, "sha256=", GH_BODY), VERIFY_MALFORMED, "github: empty hex refused");
 	is_int(
-	    gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17 ", GH_BODY),
-	    VERIFY_MALFORMED, "github: trailing space refused");
+		gh(s, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17 ", GH_BODY),
+		VERIFY_MALFORMED, "github: trailing space refused");
 	is_int(
-	    gh(s, "sha256=857107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17", GH_BODY),
-	    VERIFY_MISMATCH, "github: one wrong digit refused");
+		gh(s, "sha256=857107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17", GH_BODY),
+		VERIFY_MISMATCH, "github: one wrong digit refused");
 
 	/* documented choice: hex case carries no information, both are accepted */
 	strcpy(upper, GH_SIG);
@@ -95,39 +95,39 @@ test_standard(void)
 	struct secrets *s = load(SW_KEY);
 
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_OK,
-	       "standard: published vector verifies");
+		   "standard: published vector verifies");
 	is_int(sw(s, "msg_p5jXN8AQM9LWM0D4loKWxJeK", SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_MISMATCH,
-	       "standard: wrong id refused");
+		   "standard: wrong id refused");
 	is_int(sw(s, SW_ID, "1614265331", SW_SIG, SW_BODY, SW_NOW), VERIFY_MISMATCH,
-	       "standard: wrong timestamp refused");
+		   "standard: wrong timestamp refused");
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, "{\"test\": 2432232315}", SW_NOW), VERIFY_MISMATCH,
-	       "standard: wrong body refused");
+		   "standard: wrong body refused");
 	is_int(
-	    sw(load("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx"), SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW),
-	    VERIFY_MISMATCH, "standard: wrong key refused");
+		sw(load("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx"), SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW),
+		VERIFY_MISMATCH, "standard: wrong key refused");
 	s = load(SW_KEY);
 	is_int(sw(s, SW_ID, SW_TS, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", SW_BODY, SW_NOW),
-	       VERIFY_MALFORMED, "standard: v2 entry alone is ignored");
+		   VERIFY_MALFORMED, "standard: v2 entry alone is ignored");
 	is_int(sw(s, SW_ID, SW_TS, "v2,xxx " SW_SIG, SW_BODY, SW_NOW), VERIFY_OK,
-	       "standard: v2 entry skipped, v1 entry verifies");
+		   "standard: v2 entry skipped, v1 entry verifies");
 	is_int(sw(s, SW_ID, SW_TS, "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= " SW_SIG " v1,Zm9v",
-	          SW_BODY, SW_NOW),
-	       VERIFY_OK, "standard: any of several entries matches");
+			  SW_BODY, SW_NOW),
+		   VERIFY_OK, "standard: any of several entries matches");
 	is_int(sw(s, SW_ID, SW_TS, "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= v1,Zm9v", SW_BODY,
-	          SW_NOW),
-	       VERIFY_MISMATCH, "standard: no matching entry refused");
+			  SW_NOW),
+		   VERIFY_MISMATCH, "standard: no matching entry refused");
 	is_int(sw(s, SW_ID, SW_TS, "v1,!!!!not*base64!!!", SW_BODY, SW_NOW), VERIFY_MISMATCH,
-	       "standard: bad base64 refused");
+		   "standard: bad base64 refused");
 	is_int(sw(s, SW_ID, SW_TS, "v1,", SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "standard: empty v1 entry refused");
+		   "standard: empty v1 entry refused");
 	is_int(sw(s, SW_ID, SW_TS, "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", SW_BODY, SW_NOW),
-	       VERIFY_MALFORMED, "standard: entry without version refused");
+		   VERIFY_MALFORMED, "standard: entry without version refused");
 	is_int(sw(s, NULL, SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "standard: missing webhook-id");
+		   "standard: missing webhook-id");
 	is_int(sw(s, SW_ID, NULL, SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "standard: missing webhook-timestamp");
+		   "standard: missing webhook-timestamp");
 	is_int(sw(s, SW_ID, SW_TS, NULL, SW_BODY, SW_NOW), VERIFY_MISSING,
-	       "standard: missing webhook-signature");
+		   "standard: missing webhook-signature");
 }
 
 static void
@@ -136,26 +136,26 @@ test_tolerance(void)
 	struct secrets *s = load(SW_KEY);
 
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW + 300), VERIFY_OK,
-	       "tolerance: exactly 300s in the past accepted");
+		   "tolerance: exactly 300s in the past accepted");
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW - 300), VERIFY_OK,
-	       "tolerance: exactly 300s in the future accepted");
+		   "tolerance: exactly 300s in the future accepted");
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW + 301), VERIFY_TIMESTAMP,
-	       "tolerance: 301s in the past refused");
+		   "tolerance: 301s in the past refused");
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW - 301), VERIFY_TIMESTAMP,
-	       "tolerance: 301s in the future refused");
+		   "tolerance: 301s in the future refused");
 	is_int(verify_standard(s, SW_ID, SW_TS, SW_SIG, (const unsigned char *) SW_BODY,
-	                       strlen(SW_BODY), SW_NOW, 0),
-	       VERIFY_OK, "tolerance: zero accepts the exact second");
+						   strlen(SW_BODY), SW_NOW, 0),
+		   VERIFY_OK, "tolerance: zero accepts the exact second");
 	is_int(sw(s, SW_ID, "16142653x0", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "tolerance: non-numeric timestamp refused");
+		   "tolerance: non-numeric timestamp refused");
 	is_int(sw(s, SW_ID, "-1614265330", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "tolerance: signed timestamp refused");
+		   "tolerance: signed timestamp refused");
 	is_int(sw(s, SW_ID, "", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "tolerance: empty timestamp refused");
+		   "tolerance: empty timestamp refused");
 	is_int(sw(s, SW_ID, "99999999999999999999999", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "tolerance: overflowing timestamp refused");
+		   "tolerance: overflowing timestamp refused");
 	is_int(sw(s, SW_ID, "1614265330.5", SW_SIG, SW_BODY, SW_NOW), VERIFY_MALFORMED,
-	       "tolerance: fractional timestamp refused");
+		   "tolerance: fractional timestamp refused");
 }
 
 static void
@@ -167,7 +167,7 @@ test_rotation(void)
 	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_OK, "rotation: second secret verifies github");
 	s = load("whsec_dGhlIG9sZCBrZXk=\n" SW_KEY "\n");
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_OK,
-	       "rotation: second secret verifies standard webhooks");
+		   "rotation: second secret verifies standard webhooks");
 	s = load("old-secret\n");
 	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_MISMATCH, "rotation: removed secret no longer verifies");
 }
@@ -176,7 +176,7 @@ static void
 test_secrets_parse(void)
 {
 	struct secrets s;
-	char err[200];
+	char           err[200];
 
 	ok(secrets_parse("a\r\n\r\n\nbcd\r\n", 11, &s, err, sizeof err),
 	   "secrets: CRLF and blank lines parse");
@@ -186,15 +186,15 @@ test_secrets_parse(void)
 	ok(s.items[1].len == 3 && memcmp(s.items[1].key, "bcd", 3) == 0,
 	   "secrets: second secret kept as raw bytes");
 	ok(secrets_parse("last-without-newline", 20, &s, err, sizeof err) && s.count == 1 &&
-	       s.items[0].len == 20,
+		   s.items[0].len == 20,
 	   "secrets: last line without newline");
 	ok(secrets_parse(SW_KEY, strlen(SW_KEY), &s, err, sizeof err) && s.items[0].len == 24,
 	   "secrets: whsec_ decoded to 24 bytes");
 	ok(secrets_parse("whsec_c2VjcmV0", 14, &s, err, sizeof err) && s.items[0].len == 6 &&
-	       memcmp(s.items[0].key, "secret", 6) == 0,
+		   memcmp(s.items[0].key, "secret", 6) == 0,
 	   "secrets: whsec_ without padding decodes");
 	ok(secrets_parse("whsec_c2VjcmV0MQ==", 18, &s, err, sizeof err) && s.items[0].len == 7 &&
-	       memcmp(s.items[0].key, "secret1", 7) == 0,
+		   memcmp(s.items[0].key, "secret1", 7) == 0,
 	   "secrets: whsec_ with == padding has the right length");
 	ok(!secrets_parse("good\nwhsec_not base64!\n", 23, &s, err, sizeof err),
 	   "secrets: whsec_ with bad base64 is an error");
@@ -211,10 +211,10 @@ static void
 test_base64(void)
 {
 	unsigned char out[64];
-	size_t len;
+	size_t        len;
 
 	ok(base64_decode("Zm9vYmFy", 8, out, sizeof out, &len) && len == 6 &&
-	       memcmp(out, "foobar", 6) == 0,
+		   memcmp(out, "foobar", 6) == 0,
 	   "base64: no padding");
 	ok(base64_decode("Zm9vYg==", 8, out, sizeof out, &len) && len == 4,
 	   "base64: two padding characters");
@@ -229,8 +229,8 @@ test_base64(void)
 static void
 test_request(void)
 {
-	struct secrets *s = load(GH_SECRET);
-	struct verify_input in = {0};
+	struct secrets      *s = load(GH_SECRET);
+	struct verify_input  in = {0};
 	struct verify_result r;
 
 	in.body = (const unsigned char *) GH_BODY;
