@@ -26,9 +26,9 @@ CREATE TABLE provision_plpgsql.provisioning_jobs (
     id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     agent_id           uuid NOT NULL REFERENCES provision_plpgsql.agents (id),
     status             provision_plpgsql.job_status NOT NULL DEFAULT 'pending',
-    idempotency_key    text UNIQUE CHECK (char_length(idempotency_key) BETWEEN 1 AND 255),
-    attempts           integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-    error              text CHECK (char_length(error) <= 4096),
+    idempotency_key    text UNIQUE,
+    attempts           integer NOT NULL DEFAULT 0,
+    error              text,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     dispatched_at      timestamptz,
@@ -49,7 +49,7 @@ CREATE TABLE provision_plpgsql.agent_instances (
     id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     agent_id           uuid NOT NULL UNIQUE REFERENCES provision_plpgsql.agents (id),
     job_id             uuid NOT NULL REFERENCES provision_plpgsql.provisioning_jobs (id),
-    server_id          text NOT NULL CHECK (char_length(server_id) BETWEEN 1 AND 255),
+    server_id          text NOT NULL,
     server_ip          inet NOT NULL,
     tailscale_ip       inet NOT NULL,
     created_at         timestamptz NOT NULL DEFAULT now(),
@@ -59,7 +59,7 @@ CREATE TABLE provision_plpgsql.agent_instances (
 CREATE INDEX ON provision_plpgsql.agent_instances (job_id);
 
 CREATE TABLE provision_plpgsql.callback_deliveries (
-    delivery_id  text PRIMARY KEY CHECK (octet_length(delivery_id) BETWEEN 1 AND 255),
+    delivery_id  text PRIMARY KEY,
     job_id       uuid,
     received_at  timestamptz NOT NULL DEFAULT now(),
     result       jsonb NOT NULL
