@@ -20,17 +20,17 @@
 
 struct fuzz_fields
 {
-	char	   *str[FUZZ_MAX_FIELDS];	/* the first n - 1 fields, NUL-terminated */
-	unsigned char *raw;			/* the last field, exactly raw_len bytes */
-	size_t		raw_len;
-	int			n;
+	char          *str[FUZZ_MAX_FIELDS]; /* the first n - 1 fields, NUL-terminated */
+	unsigned char *raw;                  /* the last field, exactly raw_len bytes */
+	size_t         raw_len;
+	int            n;
 };
 
 /* Splits data into nstr strings (each ended by '\n') and the raw rest. */
 static inline void
 fuzz_split(const uint8_t *data, size_t size, int nstr, struct fuzz_fields *f)
 {
-	size_t		pos = 0;
+	size_t pos = 0;
 
 	memset(f, 0, sizeof *f);
 	f->n = nstr;
@@ -69,14 +69,14 @@ fuzz_free(struct fuzz_fields *f)
 }
 
 /* A failed property: report it and abort, which libFuzzer records as a crash. */
-#define fuzz_check(cond) \
-	do { \
-		if (!(cond)) \
-		{ \
-			fprintf(stderr, "fuzz property violated: %s (%s:%d)\n", #cond, \
-					__FILE__, __LINE__); \
-			abort(); \
-		} \
+#define fuzz_check(cond)                                                                           \
+	do                                                                                             \
+	{                                                                                              \
+		if (!(cond))                                                                               \
+		{                                                                                          \
+			fprintf(stderr, "fuzz property violated: %s (%s:%d)\n", #cond, __FILE__, __LINE__);    \
+			abort();                                                                               \
+		}                                                                                          \
 	} while (0)
 
 #endif

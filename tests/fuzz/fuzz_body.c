@@ -34,10 +34,10 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fuzz_fields f;
-	cJSON	   *obj;
-	char		err[160];
-	char		job_id[64];
-	const char *jid;
+	cJSON             *obj;
+	char               err[160];
+	char               job_id[64];
+	const char        *jid;
 
 	fuzz_split(data, size, 1, &f);
 
@@ -52,9 +52,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_check(err[0] != '\0' && memchr(err, '\0', sizeof err) != NULL);
 	else
 	{
-		char	   *text;
-		cJSON	   *again;
-		char		job_id2[64];
+		char       *text;
+		cJSON      *again;
+		char        job_id2[64];
 		const char *jid2;
 
 		fuzz_check(cJSON_IsObject(obj));

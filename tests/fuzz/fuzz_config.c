@@ -20,16 +20,15 @@
 
 /* The n-th non-blank line of text (after dropping one trailing \r). */
 static bool
-nth_secret_line(const char *text, size_t len, int n, const char **line,
-				size_t *linelen)
+nth_secret_line(const char *text, size_t len, int n, const char **line, size_t *linelen)
 {
-	size_t		pos = 0;
+	size_t pos = 0;
 
 	while (pos < len)
 	{
 		const char *l = text + pos;
 		const char *nl = memchr(l, '\n', len - pos);
-		size_t		ll = nl ? (size_t) (nl - l) : len - pos;
+		size_t      ll = nl ? (size_t) (nl - l) : len - pos;
 
 		pos += ll + (nl ? 1 : 0);
 		if (ll > 0 && l[ll - 1] == '\r')
@@ -49,8 +48,8 @@ nth_secret_line(const char *text, size_t len, int n, const char **line,
 static void
 check_secrets(const char *text, size_t len)
 {
-	struct secrets s;
-	char		err[200];
+	struct secrets             s;
+	char                       err[200];
 	static const unsigned char body[] = "{\"job_id\":\"j\"}";
 
 	memset(err, 0, sizeof err);
@@ -65,30 +64,28 @@ check_secrets(const char *text, size_t len)
 	fuzz_check(s.count >= 1 && s.count <= SECRETS_MAX);
 	for (int i = 0; i < s.count; i++)
 	{
-		const char *line;
-		size_t		ll;
+		const char   *line;
+		size_t        ll;
 		unsigned char mac[EVP_MAX_MD_SIZE];
-		unsigned int maclen = 0;
-		char		header[72];
+		unsigned int  maclen = 0;
+		char          header[72];
 
 		fuzz_check(s.items[i].len >= 1 && s.items[i].len <= SECRET_MAX_BYTES);
 		fuzz_check(nth_secret_line(text, len, i, &line, &ll));
 		if (ll >= 6 && memcmp(line, "whsec_", 6) == 0)
 		{
 			unsigned char decoded[SECRET_MAX_BYTES + 3];
-			int			n = EVP_DecodeBlock(decoded, (const unsigned char *) line + 6,
-											(int) (ll - 6));
-			size_t		pad = (line[ll - 1] == '=') + (line[ll - 2] == '=');
+			int    n = EVP_DecodeBlock(decoded, (const unsigned char *) line + 6, (int) (ll - 6));
+			size_t pad = (line[ll - 1] == '=') + (line[ll - 2] == '=');
 
 			fuzz_check(n >= 0 && (size_t) n - pad == s.items[i].len);
 			fuzz_check(memcmp(decoded, s.items[i].key, s.items[i].len) == 0);
 		}
 		else
-			fuzz_check(ll == s.items[i].len &&
-					   memcmp(line, s.items[i].key, ll) == 0);
+			fuzz_check(ll == s.items[i].len && memcmp(line, s.items[i].key, ll) == 0);
 
-		fuzz_check(HMAC(EVP_sha256(), s.items[i].key, (int) s.items[i].len,
-						body, sizeof body - 1, mac, &maclen) != NULL);
+		fuzz_check(HMAC(EVP_sha256(), s.items[i].key, (int) s.items[i].len, body, sizeof body - 1,
+						mac, &maclen) != NULL);
 		memcpy(header, "sha256=", 7);
 		for (int b = 0; b < 32; b++)
 			snprintf(header + 7 + 2 * b, 3, "%02x", mac[b]);
@@ -102,7 +99,7 @@ static void
 check_base64(const char *text, size_t len, size_t cap)
 {
 	unsigned char out[SECRET_MAX_BYTES];
-	size_t		outlen = (size_t) -1;
+	size_t        outlen = (size_t) -1;
 
 	if (base64_decode(text, len, out, cap, &outlen))
 	{
@@ -117,10 +114,10 @@ check_base64(const char *text, size_t len, size_t cap)
 static void
 check_listen(const char *value)
 {
-	char		host[256];
-	char		port[8];
-	char	   *end;
-	long		p;
+	char  host[256];
+	char  port[8];
+	char *end;
+	long  p;
 
 	memset(host, 'x', sizeof host);
 	memset(port, 'x', sizeof port);
@@ -136,7 +133,7 @@ check_listen(const char *value)
 static void
 check_duration(const char *value)
 {
-	long		ms = -1;
+	long ms = -1;
 
 	if (config_parse_duration(value, &ms))
 		fuzz_check(ms >= 0);
@@ -153,7 +150,7 @@ static const char *const *fake_env;
 static char *
 lookup_env(const char *name)
 {
-	size_t		n = strlen(name);
+	size_t n = strlen(name);
 
 	for (const char *const *e = fake_env; *e; e++)
 		if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
@@ -169,15 +166,15 @@ lookup_env(const char *name)
 static void
 check_config_parse(char *text)
 {
-	char	   *argv[32] = {"provision-listener"};
-	const char *env[34];
-	int			argc = 1;
-	int			nenv = 0;
-	char	   *secret_env;
-	char	   *line;
-	char	   *save = NULL;
-	struct config cfg;
-	char		err[512];
+	char              *argv[32] = {"provision-listener"};
+	const char        *env[34];
+	int                argc = 1;
+	int                nenv = 0;
+	char              *secret_env;
+	char              *line;
+	char              *save = NULL;
+	struct config      cfg;
+	char               err[512];
 	enum config_result r;
 
 	if (strstr(text, "secret-file") != NULL || strstr(text, CANARY) != NULL)
@@ -209,23 +206,20 @@ check_config_parse(char *text)
 
 	memset(err, 'x', sizeof err);
 	r = config_parse(&cfg, argc, argv, lookup_env, err, sizeof err);
-	fuzz_check(r == CONFIG_OK || r == CONFIG_HELP || r == CONFIG_VERSION ||
-			   r == CONFIG_ERROR);
+	fuzz_check(r == CONFIG_OK || r == CONFIG_HELP || r == CONFIG_VERSION || r == CONFIG_ERROR);
 	fuzz_check(memchr(err, '\0', sizeof err) != NULL);
 	fuzz_check(strstr(err, CANARY) == NULL);
 	if (r == CONFIG_ERROR)
 		fuzz_check(err[0] != '\0');
 	if (r == CONFIG_OK)
 	{
-		char	   *end;
-		long		port = strtol(cfg.listen_port, &end, 10);
+		char *end;
+		long  port = strtol(cfg.listen_port, &end, 10);
 
 		fuzz_check(cfg.secrets.count >= 1);
-		fuzz_check(cfg.listen_host[0] != '\0' && *end == '\0' &&
-				   port >= 1 && port <= 65535);
+		fuzz_check(cfg.listen_host[0] != '\0' && *end == '\0' && port >= 1 && port <= 65535);
 		fuzz_check(cfg.database != NULL);
-		fuzz_check(cfg.max_body >= 1 && cfg.tolerance >= 0 &&
-				   cfg.pool >= 1 && cfg.threads >= 1);
+		fuzz_check(cfg.max_body >= 1 && cfg.tolerance >= 0 && cfg.pool >= 1 && cfg.threads >= 1);
 	}
 	config_free(&cfg);
 	free(secret_env);
@@ -234,8 +228,8 @@ check_config_parse(char *text)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char	   *text;
-	size_t		len;
+	char  *text;
+	size_t len;
 
 	if (size < 1)
 		return 0;

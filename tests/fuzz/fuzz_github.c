@@ -15,21 +15,20 @@
 #include <openssl/hmac.h>
 
 /* The published GitHub vector's secret and a Standard Webhooks one. */
-static const char secret_text[] =
-"It's a Secret to Everybody\n"
-"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n";
+static const char secret_text[] = "It's a Secret to Everybody\n"
+								  "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n";
 
 static struct secrets secrets;
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char		err[200];
+	char err[200];
 
 	(void) argc;
 	(void) argv;
-	if (!secrets_parse(secret_text, sizeof secret_text - 1, &secrets, err,
-					   sizeof err) || secrets.count != 2)
+	if (!secrets_parse(secret_text, sizeof secret_text - 1, &secrets, err, sizeof err) ||
+		secrets.count != 2)
 	{
 		fprintf(stderr, "fuzz_github: secrets_parse: %s\n", err);
 		abort();
@@ -38,15 +37,15 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 static void
-signature_header(const struct secret *key, const unsigned char *body,
-				 size_t len, bool upper, char out[72])
+signature_header(const struct secret *key, const unsigned char *body, size_t len, bool upper,
+				 char out[72])
 {
 	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
-	const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+	unsigned int  maclen = 0;
+	const char   *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
 
-	fuzz_check(HMAC(EVP_sha256(), key->key, (int) key->len, body, len, mac,
-					&maclen) != NULL && maclen == 32);
+	fuzz_check(HMAC(EVP_sha256(), key->key, (int) key->len, body, len, mac, &maclen) != NULL &&
+			   maclen == 32);
 	memcpy(out, "sha256=", 7);
 	for (int i = 0; i < 32; i++)
 	{
@@ -59,7 +58,7 @@ signature_header(const struct secret *key, const unsigned char *body,
 static bool
 is_signature_of(const char *header, const unsigned char *body, size_t len)
 {
-	char		expected[72];
+	char expected[72];
 
 	for (int i = 0; i < secrets.count; i++)
 	{
@@ -74,12 +73,12 @@ is_signature_of(const char *header, const unsigned char *body, size_t len)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct fuzz_fields f;
-	const char *header;
-	enum verify_status st;
-	struct verify_input in;
+	struct fuzz_fields   f;
+	const char          *header;
+	enum verify_status   st;
+	struct verify_input  in;
 	struct verify_result r;
-	char		good[72];
+	char                 good[72];
 
 	fuzz_split(data, size, 1, &f);
 	header = f.str[0];
@@ -89,8 +88,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_check(st == VERIFY_MISSING);
 	else
 	{
-		fuzz_check(st == VERIFY_OK || st == VERIFY_MALFORMED ||
-				   st == VERIFY_MISMATCH);
+		fuzz_check(st == VERIFY_OK || st == VERIFY_MALFORMED || st == VERIFY_MISMATCH);
 		fuzz_check((st == VERIFY_OK) == is_signature_of(header, f.raw, f.raw_len));
 	}
 

@@ -22,11 +22,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-void		__sanitizer_set_report_fd(void *fd) __attribute__((weak));
+void __sanitizer_set_report_fd(void *fd) __attribute__((weak));
 
-static int	capture_fd = -1;
-static int	stderr_fd = -1;
-static char *captured;
+static int    capture_fd = -1;
+static int    stderr_fd = -1;
+static char  *captured;
 static size_t captured_cap = 1 << 16;
 
 int
@@ -59,7 +59,7 @@ capture_start(void)
 static size_t
 capture_end(void)
 {
-	ssize_t		n;
+	ssize_t n;
 
 	fuzz_check(dup2(stderr_fd, STDERR_FILENO) == STDERR_FILENO);
 	n = pread(capture_fd, captured, captured_cap - 1, 0);
@@ -82,15 +82,14 @@ check_text_line(const char *line, size_t len)
  * hold spaces) and checks them against the expected sequence.
  */
 static void
-check_text_fields(const char *line, size_t len, const char *const *keys,
-				  int nkeys)
+check_text_fields(const char *line, size_t len, const char *const *keys, int nkeys)
 {
-	size_t		pos = 0;
-	int			k = 0;
+	size_t pos = 0;
+	int    k = 0;
 
 	while (pos < len - 1)
 	{
-		size_t		start = pos;
+		size_t start = pos;
 
 		while (pos < len - 1 && line[pos] != '=')
 		{
@@ -140,15 +139,15 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fuzz_fields f;
-	const char *method;
-	const char *path;
-	const char *delivery;
-	const char *job;
-	bool		json;
-	unsigned int status;
-	double		duration;
-	char	   *msg;
-	size_t		len;
+	const char        *method;
+	const char        *path;
+	const char        *delivery;
+	const char        *job;
+	bool               json;
+	unsigned int       status;
+	double             duration;
+	char              *msg;
+	size_t             len;
 
 	fuzz_split(data, size, 4, &f);
 	/* the longest values http.c can pass (the sizes of its request fields) */
@@ -178,9 +177,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	len = capture_end();
 	if (!json)
 	{
-		const char *keys[9] = {"ts", "level", "msg", "method", "path",
-		"status", "duration_s"};
-		int			nkeys = 7;
+		const char *keys[9] = {"ts", "level", "msg", "method", "path", "status", "duration_s"};
+		int         nkeys = 7;
 
 		if (delivery != NULL)
 			keys[nkeys++] = "delivery_id";
@@ -191,10 +189,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	else
 	{
-		cJSON	   *obj;
+		cJSON *obj;
 
-		fuzz_check(len > 0 && captured[len - 1] == '\n' &&
-				   memchr(captured, '\n', len - 1) == NULL);
+		fuzz_check(len > 0 && captured[len - 1] == '\n' && memchr(captured, '\n', len - 1) == NULL);
 		captured[len - 1] = '\0';
 		obj = cJSON_Parse(captured);
 		fuzz_check(cJSON_IsObject(obj));
@@ -217,8 +214,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_text_fields(captured, len, keys, 3);
 	}
 	else
-		fuzz_check(len > 0 && captured[len - 1] == '\n' &&
-				   memchr(captured, '\n', len - 1) == NULL);
+		fuzz_check(len > 0 && captured[len - 1] == '\n' && memchr(captured, '\n', len - 1) == NULL);
 
 	free(msg);
 	fuzz_free(&f);

@@ -29,17 +29,17 @@ check_member(const cJSON *obj, const char *key, const char *value)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct fuzz_fields f;
-	const char *sqlstate;
-	const char *detail;
-	const char *message;
-	const char *job_id;
+	struct fuzz_fields     f;
+	const char            *sqlstate;
+	const char            *detail;
+	const char            *message;
+	const char            *job_id;
 	struct sqlstate_action a;
-	char		statusbuf[256];
-	size_t		buflen;
-	const char *status;
-	char	   *text;
-	cJSON	   *obj;
+	char                   statusbuf[256];
+	size_t                 buflen;
+	const char            *status;
+	char                  *text;
+	cJSON                 *obj;
 
 	fuzz_split(data, size, 4, &f);
 	sqlstate = f.str[0];
@@ -49,14 +49,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	buflen = f.raw_len > 0 ? f.raw[0] : sizeof statusbuf;
 
 	a = sqlstate_to_http(sqlstate);
-	fuzz_check(a.http_status == 400 || a.http_status == 404 ||
-			   a.http_status == 409 || a.http_status == 500 ||
-			   a.http_status == 503);
+	fuzz_check(a.http_status == 400 || a.http_status == 404 || a.http_status == 409 ||
+			   a.http_status == 500 || a.http_status == 503);
 	fuzz_check(!a.retry || a.http_status == 503);
 	fuzz_check((a.http_status == 503) == a.retry_after);
 	fuzz_check(a.retry == (sqlstate != NULL &&
-						   (strcmp(sqlstate, "40001") == 0 ||
-							strcmp(sqlstate, "40P01") == 0)));
+						   (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0)));
 	if (sqlstate == NULL || strlen(sqlstate) != 5)
 		fuzz_check(a.http_status == 503);
 	else if (strncmp(sqlstate, "22", 2) == 0)
@@ -66,7 +64,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	status = detail_current_status(detail, statusbuf, buflen);
 	if (status != NULL)
 	{
-		size_t		n = strlen(status);
+		size_t n = strlen(status);
 
 		fuzz_check(status == statusbuf && n > 0 && n < buflen);
 		fuzz_check(strncmp(detail, "current status: ", 16) == 0 &&

@@ -15,26 +15,25 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#define NOW 1614265330
+#define NOW       1614265330
 #define TOLERANCE 300
 
 /* The published Standard Webhooks secret and the GitHub vector's secret. */
-static const char secret_text[] =
-"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\r\n"
-"\n"
-"It's a Secret to Everybody\n";
+static const char secret_text[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\r\n"
+								  "\n"
+								  "It's a Secret to Everybody\n";
 
 static struct secrets secrets;
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char		err[200];
+	char err[200];
 
 	(void) argc;
 	(void) argv;
-	if (!secrets_parse(secret_text, sizeof secret_text - 1, &secrets, err,
-					   sizeof err) || secrets.count != 2)
+	if (!secrets_parse(secret_text, sizeof secret_text - 1, &secrets, err, sizeof err) ||
+		secrets.count != 2)
 	{
 		fprintf(stderr, "fuzz_standard: secrets_parse: %s\n", err);
 		abort();
@@ -44,23 +43,23 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* "v1," and the base64 HMAC of id.timestamp.body under key. */
 static void
-entry_for(const struct secret *key, const char *id, const char *ts,
-		  const unsigned char *body, size_t len, char out[48])
+entry_for(const struct secret *key, const char *id, const char *ts, const unsigned char *body,
+		  size_t len, char out[48])
 {
-	size_t		idlen = strlen(id);
-	size_t		tslen = strlen(ts);
-	size_t		total = idlen + tslen + 2 + len;
+	size_t         idlen = strlen(id);
+	size_t         tslen = strlen(ts);
+	size_t         total = idlen + tslen + 2 + len;
 	unsigned char *msg = malloc(total ? total : 1);
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
+	unsigned char  mac[EVP_MAX_MD_SIZE];
+	unsigned int   maclen = 0;
 
 	memcpy(msg, id, idlen);
 	msg[idlen] = '.';
 	memcpy(msg + idlen + 1, ts, tslen);
 	msg[idlen + 1 + tslen] = '.';
 	memcpy(msg + idlen + tslen + 2, body, len);
-	fuzz_check(HMAC(EVP_sha256(), key->key, (int) key->len, msg, total, mac,
-					&maclen) != NULL && maclen == 32);
+	fuzz_check(HMAC(EVP_sha256(), key->key, (int) key->len, msg, total, mac, &maclen) != NULL &&
+			   maclen == 32);
 	free(msg);
 	memcpy(out, "v1,", 3);
 	fuzz_check(EVP_EncodeBlock((unsigned char *) out + 3, mac, 32) == 44);
@@ -69,8 +68,8 @@ entry_for(const struct secret *key, const char *id, const char *ts,
 static bool
 timestamp_ok(const char *ts)
 {
-	long long	v = 0;
-	size_t		n = ts ? strlen(ts) : 0;
+	long long v = 0;
+	size_t    n = ts ? strlen(ts) : 0;
 
 	if (n == 0 || n > 18)
 		return false;
@@ -85,8 +84,7 @@ timestamp_ok(const char *ts)
 
 /* Does the space-separated list hold one of the expected entries / any v1? */
 static void
-scan_list(const char *list, char expected[][48], int nexpected, bool *match,
-		  bool *has_v1)
+scan_list(const char *list, char expected[][48], int nexpected, bool *match, bool *has_v1)
 {
 	const char *p = list;
 
@@ -94,7 +92,7 @@ scan_list(const char *list, char expected[][48], int nexpected, bool *match,
 	*has_v1 = false;
 	while (*p)
 	{
-		size_t		len = strcspn(p, " ");
+		size_t len = strcspn(p, " ");
 
 		if (len > 3 && strncmp(p, "v1,", 3) == 0)
 			*has_v1 = true;
@@ -110,16 +108,16 @@ scan_list(const char *list, char expected[][48], int nexpected, bool *match,
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct fuzz_fields f;
-	const char *id;
-	const char *ts;
-	const char *sig;
-	enum verify_status st;
-	bool		usable;
-	bool		match = false;
-	bool		has_v1 = false;
-	char		expected[SECRETS_MAX][48];
-	struct verify_input in;
+	struct fuzz_fields   f;
+	const char          *id;
+	const char          *ts;
+	const char          *sig;
+	enum verify_status   st;
+	bool                 usable;
+	bool                 match = false;
+	bool                 has_v1 = false;
+	char                 expected[SECRETS_MAX][48];
+	struct verify_input  in;
 	struct verify_result r;
 
 	fuzz_split(data, size, 3, &f);
@@ -173,16 +171,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (usable)
 	{
 		/* the right entry after any fuzzed list, from every secret */
-		size_t		siglen = sig ? strlen(sig) : 0;
-		char	   *list = malloc(siglen + 49);
+		size_t siglen = sig ? strlen(sig) : 0;
+		char  *list = malloc(siglen + 49);
 
 		for (int i = 0; i < secrets.count; i++)
 		{
 			memcpy(list, sig ? sig : "", siglen);
 			list[siglen] = ' ';
 			memcpy(list + siglen + 1, expected[i], 48);
-			fuzz_check(verify_standard(&secrets, id, ts, list, f.raw, f.raw_len,
-									   NOW, TOLERANCE) == VERIFY_OK);
+			fuzz_check(verify_standard(&secrets, id, ts, list, f.raw, f.raw_len, NOW, TOLERANCE) ==
+					   VERIFY_OK);
 		}
 		free(list);
 	}

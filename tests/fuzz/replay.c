@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int			LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 int
 main(int argc, char **argv)
@@ -19,9 +19,9 @@ main(int argc, char **argv)
 		LLVMFuzzerInitialize(&argc, &argv);
 	for (int i = 1; i < argc; i++)
 	{
-		FILE	   *f = fopen(argv[i], "rb");
-		uint8_t    *data;
-		long		len;
+		FILE    *f = fopen(argv[i], "rb");
+		uint8_t *data;
+		long     len;
 
 		if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 ||
 			fseek(f, 0, SEEK_SET) != 0)
