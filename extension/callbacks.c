@@ -44,19 +44,19 @@ typedef enum CallbackStatus
 
 typedef struct Callback
 {
-	pg_uuid_t	job_id;
-	CallbackStatus status;
-	bool		has_metadata;
+	pg_uuid_t        job_id;
+	CallbackStatus   status;
+	bool             has_metadata;
 	InstanceMetadata metadata;
-	char	   *error;
+	char            *error;
 } Callback;
 
 static const struct
 {
-	const char *name;
+	const char    *name;
 	CallbackStatus status;
-	JobStatus	job_status;
-}			callback_statuses[] = {
+	JobStatus      job_status;
+} callback_statuses[] = {
 	{"provisioning", CALLBACK_PROVISIONING, JOB_PROVISIONING},
 	{"running", CALLBACK_RUNNING, JOB_RUNNING},
 	{"failed", CALLBACK_FAILED, JOB_FAILED},
@@ -66,15 +66,15 @@ static const struct
 /* provision.callback_deliveries.result */
 #define DELIVERY_RESULT_ATTNUM 4
 
-static void parse_callback(Jsonb *payload, Callback *cb);
+static void        parse_callback(Jsonb *payload, Callback *cb);
 static JsonbValue *get_field(Jsonb *payload, const char *key);
 static const char *json_type_name(const JsonbValue *v);
-static char *string_field(const JsonbValue *v, const char *key);
-static int	hex_value(char c);
-static bool parse_uuid(const char *src, pg_uuid_t *uuid);
-static Datum inet_field(const JsonbValue *v, const char *key);
-static void check_delivery_id(const char *delivery_id);
-static Jsonb *find_delivery(const char *delivery_id);
+static char       *string_field(const JsonbValue *v, const char *key);
+static int         hex_value(char c);
+static bool        parse_uuid(const char *src, pg_uuid_t *uuid);
+static Datum       inet_field(const JsonbValue *v, const char *key);
+static void        check_delivery_id(const char *delivery_id);
+static Jsonb      *find_delivery(const char *delivery_id);
 
 /*
  * provision.handle_callback(payload, delivery_id): applies one callback of the
@@ -87,16 +87,15 @@ PG_FUNCTION_INFO_V1(handle_callback);
 Datum
 handle_callback(PG_FUNCTION_ARGS)
 {
-	Callback	cb;
-	char	   *delivery_id = NULL;
-	LockedJob	job;
-	StepResult	step;
-	Jsonb	   *recorded;
+	Callback   cb;
+	char      *delivery_id = NULL;
+	LockedJob  job;
+	StepResult step;
+	Jsonb     *recorded;
 
 	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("callback payload must not be null")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("callback payload must not be null")));
 	parse_callback(PG_GETARG_JSONB_P(0), &cb);
 	if (!PG_ARGISNULL(1))
 	{
@@ -117,8 +116,8 @@ handle_callback(PG_FUNCTION_ARGS)
 		PG_RETURN_JSONB_P(recorded);
 	}
 
-	job_lock_or_error(&cb.job_id,
-					  cb.status == CALLBACK_HEARTBEAT ? LOCK_JOB : LOCK_JOB_AGENT, &job);
+	job_lock_or_error(&cb.job_id, cb.status == CALLBACK_HEARTBEAT ? LOCK_JOB : LOCK_JOB_AGENT,
+					  &job);
 
 	/* Again under the lock: a twin may have committed while this call waited. */
 	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
@@ -134,9 +133,10 @@ handle_callback(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		JobStatus	to = callback_statuses[cb.status].job_status;
-		CallbackAction action = cb.status == CALLBACK_FAILED ? ACTION_FAILED
-			: cb.has_metadata ? ACTION_COMPLETED : ACTION_STATUS;
+		JobStatus        to = callback_statuses[cb.status].job_status;
+		CallbackAction   action = cb.status == CALLBACK_FAILED ? ACTION_FAILED
+								  : cb.has_metadata            ? ACTION_COMPLETED
+															   : ACTION_STATUS;
 		TransitionAction decision = job_decide(&job, to, cb.has_metadata);
 
 		if (decision == TRANSITION_SAME || decision == TRANSITION_STALE)
@@ -159,45 +159,40 @@ static void
 parse_callback(Jsonb *payload, Callback *cb)
 {
 	static const char *const metadata_keys[] = {"server_id", "server_ip", "tailscale_ip"};
-	JsonbValue *metadata[lengthof(metadata_keys)];
-	JsonbValue *v;
-	char	   *text;
-	int			present = 0;
-	int			i;
+	JsonbValue              *metadata[lengthof(metadata_keys)];
+	JsonbValue              *v;
+	char                    *text;
+	int                      present = 0;
+	int                      i;
 
 	if (!JB_ROOT_IS_OBJECT(payload))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("callback payload must be a JSON object"),
-				 errdetail("Got a JSON %s.",
-						   JB_ROOT_IS_SCALAR(payload) ? "scalar" : "array")));
+				 errdetail("Got a JSON %s.", JB_ROOT_IS_SCALAR(payload) ? "scalar" : "array")));
 
 	v = get_field(payload, "job_id");
 	if (v == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("missing \"job_id\" in callback payload")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("missing \"job_id\" in callback payload")));
 	text = string_field(v, "job_id");
 	if (!parse_uuid(text, &cb->job_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid \"job_id\" in callback payload"),
-				 errdetail("Expected a uuid.")));
+				 errmsg("invalid \"job_id\" in callback payload"), errdetail("Expected a uuid.")));
 
 	v = get_field(payload, "status");
 	if (v == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("missing \"status\" in callback payload")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("missing \"status\" in callback payload")));
 	text = string_field(v, "status");
 	for (i = 0; i < lengthof(callback_statuses); i++)
 		if (strcmp(text, callback_statuses[i].name) == 0)
 			break;
 	if (i == lengthof(callback_statuses))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid \"status\" in callback payload"),
-				 errdetail("Expected one of provisioning, running, failed, heartbeat.")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid \"status\" in callback payload"),
+						errdetail("Expected one of provisioning, running, failed, heartbeat.")));
 	cb->status = callback_statuses[i].status;
 
 	cb->has_metadata = false;
@@ -222,23 +217,24 @@ parse_callback(Jsonb *payload, Callback *cb)
 		return;
 	for (i = 0; i < lengthof(metadata_keys); i++)
 		if (metadata[i] == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("missing \"%s\" in callback payload", metadata_keys[i]),
-					 errdetail("A running callback carries all of server_id, server_ip and tailscale_ip, or none of them.")));
+			ereport(
+				ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("missing \"%s\" in callback payload", metadata_keys[i]),
+				 errdetail(
+					 "A running callback carries all of server_id, server_ip and tailscale_ip, or none of them.")));
 
 	/* Hetzner sends server ids as numbers; they are stored as their text. */
 	if (metadata[0]->type == jbvNumeric)
-		cb->metadata.server_id = DatumGetCString(DirectFunctionCall1(numeric_out,
-																	 NumericGetDatum(metadata[0]->val.numeric)));
+		cb->metadata.server_id = DatumGetCString(
+			DirectFunctionCall1(numeric_out, NumericGetDatum(metadata[0]->val.numeric)));
 	else if (metadata[0]->type == jbvString)
 		cb->metadata.server_id = string_field(metadata[0], "server_id");
 	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid \"server_id\" in callback payload"),
-				 errdetail("Expected a JSON string or number, got a JSON %s.",
-						   json_type_name(metadata[0]))));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid \"server_id\" in callback payload"),
+						errdetail("Expected a JSON string or number, got a JSON %s.",
+								  json_type_name(metadata[0]))));
 	check_server_id(cb->metadata.server_id, " in callback payload");
 	cb->metadata.server_ip = inet_field(metadata[1], "server_ip");
 	cb->metadata.tailscale_ip = inet_field(metadata[2], "tailscale_ip");
@@ -249,7 +245,7 @@ parse_callback(Jsonb *payload, Callback *cb)
 static JsonbValue *
 get_field(Jsonb *payload, const char *key)
 {
-	JsonbValue	k;
+	JsonbValue  k;
 	JsonbValue *v;
 
 	k.type = jbvString;
@@ -284,10 +280,9 @@ static char *
 string_field(const JsonbValue *v, const char *key)
 {
 	if (v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid \"%s\" in callback payload", key),
-				 errdetail("Expected a JSON string, got a JSON %s.", json_type_name(v))));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid \"%s\" in callback payload", key),
+						errdetail("Expected a JSON string, got a JSON %s.", json_type_name(v))));
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
@@ -311,7 +306,7 @@ hex_value(char c)
 static bool
 parse_uuid(const char *src, pg_uuid_t *uuid)
 {
-	bool		braces = false;
+	bool braces = false;
 
 	if (*src == '{')
 	{
@@ -320,8 +315,7 @@ parse_uuid(const char *src, pg_uuid_t *uuid)
 	}
 	for (int i = 0; i < UUID_LEN; i++)
 	{
-		int			hi,
-					lo;
+		int hi, lo;
 
 		if (src[0] == '\0' || src[1] == '\0')
 			return false;
@@ -351,17 +345,16 @@ parse_uuid(const char *src, pg_uuid_t *uuid)
 static Datum
 inet_field(const JsonbValue *v, const char *key)
 {
-	char	   *text = string_field(v, key);
-	inet	   *addr = palloc0(sizeof(inet));
-	int			bits;
+	char *text = string_field(v, key);
+	inet *addr = palloc0(sizeof(inet));
+	int   bits;
 
 	ip_family(addr) = strchr(text, ':') != NULL ? PGSQL_AF_INET6 : PGSQL_AF_INET;
 	bits = pg_inet_net_pton(ip_family(addr), text, ip_addr(addr), -1);
 	if (bits != (ip_family(addr) == PGSQL_AF_INET ? 32 : 128))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid \"%s\" in callback payload", key),
-				 errdetail("Expected an IP address.")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						errmsg("invalid \"%s\" in callback payload", key),
+						errdetail("Expected an IP address.")));
 	ip_bits(addr) = bits;
 	SET_INET_VARSIZE(addr);
 	return InetPGetDatum(addr);
@@ -371,9 +364,8 @@ static void
 check_delivery_id(const char *delivery_id)
 {
 	if (delivery_id[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("delivery_id must not be empty")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("delivery_id must not be empty")));
 	if (strlen(delivery_id) > PROVISION_MAX_DELIVERY_ID_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -393,15 +385,15 @@ check_delivery_id(const char *delivery_id)
 static Jsonb *
 find_delivery(const char *delivery_id)
 {
-	Oid			schema = get_namespace_oid("provision", false);
-	Oid			relid = get_relname_relid("callback_deliveries", schema);
-	Relation	rel;
-	Relation	index;
-	Snapshot	snapshot;
-	IndexScanDesc scan;
+	Oid             schema = get_namespace_oid("provision", false);
+	Oid             relid = get_relname_relid("callback_deliveries", schema);
+	Relation        rel;
+	Relation        index;
+	Snapshot        snapshot;
+	IndexScanDesc   scan;
 	TupleTableSlot *slot;
-	ScanKeyData key;
-	Jsonb	   *result = NULL;
+	ScanKeyData     key;
+	Jsonb          *result = NULL;
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "relation provision.callback_deliveries does not exist");
@@ -412,9 +404,8 @@ find_delivery(const char *delivery_id)
 	index = index_open(rel->rd_pkindex, AccessShareLock);
 
 	/* The index's own collation, so that the probe follows its order. */
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], F_TEXTEQ,
-						   CStringGetTextDatum(delivery_id));
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, index->rd_indcollation[0],
+						   F_TEXTEQ, CStringGetTextDatum(delivery_id));
 
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	slot = table_slot_create(rel, NULL);
@@ -422,8 +413,8 @@ find_delivery(const char *delivery_id)
 	index_rescan(scan, &key, 1, NULL, 0);
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
-		bool		isnull;
-		Datum		recorded = slot_getattr(slot, DELIVERY_RESULT_ATTNUM, &isnull);
+		bool              isnull;
+		Datum             recorded = slot_getattr(slot, DELIVERY_RESULT_ATTNUM, &isnull);
 		JsonObjectBuilder b;
 
 		if (isnull)

@@ -12,6 +12,7 @@
 
 #define PROVISION_CHANNEL "provision_events"
 
+/* clang-format off */
 static const char *const event_kind_names[] = {
 	[EVENT_ENQUEUED] = "enqueued",
 	[EVENT_DISPATCHED] = "dispatched",
@@ -20,6 +21,7 @@ static const char *const event_kind_names[] = {
 	[EVENT_FAILED] = "failed",
 	[EVENT_EXPIRED] = "expired",
 };
+/* clang-format on */
 
 const char *
 event_kind_name(EventKind kind)
@@ -33,8 +35,7 @@ event_kind_name(EventKind kind)
  * event; PostgreSQL delivers it on commit and drops it on abort.
  */
 void
-event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id,
-			 EventKind kind, JobStatus to)
+event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id, EventKind kind, JobStatus to)
 {
 	StringInfoData payload;
 
@@ -43,10 +44,11 @@ event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id,
 
 	/* Only uuids and fixed names go in, so nothing needs JSON escaping. */
 	initStringInfo(&payload);
-	appendStringInfo(&payload,
-					 "{\"job_id\": \"%s\", \"agent_id\": \"%s\", \"kind\": \"%s\", \"to_status\": \"%s\"}",
-					 uuid_to_cstring(job_id), uuid_to_cstring(agent_id),
-					 event_kind_name(kind), job_status_name(to));
+	appendStringInfo(
+		&payload,
+		"{\"job_id\": \"%s\", \"agent_id\": \"%s\", \"kind\": \"%s\", \"to_status\": \"%s\"}",
+		uuid_to_cstring(job_id), uuid_to_cstring(agent_id), event_kind_name(kind),
+		job_status_name(to));
 	Async_Notify(PROVISION_CHANNEL, payload.data);
 	pfree(payload.data);
 }

@@ -6,9 +6,9 @@
 
 #include "utils/guc.h"
 
-bool		provision_notify = true;
-int			provision_heartbeat_timeout = 15 * 60;
-int			provision_history_retention = 30 * 24 * 60 * 60;
+bool provision_notify = true;
+int  provision_heartbeat_timeout = 15 * 60;
+int  provision_history_retention = 30 * 24 * 60 * 60;
 
 /* Defines the provision.* settings and reserves the prefix. */
 void
@@ -18,40 +18,27 @@ guc_init(void)
 	 * Superuser-only: a role allowed to run handle_callback must not be able to
 	 * silence the notifications that consumers rely on.
 	 */
-	DefineCustomBoolVariable("provision.notify",
-							 "Sends NOTIFY provision_events for every event.",
+	DefineCustomBoolVariable("provision.notify", "Sends NOTIFY provision_events for every event.",
 							 "Notifying transactions serialize their commits; turn off "
 							 "to trade prompt notification for throughput and read "
 							 "provision.events by id instead.",
-							 &provision_notify,
-							 true,
-							 PGC_SUSET,
-							 0,
-							 NULL, NULL, NULL);
+							 &provision_notify, true, PGC_SUSET, 0, NULL, NULL, NULL);
 
 	/*
 	 * User-settable: whoever may run expire_stale_jobs or prune_history can
 	 * pass any interval anyway; these only supply the default.
 	 */
-	DefineCustomIntVariable("provision.heartbeat_timeout",
-							"Silence after which expire_stale_jobs fails a dispatched or provisioning job.",
-							"Used when expire_stale_jobs is called without an interval.",
-							&provision_heartbeat_timeout,
-							15 * 60,
-							1, INT_MAX,
-							PGC_USERSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"provision.heartbeat_timeout",
+		"Silence after which expire_stale_jobs fails a dispatched or provisioning job.",
+		"Used when expire_stale_jobs is called without an interval.", &provision_heartbeat_timeout,
+		15 * 60, 1, INT_MAX, PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("provision.history_retention",
 							"Age after which prune_history deletes deliveries and events.",
 							"Used when prune_history is called without an interval.",
-							&provision_history_retention,
-							30 * 24 * 60 * 60,
-							1, INT_MAX,
-							PGC_USERSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
+							&provision_history_retention, 30 * 24 * 60 * 60, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 
 	/*
 	 * A misspelt provision.* setting is an error rather than a silently

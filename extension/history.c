@@ -19,11 +19,11 @@ PG_FUNCTION_INFO_V1(prune_history);
 Datum
 prune_history(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[1] = {TIMESTAMPTZOID};
-	Datum		cutoff;
-	bool		isnull;
-	int64		deleted;
-	int			rc;
+	Oid   argtypes[1] = {TIMESTAMPTZOID};
+	Datum cutoff;
+	bool  isnull;
+	int64 deleted;
+	int   rc;
 
 	cutoff = interval_cutoff(PG_ARGISNULL(0) ? NULL : PG_GETARG_INTERVAL_P(0),
 							 provision_history_retention, "older_than");
@@ -38,9 +38,10 @@ prune_history(PG_FUNCTION_ARGS)
 								   "SELECT (SELECT pg_catalog.count(*) FROM d) "
 								   "OPERATOR(pg_catalog.+) (SELECT pg_catalog.count(*) FROM e)",
 								   1, argtypes),
-						  (Datum[]) {cutoff}, NULL, false, 0);
+						  (Datum[]){cutoff}, NULL, false, 0);
 	spi_check(rc, SPI_OK_SELECT, "pruning history");
-	deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	deleted =
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 	PG_RETURN_INT64(deleted);
 }

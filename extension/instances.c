@@ -17,13 +17,11 @@ check_server_id(const char *server_id, const char *where)
 {
 	if (server_id[strspn(server_id, " \t\r\n")] == '\0')
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("empty \"server_id\"%s", where)));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("empty \"server_id\"%s", where)));
 	if (pg_mbstrlen_with_len(server_id, strlen(server_id)) > PROVISION_MAX_SERVER_ID_CHARS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"server_id\"%s is longer than %d characters",
-						where, PROVISION_MAX_SERVER_ID_CHARS)));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("\"server_id\"%s is longer than %d characters", where,
+							   PROVISION_MAX_SERVER_ID_CHARS)));
 }
 
 /*
@@ -38,16 +36,15 @@ Datum
 complete_provisioning_with_metadata(PG_FUNCTION_ARGS)
 {
 	static const char *const arg_names[] = {"job_id", "server_id", "server_ip", "tailscale_ip"};
-	InstanceMetadata meta;
-	LockedJob	job;
-	StepResult	step;
-	TransitionAction action;
+	InstanceMetadata         meta;
+	LockedJob                job;
+	StepResult               step;
+	TransitionAction         action;
 
 	for (int i = 0; i < lengthof(arg_names); i++)
 		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s must not be null", arg_names[i])));
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("%s must not be null", arg_names[i])));
 	meta.server_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	check_server_id(meta.server_id, "");
 	meta.server_ip = PG_GETARG_DATUM(2);
@@ -57,8 +54,8 @@ complete_provisioning_with_metadata(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	job_lock_or_error(PG_GETARG_UUID_P(0), LOCK_JOB_AGENT, &job);
 	action = job_decide(&job, JOB_RUNNING, true);
-	job_apply(&job, JOB_RUNNING, action, EVENT_COMPLETED, NULL, &meta,
-			  ACTION_COMPLETED, NULL, true, &step);
+	job_apply(&job, JOB_RUNNING, action, EVENT_COMPLETED, NULL, &meta, ACTION_COMPLETED, NULL, true,
+			  &step);
 	SPI_finish();
 	PG_RETURN_DATUM(step.instance_row);
 }

@@ -27,9 +27,10 @@
 typedef struct Transition
 {
 	TransitionAction action;
-	int			attempts;		/* added to provisioning_jobs.attempts */
+	int              attempts; /* added to provisioning_jobs.attempts */
 } Transition;
 
+/* clang-format off */
 #define REFUSE	{TRANSITION_REFUSE, 0}
 #define APPLY	{TRANSITION_APPLY, 0}
 #define ATTEMPT {TRANSITION_APPLY, 1}
@@ -74,6 +75,7 @@ static const bool heartbeat_allowed[JOB_STATUS_COUNT] = {
 	[JOB_PENDING] = true, [JOB_DISPATCHED] = true, [JOB_PROVISIONING] = true,
 	[JOB_RUNNING] = true, [JOB_FAILED] = false, [JOB_CANCELLED] = false,
 };
+/* clang-format on */
 
 /*
  * The agent's status after its job moves to [to] from agent status [current]:
@@ -90,11 +92,14 @@ static const AgentStatus agent_follows[JOB_STATUS_COUNT][AGENT_STATUS_COUNT] = {
 };
 
 static const char *const job_status_names[JOB_STATUS_COUNT] = {
-	"pending", "dispatched", "provisioning", "running", "failed", "cancelled"
+	"pending", "dispatched", "provisioning", "running", "failed", "cancelled",
 };
 
 static const char *const agent_status_names[AGENT_STATUS_COUNT] = {
-	"draft", "provisioning", "active", "failed"
+	"draft",
+	"provisioning",
+	"active",
+	"failed",
 };
 
 static const char *const callback_action_names[] = {
@@ -111,6 +116,7 @@ static const char *const callback_action_names[] = {
  * the result with the agent's instance_id added, and whether it recorded the
  * delivery, so that a delivery recorded concurrently is detected.
  */
+/* clang-format off */
 #define JOB_LOCK_COLUMNS \
 	"SELECT j.id, j.status::pg_catalog.text, j.agent_id, a.status::pg_catalog.text "
 
@@ -224,6 +230,7 @@ static const char sql_apply_meta_rows[] =
 static const char sql_apply_status[] = SQL_APPLY_STATUS("", "");
 static const char sql_apply_status_rows[] =
 	SQL_APPLY_STATUS(" RETURNING t", ", (SELECT j.t FROM j), NULL");
+/* clang-format on */
 
 static SPIPlanPtr plan_lock_job;
 static SPIPlanPtr plan_lock_job_and_agent;
@@ -231,7 +238,7 @@ static SPIPlanPtr plan_lock_job_row;
 static SPIPlanPtr plan_noop;
 static SPIPlanPtr plan_heartbeat;
 /* Indexed [with metadata][with rows], as sql_apply_variants. */
-static SPIPlanPtr plan_apply[2][2];
+static SPIPlanPtr        plan_apply[2][2];
 static const char *const sql_apply_variants[2][2] = {
 	{sql_apply_status, sql_apply_status_rows},
 	{sql_apply_meta, sql_apply_meta_rows},
@@ -246,14 +253,14 @@ static SPIPlanPtr plan_stale;
 #define STEP_BASE_ARGS 5
 
 static AgentStatus agent_status_from_name(const char *name);
-static void job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job);
-static Jsonb *build_result(const LockedJob *job, CallbackAction action, bool applied,
-						   JobStatus job_status, AgentStatus agent_status);
-static void step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id,
-						   Datum *values, char *nulls);
-static void step_finish(int rc, const char *delivery_id, StepResult *out);
-static Jsonb *event_detail(const char *error, const InstanceMetadata *meta,
-						   const char *delivery_id);
+static void        job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job);
+static Jsonb      *build_result(const LockedJob *job, CallbackAction action, bool applied,
+								JobStatus job_status, AgentStatus agent_status);
+static void        step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id,
+								  Datum *values, char *nulls);
+static void        step_finish(int rc, const char *delivery_id, StepResult *out);
+static Jsonb      *event_detail(const char *error, const InstanceMetadata *meta,
+								const char *delivery_id);
 
 static void init_materialized_srf(FunctionCallInfo fcinfo);
 
@@ -304,9 +311,8 @@ job_decide(const LockedJob *job, JobStatus to, bool with_metadata)
 	if (action == TRANSITION_REFUSE)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot move job %s from status %s to %s",
-						uuid_to_cstring(&job->job_id), job_status_name(job->status),
-						job_status_name(to)),
+				 errmsg("cannot move job %s from status %s to %s", uuid_to_cstring(&job->job_id),
+						job_status_name(job->status), job_status_name(to)),
 				 errdetail("current status: %s", job_status_name(job->status))));
 	return action;
 }
@@ -316,19 +322,17 @@ void
 job_check_heartbeat(const LockedJob *job)
 {
 	if (!heartbeat_allowed[job->status])
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot record a heartbeat for job %s in status %s",
-						uuid_to_cstring(&job->job_id), job_status_name(job->status)),
-				 errdetail("current status: %s", job_status_name(job->status))));
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("cannot record a heartbeat for job %s in status %s",
+							   uuid_to_cstring(&job->job_id), job_status_name(job->status)),
+						errdetail("current status: %s", job_status_name(job->status))));
 }
 
 /* Raises 22023 for error text over the limit. */
 void
 check_error_text(const char *error, const char *field)
 {
-	if (error != NULL &&
-		pg_mbstrlen_with_len(error, strlen(error)) > PROVISION_MAX_ERROR_CHARS)
+	if (error != NULL && pg_mbstrlen_with_len(error, strlen(error)) > PROVISION_MAX_ERROR_CHARS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s is longer than %d characters", field, PROVISION_MAX_ERROR_CHARS)));
@@ -337,12 +341,13 @@ check_error_text(const char *error, const char *field)
 static void
 job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job)
 {
-	bool		isnull;
+	bool isnull;
 
 	job->job_id = *DatumGetUUIDP(SPI_getbinval(tuple, desc, 1, &isnull));
 	job->status = job_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull)));
 	job->agent_id = *DatumGetUUIDP(SPI_getbinval(tuple, desc, 3, &isnull));
-	job->agent_status = agent_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)));
+	job->agent_status =
+		agent_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)));
 	job->row = (Datum) 0;
 	if (desc->natts >= 5)
 		job->row = SPI_datumTransfer(SPI_getbinval(tuple, desc, 5, &isnull), false, -1);
@@ -358,10 +363,10 @@ job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job)
 bool
 job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
-	Oid			argtypes[1] = {UUIDOID};
-	Datum		values[1];
-	SPIPlanPtr	plan;
-	int			rc;
+	Oid        argtypes[1] = {UUIDOID};
+	Datum      values[1];
+	SPIPlanPtr plan;
+	int        rc;
 
 	switch (mode)
 	{
@@ -390,14 +395,13 @@ void
 job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
 	if (!job_lock(job_id, mode, job))
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("job %s does not exist", uuid_to_cstring(job_id))));
+		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
+						errmsg("job %s does not exist", uuid_to_cstring(job_id))));
 }
 
 static Jsonb *
-build_result(const LockedJob *job, CallbackAction action, bool applied,
-			 JobStatus job_status, AgentStatus agent_status)
+build_result(const LockedJob *job, CallbackAction action, bool applied, JobStatus job_status,
+			 AgentStatus agent_status)
 {
 	JsonObjectBuilder b;
 
@@ -413,8 +417,8 @@ build_result(const LockedJob *job, CallbackAction action, bool applied,
 }
 
 static void
-step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id,
-			   Datum *values, char *nulls)
+step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id, Datum *values,
+			   char *nulls)
 {
 	values[0] = UUIDPGetDatum(&job->job_id);
 	values[1] = UUIDPGetDatum(&job->agent_id);
@@ -435,9 +439,9 @@ step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id,
 static void
 step_finish(int rc, const char *delivery_id, StepResult *out)
 {
-	HeapTuple	tuple;
-	TupleDesc	desc;
-	bool		isnull;
+	HeapTuple tuple;
+	TupleDesc desc;
+	bool      isnull;
 
 	spi_check(rc, SPI_OK_SELECT, "applying a job step");
 	if (SPI_processed != 1)
@@ -446,18 +450,17 @@ step_finish(int rc, const char *delivery_id, StepResult *out)
 	desc = SPI_tuptable->tupdesc;
 
 	if (delivery_id != NULL && !DatumGetBool(SPI_getbinval(tuple, desc, 2, &isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("delivery %s was recorded by a concurrent transaction", delivery_id),
-				 errhint("Retry the callback; the retry returns the recorded result.")));
+		ereport(ERROR, (errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						errmsg("delivery %s was recorded by a concurrent transaction", delivery_id),
+						errhint("Retry the callback; the retry returns the recorded result.")));
 
-	out->result = DatumGetJsonbP(SPI_datumTransfer(SPI_getbinval(tuple, desc, 1, &isnull),
-												   false, -1));
+	out->result =
+		DatumGetJsonbP(SPI_datumTransfer(SPI_getbinval(tuple, desc, 1, &isnull), false, -1));
 	out->job_row = (Datum) 0;
 	out->instance_row = (Datum) 0;
 	if (desc->natts >= 4)
 	{
-		Datum		row = SPI_getbinval(tuple, desc, 3, &isnull);
+		Datum row = SPI_getbinval(tuple, desc, 3, &isnull);
 
 		if (!isnull)
 			out->job_row = SPI_datumTransfer(row, false, -1);
@@ -494,8 +497,10 @@ event_detail(const char *error, const InstanceMetadata *meta, const char *delive
 	if (meta != NULL)
 	{
 		json_add_text(&b, "server_id", meta->server_id);
-		json_add_text(&b, "server_ip", DatumGetCString(DirectFunctionCall1(inet_out, meta->server_ip)));
-		json_add_text(&b, "tailscale_ip", DatumGetCString(DirectFunctionCall1(inet_out, meta->tailscale_ip)));
+		json_add_text(&b, "server_ip",
+					  DatumGetCString(DirectFunctionCall1(inet_out, meta->server_ip)));
+		json_add_text(&b, "tailscale_ip",
+					  DatumGetCString(DirectFunctionCall1(inet_out, meta->tailscale_ip)));
 	}
 	json_add_text(&b, "delivery_id", delivery_id);
 	return json_end(&b);
@@ -514,30 +519,30 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 		  const char *error, const InstanceMetadata *meta, CallbackAction cb_action,
 		  const char *delivery_id, bool want_rows, StepResult *out)
 {
-	Oid			argtypes[20] = {
-		UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID,
-		TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
-		TEXTOID, JSONBOID, TEXTOID, INETOID, INETOID
-	};
-	Datum		values[20];
-	char		nulls[20];
-	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	bool		entering = (to != job->status);
+	Oid         argtypes[20] = {UUIDOID,        UUIDOID,  TIMESTAMPTZOID, JSONBOID,       TEXTOID,
+								TEXTOID,        INT4OID,  TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+								TIMESTAMPTZOID, TEXTOID,  BOOLOID,        TEXTOID,        TEXTOID,
+								TEXTOID,        JSONBOID, TEXTOID,        INETOID,        INETOID};
+	Datum       values[20];
+	char        nulls[20];
+	Datum       now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	bool        entering = (to != job->status);
 	AgentStatus agent_after = agent_follows[to][job->agent_status];
-	Jsonb	   *detail;
-	int			rc;
+	Jsonb      *detail;
+	int         rc;
 
 	Assert(action == TRANSITION_APPLY || action == TRANSITION_RERUN ||
 		   action == TRANSITION_UPDATE_METADATA);
 	if (to != JOB_FAILED)
 		error = NULL;
 
-	step_base_args(job, build_result(job, cb_action, true, to, agent_after),
-				   delivery_id, values, nulls);
+	step_base_args(job, build_result(job, cb_action, true, to, agent_after), delivery_id, values,
+				   nulls);
 	memset(nulls + STEP_BASE_ARGS, 'n', lengthof(nulls) - STEP_BASE_ARGS);
 
+	/* clang-format off */
 #define SET_ARG(n, datum) (values[(n) - 1] = (datum), nulls[(n) - 1] = ' ')
+	/* clang-format on */
 	SET_ARG(6, CStringGetTextDatum(job_status_name(to)));
 	SET_ARG(7, Int32GetDatum(transitions[job->status][to].attempts));
 	if (entering && to == JOB_DISPATCHED)
@@ -568,8 +573,8 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 #undef SET_ARG
 
 	rc = SPI_execute_plan(spi_plan(&plan_apply[meta != NULL][want_rows],
-								   sql_apply_variants[meta != NULL][want_rows],
-								   lengthof(argtypes), argtypes),
+								   sql_apply_variants[meta != NULL][want_rows], lengthof(argtypes),
+								   argtypes),
 						  values, nulls, false, 0);
 	step_finish(rc, delivery_id, out);
 	event_notify(&job->job_id, &job->agent_id, kind, to);
@@ -582,10 +587,10 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 void
 job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out)
 {
-	Oid			argtypes[STEP_BASE_ARGS] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID};
-	Datum		values[STEP_BASE_ARGS];
-	char		nulls[STEP_BASE_ARGS];
-	int			rc;
+	Oid   argtypes[STEP_BASE_ARGS] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID};
+	Datum values[STEP_BASE_ARGS];
+	char  nulls[STEP_BASE_ARGS];
+	int   rc;
 
 	step_base_args(job, build_result(job, ACTION_HEARTBEAT, true, job->status, job->agent_status),
 				   delivery_id, values, nulls);
@@ -596,18 +601,17 @@ job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out)
 
 /* A no-op callback: nothing changes, but the delivery and its result are recorded. */
 void
-job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id,
-		 StepResult *out)
+job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id, StepResult *out)
 {
-	Oid			argtypes[STEP_BASE_ARGS] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID};
-	Datum		values[STEP_BASE_ARGS];
-	char		nulls[STEP_BASE_ARGS];
-	int			rc;
+	Oid   argtypes[STEP_BASE_ARGS] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID};
+	Datum values[STEP_BASE_ARGS];
+	char  nulls[STEP_BASE_ARGS];
+	int   rc;
 
 	step_base_args(job, build_result(job, cb_action, false, job->status, job->agent_status),
 				   delivery_id, values, nulls);
-	rc = SPI_execute_plan(spi_plan(&plan_noop, sql_noop, STEP_BASE_ARGS, argtypes),
-						  values, nulls, false, 0);
+	rc = SPI_execute_plan(spi_plan(&plan_noop, sql_noop, STEP_BASE_ARGS, argtypes), values, nulls,
+						  false, 0);
 	step_finish(rc, delivery_id, out);
 }
 
@@ -621,19 +625,18 @@ PG_FUNCTION_INFO_V1(enqueue_job);
 Datum
 enqueue_job(PG_FUNCTION_ARGS)
 {
-	Oid			uuid_type[1] = {UUIDOID};
-	Oid			text_type[1] = {TEXTOID};
-	Oid			insert_types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
-	pg_uuid_t  *agent_id;
-	char	   *key = NULL;
-	Datum		key_datum = (Datum) 0;
-	pg_uuid_t	found;
-	int			rc;
+	Oid        uuid_type[1] = {UUIDOID};
+	Oid        text_type[1] = {TEXTOID};
+	Oid        insert_types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
+	pg_uuid_t *agent_id;
+	char      *key = NULL;
+	Datum      key_datum = (Datum) 0;
+	pg_uuid_t  found;
+	int        rc;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("agent_id must not be null")));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("agent_id must not be null")));
 	agent_id = PG_GETARG_UUID_P(0);
 	if (!PG_ARGISNULL(1))
 	{
@@ -641,24 +644,22 @@ enqueue_job(PG_FUNCTION_ARGS)
 		key_datum = CStringGetTextDatum(key);
 		if (key[0] == '\0' ||
 			pg_mbstrlen_with_len(key, strlen(key)) > PROVISION_MAX_IDEMPOTENCY_KEY_CHARS)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("idempotency_key must be 1 to %d characters long",
-							PROVISION_MAX_IDEMPOTENCY_KEY_CHARS)));
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("idempotency_key must be 1 to %d characters long",
+								   PROVISION_MAX_IDEMPOTENCY_KEY_CHARS)));
 	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	rc = SPI_execute_plan(spi_plan(&plan_agent_exists,
-								   "SELECT 1 FROM provision.agents WHERE id OPERATOR(pg_catalog.=) $1",
-								   1, uuid_type),
-						  (Datum[]) {UUIDPGetDatum(agent_id)}, NULL, false, 1);
+	rc = SPI_execute_plan(
+		spi_plan(&plan_agent_exists,
+				 "SELECT 1 FROM provision.agents WHERE id OPERATOR(pg_catalog.=) $1", 1, uuid_type),
+		(Datum[]){UUIDPGetDatum(agent_id)}, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "looking up the agent");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("agent %s does not exist", uuid_to_cstring(agent_id))));
+		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
+						errmsg("agent %s does not exist", uuid_to_cstring(agent_id))));
 
 	/*
 	 * A concurrent enqueue can win the insert between the lookups and our
@@ -668,11 +669,10 @@ enqueue_job(PG_FUNCTION_ARGS)
 	for (int round = 0;; round++)
 	{
 		if (round == 3)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not enqueue a job for agent %s: concurrent changes",
-							uuid_to_cstring(agent_id)),
-					 errhint("Retry the call.")));
+			ereport(ERROR, (errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							errmsg("could not enqueue a job for agent %s: concurrent changes",
+								   uuid_to_cstring(agent_id)),
+							errhint("Retry the call.")));
 
 		if (key != NULL)
 		{
@@ -680,46 +680,49 @@ enqueue_job(PG_FUNCTION_ARGS)
 										   "SELECT id, agent_id FROM provision.provisioning_jobs "
 										   "WHERE idempotency_key OPERATOR(pg_catalog.=) $1",
 										   1, text_type),
-								  (Datum[]) {key_datum}, NULL, false, 1);
+								  (Datum[]){key_datum}, NULL, false, 1);
 			spi_check(rc, SPI_OK_SELECT, "looking up the idempotency key");
 			if (SPI_processed == 1)
 			{
-				bool		isnull;
-				HeapTuple	tuple = SPI_tuptable->vals[0];
-				pg_uuid_t  *owner = DatumGetUUIDP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
+				bool       isnull;
+				HeapTuple  tuple = SPI_tuptable->vals[0];
+				pg_uuid_t *owner =
+					DatumGetUUIDP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
 
 				found = *DatumGetUUIDP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
 				if (memcmp(owner, agent_id, sizeof(pg_uuid_t)) != 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("idempotency_key is already used by a job of another agent"),
-							 errdetail("Job %s belongs to agent %s.",
-									   uuid_to_cstring(&found), uuid_to_cstring(owner))));
+							 errdetail("Job %s belongs to agent %s.", uuid_to_cstring(&found),
+									   uuid_to_cstring(owner))));
 				break;
 			}
 		}
 
-		rc = SPI_execute_plan(spi_plan(&plan_open_job,
-									   "SELECT id FROM provision.provisioning_jobs "
-									   "WHERE agent_id OPERATOR(pg_catalog.=) $1 "
-									   "AND status OPERATOR(pg_catalog.=) ANY "
-									   "('{pending,dispatched,provisioning}'::provision.job_status[])",
-									   1, uuid_type),
-							  (Datum[]) {UUIDPGetDatum(agent_id)}, NULL, false, 1);
+		rc = SPI_execute_plan(
+			spi_plan(&plan_open_job,
+					 "SELECT id FROM provision.provisioning_jobs "
+					 "WHERE agent_id OPERATOR(pg_catalog.=) $1 "
+					 "AND status OPERATOR(pg_catalog.=) ANY "
+					 "('{pending,dispatched,provisioning}'::provision.job_status[])",
+					 1, uuid_type),
+			(Datum[]){UUIDPGetDatum(agent_id)}, NULL, false, 1);
 		spi_check(rc, SPI_OK_SELECT, "looking up the open job");
 		if (SPI_processed == 1)
 		{
-			bool		isnull;
+			bool isnull;
 
-			found = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			found = *DatumGetUUIDP(
+				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			break;
 		}
 
 		{
 			JsonObjectBuilder b;
-			Jsonb	   *detail;
-			Datum		values[4];
-			char		nulls[4] = {' ', ' ', ' ', ' '};
+			Jsonb            *detail;
+			Datum             values[4];
+			char              nulls[4] = {' ', ' ', ' ', ' '};
 
 			json_begin(&b);
 			json_add_text(&b, "idempotency_key", key);
@@ -733,22 +736,24 @@ enqueue_job(PG_FUNCTION_ARGS)
 				nulls[1] = 'n';
 			if (detail == NULL)
 				nulls[3] = 'n';
-			rc = SPI_execute_plan(spi_plan(&plan_insert_job,
-										   "WITH n AS (INSERT INTO provision.provisioning_jobs "
-										   "(agent_id, idempotency_key, created_at, updated_at) "
-										   "VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING RETURNING id), "
-										   "e AS (INSERT INTO provision.events "
-										   "(at, job_id, agent_id, kind, from_status, to_status, detail) "
-										   "SELECT $3, n.id, $1, 'enqueued', NULL, 'pending', $4 FROM n) "
-										   "SELECT n.id FROM n",
-										   4, insert_types),
-								  values, nulls, false, 0);
+			rc = SPI_execute_plan(
+				spi_plan(&plan_insert_job,
+						 "WITH n AS (INSERT INTO provision.provisioning_jobs "
+						 "(agent_id, idempotency_key, created_at, updated_at) "
+						 "VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING RETURNING id), "
+						 "e AS (INSERT INTO provision.events "
+						 "(at, job_id, agent_id, kind, from_status, to_status, detail) "
+						 "SELECT $3, n.id, $1, 'enqueued', NULL, 'pending', $4 FROM n) "
+						 "SELECT n.id FROM n",
+						 4, insert_types),
+				values, nulls, false, 0);
 			spi_check(rc, SPI_OK_SELECT, "inserting the job");
 			if (SPI_processed == 1)
 			{
-				bool		isnull;
+				bool isnull;
 
-				found = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+				found = *DatumGetUUIDP(
+					SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 				event_notify(&found, agent_id, EVENT_ENQUEUED, JOB_PENDING);
 				break;
 			}
@@ -768,29 +773,29 @@ PG_FUNCTION_INFO_V1(claim_jobs);
 Datum
 claim_jobs(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[1] = {INT4OID};
+	Oid            argtypes[1] = {INT4OID};
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	LockedJob  *jobs;
-	uint64		count;
-	int			rc;
+	LockedJob     *jobs;
+	uint64         count;
+	int            rc;
 
 	if (PG_ARGISNULL(0) || PG_GETARG_INT32(0) < 1)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_jobs must be at least 1")));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("max_jobs must be at least 1")));
 
 	init_materialized_srf(fcinfo);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	rc = SPI_execute_plan(spi_plan(&plan_claim,
-								   JOB_LOCK_COLUMNS JOB_LOCK_FROM
-								   "WHERE j.status OPERATOR(pg_catalog.=) 'pending'::provision.job_status "
-								   "ORDER BY j.created_at, j.id LIMIT $1 "
-								   "FOR UPDATE OF j SKIP LOCKED",
-								   1, argtypes),
-						  (Datum[]) {PG_GETARG_DATUM(0)}, NULL, false, 0);
+	rc = SPI_execute_plan(
+		spi_plan(&plan_claim,
+				 JOB_LOCK_COLUMNS JOB_LOCK_FROM
+				 "WHERE j.status OPERATOR(pg_catalog.=) 'pending'::provision.job_status "
+				 "ORDER BY j.created_at, j.id LIMIT $1 "
+				 "FOR UPDATE OF j SKIP LOCKED",
+				 1, argtypes),
+		(Datum[]){PG_GETARG_DATUM(0)}, NULL, false, 0);
 	spi_check(rc, SPI_OK_SELECT, "selecting pending jobs");
 
 	/* The rows are read before the next statement replaces SPI_tuptable. */
@@ -801,13 +806,13 @@ claim_jobs(PG_FUNCTION_ARGS)
 
 	for (uint64 i = 0; i < count; i++)
 	{
-		StepResult	step;
-		HeapTupleData tuple;
-		HeapTupleHeader row;
+		StepResult       step;
+		HeapTupleData    tuple;
+		HeapTupleHeader  row;
 		TransitionAction action = job_decide(&jobs[i], JOB_DISPATCHED, false);
 
-		job_apply(&jobs[i], JOB_DISPATCHED, action, EVENT_DISPATCHED, NULL, NULL,
-				  ACTION_STATUS, NULL, true, &step);
+		job_apply(&jobs[i], JOB_DISPATCHED, action, EVENT_DISPATCHED, NULL, NULL, ACTION_STATUS,
+				  NULL, true, &step);
 		row = DatumGetHeapTupleHeader(step.job_row);
 		tuple.t_len = HeapTupleHeaderGetDatumLength(row);
 		ItemPointerSetInvalid(&tuple.t_self);
@@ -829,20 +834,18 @@ PG_FUNCTION_INFO_V1(update_job_status);
 Datum
 update_job_status(PG_FUNCTION_ARGS)
 {
-	LockedJob	job;
-	JobStatus	to;
-	char	   *error = NULL;
+	LockedJob        job;
+	JobStatus        to;
+	char            *error = NULL;
 	TransitionAction action;
-	Datum		row;
+	Datum            row;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("job_id must not be null")));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("job_id must not be null")));
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("status must not be null")));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("status must not be null")));
 	to = job_status_from_name(DatumGetCString(DirectFunctionCall1(enum_out, PG_GETARG_DATUM(1))));
 	if (!PG_ARGISNULL(2))
 	{
@@ -858,10 +861,10 @@ update_job_status(PG_FUNCTION_ARGS)
 		row = job.row;
 	else
 	{
-		StepResult	step;
+		StepResult step;
 
-		job_apply(&job, to, action, job_event_kind(to), error, NULL, ACTION_STATUS, NULL,
-				  true, &step);
+		job_apply(&job, to, action, job_event_kind(to), error, NULL, ACTION_STATUS, NULL, true,
+				  &step);
 		row = step.job_row;
 	}
 	SPI_finish();
@@ -876,13 +879,12 @@ PG_FUNCTION_INFO_V1(record_heartbeat);
 Datum
 record_heartbeat(PG_FUNCTION_ARGS)
 {
-	LockedJob	job;
-	StepResult	step;
+	LockedJob  job;
+	StepResult step;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("job_id must not be null")));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("job_id must not be null")));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -900,7 +902,7 @@ record_heartbeat(PG_FUNCTION_ARGS)
 Datum
 interval_cutoff(Interval *older_than, int default_seconds, const char *field)
 {
-	Interval   *span = older_than;
+	Interval *span = older_than;
 
 	if (span == NULL)
 	{
@@ -908,9 +910,8 @@ interval_cutoff(Interval *older_than, int default_seconds, const char *field)
 		span->time = (int64) default_seconds * USECS_PER_SEC;
 	}
 	else if (span->month < 0 || span->day < 0 || span->time < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be negative", field)));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("%s must not be negative", field)));
 	return DirectFunctionCall2(timestamptz_mi_interval,
 							   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
 							   IntervalPGetDatum(span));
@@ -927,11 +928,11 @@ PG_FUNCTION_INFO_V1(expire_stale_jobs);
 Datum
 expire_stale_jobs(PG_FUNCTION_ARGS)
 {
-	Oid			argtypes[1] = {TIMESTAMPTZOID};
-	Datum		cutoff;
-	LockedJob  *jobs;
-	uint64		count;
-	int			rc;
+	Oid        argtypes[1] = {TIMESTAMPTZOID};
+	Datum      cutoff;
+	LockedJob *jobs;
+	uint64     count;
+	int        rc;
 
 	cutoff = interval_cutoff(PG_ARGISNULL(0) ? NULL : PG_GETARG_INTERVAL_P(0),
 							 provision_heartbeat_timeout, "older_than");
@@ -939,16 +940,17 @@ expire_stale_jobs(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	rc = SPI_execute_plan(spi_plan(&plan_stale,
-								   JOB_LOCK_COLUMNS JOB_LOCK_FROM
-								   "WHERE j.status OPERATOR(pg_catalog.=) ANY "
-								   "('{dispatched,provisioning}'::provision.job_status[]) "
-								   "AND COALESCE(j.last_heartbeat_at, j.started_at, j.dispatched_at) "
-								   "OPERATOR(pg_catalog.<) $1 "
-								   "ORDER BY j.id "
-								   "FOR UPDATE OF j SKIP LOCKED FOR NO KEY UPDATE OF a SKIP LOCKED",
-								   1, argtypes),
-						  (Datum[]) {cutoff}, NULL, false, 0);
+	rc = SPI_execute_plan(
+		spi_plan(&plan_stale,
+				 JOB_LOCK_COLUMNS JOB_LOCK_FROM
+				 "WHERE j.status OPERATOR(pg_catalog.=) ANY "
+				 "('{dispatched,provisioning}'::provision.job_status[]) "
+				 "AND COALESCE(j.last_heartbeat_at, j.started_at, j.dispatched_at) "
+				 "OPERATOR(pg_catalog.<) $1 "
+				 "ORDER BY j.id "
+				 "FOR UPDATE OF j SKIP LOCKED FOR NO KEY UPDATE OF a SKIP LOCKED",
+				 1, argtypes),
+		(Datum[]){cutoff}, NULL, false, 0);
 	spi_check(rc, SPI_OK_SELECT, "selecting stale jobs");
 
 	count = SPI_processed;
@@ -958,7 +960,7 @@ expire_stale_jobs(PG_FUNCTION_ARGS)
 
 	for (uint64 i = 0; i < count; i++)
 	{
-		StepResult	step;
+		StepResult       step;
 		TransitionAction action = job_decide(&jobs[i], JOB_FAILED, false);
 
 		job_apply(&jobs[i], JOB_FAILED, action, EVENT_EXPIRED, "heartbeat timeout", NULL,
@@ -978,13 +980,12 @@ static void
 init_materialized_srf(FunctionCallInfo fcinfo)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MemoryContext oldcontext;
-	TupleDesc	tupdesc;
+	MemoryContext  oldcontext;
+	TupleDesc      tupdesc;
 
 	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("set-valued function called in context that cannot accept a set")));
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						errmsg("set-valued function called in context that cannot accept a set")));
 	if (!(rsinfo->allowedModes & SFRM_Materialize))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -994,8 +995,8 @@ init_materialized_srf(FunctionCallInfo fcinfo)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = tuplestore_begin_heap(rsinfo->allowedModes & SFRM_Materialize_Random,
-											  false, work_mem);
+	rsinfo->setResult =
+		tuplestore_begin_heap(rsinfo->allowedModes & SFRM_Materialize_Random, false, work_mem);
 	rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
 	MemoryContextSwitchTo(oldcontext);
 }

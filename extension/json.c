@@ -20,7 +20,7 @@ json_begin(JsonObjectBuilder *b)
 static void
 json_push_key(JsonObjectBuilder *b, const char *key)
 {
-	JsonbValue	k;
+	JsonbValue k;
 
 	k.type = jbvString;
 	k.val.string.val = (char *) key;
@@ -33,7 +33,7 @@ json_push_key(JsonObjectBuilder *b, const char *key)
 void
 json_add_text(JsonObjectBuilder *b, const char *key, const char *value)
 {
-	JsonbValue	v;
+	JsonbValue v;
 
 	if (value == NULL)
 		return;
@@ -47,7 +47,7 @@ json_add_text(JsonObjectBuilder *b, const char *key, const char *value)
 void
 json_add_bool(JsonObjectBuilder *b, const char *key, bool value)
 {
-	JsonbValue	v;
+	JsonbValue v;
 
 	json_push_key(b, key);
 	v.type = jbvBool;

@@ -8,7 +8,7 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+void _PG_init(void);
 
 /* Runs once per backend when the library loads: each file's setup. */
 void

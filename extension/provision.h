@@ -15,9 +15,9 @@
 #include "utils/uuid.h"
 
 /* Length limits, each also backed by a CHECK constraint in the install script. */
-#define PROVISION_MAX_DELIVERY_ID_BYTES 255
-#define PROVISION_MAX_SERVER_ID_CHARS 255
-#define PROVISION_MAX_ERROR_CHARS 4096
+#define PROVISION_MAX_DELIVERY_ID_BYTES     255
+#define PROVISION_MAX_SERVER_ID_CHARS       255
+#define PROVISION_MAX_ERROR_CHARS           4096
 #define PROVISION_MAX_IDEMPOTENCY_KEY_CHARS 255
 
 /* provision.job_status, in enum order. */
@@ -45,12 +45,12 @@ typedef enum AgentStatus
 /* What the state machine says about moving a job from one status to another. */
 typedef enum TransitionAction
 {
-	TRANSITION_REFUSE,			/* 55000 */
-	TRANSITION_APPLY,			/* change the status */
-	TRANSITION_RERUN,			/* leave failed for a new attempt */
-	TRANSITION_SAME,			/* no-op: already there */
-	TRANSITION_STALE,			/* no-op: a late callback of an earlier step */
-	TRANSITION_UPDATE_METADATA	/* running again with VM metadata: update it */
+	TRANSITION_REFUSE,         /* 55000 */
+	TRANSITION_APPLY,          /* change the status */
+	TRANSITION_RERUN,          /* leave failed for a new attempt */
+	TRANSITION_SAME,           /* no-op: already there */
+	TRANSITION_STALE,          /* no-op: a late callback of an earlier step */
+	TRANSITION_UPDATE_METADATA /* running again with VM metadata: update it */
 } TransitionAction;
 
 /* provision.events.kind */
@@ -76,9 +76,9 @@ typedef enum CallbackAction
 /* What job_lock locks and fetches. */
 typedef enum JobLockMode
 {
-	LOCK_JOB,					/* the job row only (heartbeats) */
-	LOCK_JOB_AGENT,				/* the job and its agent (status changes) */
-	LOCK_JOB_AGENT_ROW			/* the same, and LockedJob.row */
+	LOCK_JOB,          /* the job row only (heartbeats) */
+	LOCK_JOB_AGENT,    /* the job and its agent (status changes) */
+	LOCK_JOB_AGENT_ROW /* the same, and LockedJob.row */
 } JobLockMode;
 
 /*
@@ -89,19 +89,19 @@ typedef enum JobLockMode
  */
 typedef struct LockedJob
 {
-	pg_uuid_t	job_id;
-	pg_uuid_t	agent_id;
-	JobStatus	status;
+	pg_uuid_t   job_id;
+	pg_uuid_t   agent_id;
+	JobStatus   status;
 	AgentStatus agent_status;
-	Datum		row;
+	Datum       row;
 } LockedJob;
 
 /* VM metadata of a running callback. */
 typedef struct InstanceMetadata
 {
 	const char *server_id;
-	Datum		server_ip;		/* inet */
-	Datum		tailscale_ip;	/* inet */
+	Datum       server_ip;    /* inet */
+	Datum       tailscale_ip; /* inet */
 } InstanceMetadata;
 
 /*
@@ -111,34 +111,33 @@ typedef struct InstanceMetadata
  */
 typedef struct StepResult
 {
-	Jsonb	   *result;
-	Datum		job_row;		/* provisioning_jobs, (Datum) 0 if unchanged */
-	Datum		instance_row;	/* agent_instances, (Datum) 0 if none written */
+	Jsonb *result;
+	Datum  job_row;      /* provisioning_jobs, (Datum) 0 if unchanged */
+	Datum  instance_row; /* agent_instances, (Datum) 0 if none written */
 } StepResult;
 
 /* guc.c: the provision.* settings */
 extern bool provision_notify;
-extern int	provision_heartbeat_timeout;
-extern int	provision_history_retention;
+extern int  provision_heartbeat_timeout;
+extern int  provision_history_retention;
 extern void guc_init(void);
 
 /* jobs.c: the state machine and the steps every entry point shares */
-extern const char *job_status_name(JobStatus status);
-extern JobStatus job_status_from_name(const char *name);
-extern const char *agent_status_name(AgentStatus status);
+extern const char      *job_status_name(JobStatus status);
+extern JobStatus        job_status_from_name(const char *name);
+extern const char      *agent_status_name(AgentStatus status);
 extern TransitionAction job_decide(const LockedJob *job, JobStatus to, bool with_metadata);
-extern void job_check_heartbeat(const LockedJob *job);
-extern bool job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
-extern void job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
+extern void             job_check_heartbeat(const LockedJob *job);
+extern bool             job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
+extern void      job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
 extern EventKind job_event_kind(JobStatus to);
-extern void job_apply(const LockedJob *job, JobStatus to, TransitionAction action,
-					  EventKind kind, const char *error, const InstanceMetadata *meta,
-					  CallbackAction cb_action, const char *delivery_id, bool want_rows,
+extern void  job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind kind,
+					   const char *error, const InstanceMetadata *meta, CallbackAction cb_action,
+					   const char *delivery_id, bool want_rows, StepResult *out);
+extern void  job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out);
+extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id,
 					  StepResult *out);
-extern void job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out);
-extern void job_noop(const LockedJob *job, CallbackAction cb_action,
-					 const char *delivery_id, StepResult *out);
-extern void check_error_text(const char *error, const char *field);
+extern void  check_error_text(const char *error, const char *field);
 extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
 
 /* instances.c */
@@ -146,25 +145,25 @@ extern void check_server_id(const char *server_id, const char *where);
 
 /* events.c */
 extern const char *event_kind_name(EventKind kind);
-extern void event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id,
-						 EventKind kind, JobStatus to);
+extern void        event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id, EventKind kind,
+								JobStatus to);
 
 /* spi.c: plans prepared once per backend and kept */
 extern SPIPlanPtr spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
-extern void spi_check(int rc, int expected, const char *what);
+extern void       spi_check(int rc, int expected, const char *what);
 
 /* json.c: building result objects and event details */
 typedef struct JsonObjectBuilder
 {
 	JsonbParseState *state;
-	bool		empty;
+	bool             empty;
 } JsonObjectBuilder;
 
-extern void json_begin(JsonObjectBuilder *b);
-extern void json_add_text(JsonObjectBuilder *b, const char *key, const char *value);
-extern void json_add_bool(JsonObjectBuilder *b, const char *key, bool value);
-extern void json_add_uuid(JsonObjectBuilder *b, const char *key, const pg_uuid_t *value);
+extern void   json_begin(JsonObjectBuilder *b);
+extern void   json_add_text(JsonObjectBuilder *b, const char *key, const char *value);
+extern void   json_add_bool(JsonObjectBuilder *b, const char *key, bool value);
+extern void   json_add_uuid(JsonObjectBuilder *b, const char *key, const pg_uuid_t *value);
 extern Jsonb *json_end(JsonObjectBuilder *b);
-extern char *uuid_to_cstring(const pg_uuid_t *uuid);
+extern char  *uuid_to_cstring(const pg_uuid_t *uuid);
 
-#endif							/* PROVISION_H */
+#endif /* PROVISION_H */

@@ -17,15 +17,14 @@
 SPIPlanPtr
 spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan;
+	SPIPlanPtr plan;
 
 	if (*cache != NULL)
 		return *cache;
 
 	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed: %s", SPI_result_code_string(SPI_result));
 	*cache = plan;
@@ -37,6 +36,6 @@ void
 spi_check(int rc, int expected, const char *what)
 {
 	if (rc != expected)
-		elog(ERROR, "%s: expected %s, got %s", what,
-			 SPI_result_code_string(expected), SPI_result_code_string(rc));
+		elog(ERROR, "%s: expected %s, got %s", what, SPI_result_code_string(expected),
+			 SPI_result_code_string(rc));
 }

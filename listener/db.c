@@ -15,6 +15,7 @@
  */
 #include "db.h"
 
+#include "deadline.h"
 #include "log.h"
 #include "metrics.h"
 #include "respond.h"
@@ -96,18 +97,6 @@ ms_until(const struct timespec *t)
 	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
 }
 
-static void
-timespec_add_ms(struct timespec *t, long ms)
-{
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000;
-	if (t->tv_nsec >= 1000000000)
-	{
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000;
-	}
-}
-
 static bool
 slot_usable(const struct slot *s)
 {
@@ -177,8 +166,7 @@ exec_params(PGconn *conn, const char *sql, int nparams, const char *const *value
 	PGresult       *r;
 
 	*res = NULL;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	timespec_add_ms(&deadline, timeout_ms);
+	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
 
 	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
 		return EXEC_BROKEN;
@@ -284,8 +272,7 @@ slot_fail(struct slot *s)
 	if (s->backoff_ms > BACKOFF_MAX_MS)
 		s->backoff_ms = BACKOFF_MAX_MS;
 	jitter = s->backoff_ms / 4 > 0 ? random() % (s->backoff_ms / 4) : 0;
-	clock_gettime(CLOCK_MONOTONIC, &s->next_attempt);
-	timespec_add_ms(&s->next_attempt, s->backoff_ms + jitter);
+	deadline_after_ms(&s->next_attempt, CLOCK_MONOTONIC, s->backoff_ms + jitter);
 }
 
 /*
@@ -648,8 +635,7 @@ db_submit(struct db_pool *pool, struct db_job *job)
 	job->body = NULL;
 	job->retry_after = 0;
 	job->job_id[0] = '\0';
-	clock_gettime(CLOCK_MONOTONIC, &job->deadline);
-	timespec_add_ms(&job->deadline, pool->pool_wait_ms);
+	deadline_after_ms(&job->deadline, CLOCK_MONOTONIC, pool->pool_wait_ms);
 	pthread_mutex_lock(&pool->lock);
 	if (!pool->stopping && pool->queued < pool->queue_cap)
 	{

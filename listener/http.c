@@ -14,6 +14,7 @@
  */
 #include "http.h"
 
+#include "deadline.h"
 #include "log.h"
 #include "metrics.h"
 #include "respond.h"
@@ -100,19 +101,6 @@ seconds_since(const struct timespec *t)
 	return (double) (now.tv_sec - t->tv_sec) + (now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-static void
-deadline_from_now(struct timespec *t, long ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, t);
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000;
-	if (t->tv_nsec >= 1000000000)
-	{
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000;
-	}
-}
-
 static bool
 past(const struct timespec *t, const struct timespec *now)
 {
@@ -138,7 +126,7 @@ set_receiving(struct http_server *server, struct MHD_Connection *conn, bool rece
 	pthread_mutex_lock(&server->lock);
 	e->receiving = receiving;
 	if (receiving)
-		deadline_from_now(&e->deadline, server->cfg->request_timeout_ms);
+		deadline_after_ms(&e->deadline, CLOCK_MONOTONIC, server->cfg->request_timeout_ms);
 	pthread_mutex_unlock(&server->lock);
 }
 
@@ -555,7 +543,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		}
 		e->fd = info->connect_fd;
 		e->receiving = true;
-		deadline_from_now(&e->deadline, server->cfg->request_timeout_ms);
+		deadline_after_ms(&e->deadline, CLOCK_MONOTONIC, server->cfg->request_timeout_ms);
 		pthread_mutex_lock(&server->lock);
 		e->next = server->conns;
 		if (server->conns != NULL)
@@ -811,14 +799,7 @@ http_drain(struct http_server *server, long timeout_ms)
 	struct timespec deadline;
 	bool            idle = true;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000)
-	{
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
+	deadline_after_ms(&deadline, CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&server->lock);
 	while (atomic_load(&server->in_flight) > 0)
 		if (pthread_cond_timedwait(&server->idle, &server->lock, &deadline) == ETIMEDOUT)

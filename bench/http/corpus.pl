@@ -4,9 +4,8 @@
 # wrk's init() only reads the file and request() only cuts the next one
 # out), and corpus.<t>, the same requests one per line as
 #   <kind> TAB <delivery id> TAB <hex HMAC-SHA256 of the body> TAB <body>
-# for the runner's checks.
-# with kind `run` (a new `running` callback with VM metadata, for a job no
-# other request touches), `hb` (a heartbeat of a provisioning job) or `dup`
+# for the runner's checks.  Kinds: `run` (a new `running` callback with VM
+# metadata, for a job no other request touches), `hb` (a heartbeat of a provisioning job) or `dup`
 # (a redelivery of a `running` callback recorded before the run).  The job
 # numbering, bodies and delivery ids are those of bench/sql (reset.sql,
 # running.sql, heartbeat.sql, duplicate.sql), so both benchmarks send the

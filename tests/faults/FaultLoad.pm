@@ -32,9 +32,10 @@ there exactly once (events per job), no job is C<running> without its
 instance or the reverse, and a C<"duplicate": true> answer only follows a
 lost answer.
 
-Senders are forked processes.  They never touch the database, never run
-Test::More assertions and leave with C<POSIX::_exit>, so the test script's
-END blocks (cluster and listener teardown) run only in the parent.
+Senders are forked processes (C<ProvisionTest::start_clients>).  They never
+touch the database, never run Test::More assertions and leave with
+C<POSIX::_exit>, so the test script's END blocks (cluster and listener
+teardown) run only in the parent.
 
 =cut
 
@@ -44,7 +45,6 @@ use strict;
 use warnings;
 
 use Carp;
-use POSIX ();
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -199,49 +199,31 @@ sub start_senders
 {
 	my ($n, $jobs, $listeners, %opts) = @_;
 	my $tag = $opts{tag} // croak 'tag required';
-	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my %pids;
+	my $stop = PostgreSQL::Test::Utils::tempdir() . '/stop';
 	my %index;
 	@index{@$jobs} = (0 .. $#$jobs);
-	for my $i (0 .. $n - 1)
-	{
-		my $pid = fork();
-		croak "fork: $!" unless defined $pid;
-		if ($pid == 0)
-		{
-			my $status = 0;
-			my $ok = eval {
-				my @records;
-				my $k = $i;
-				my @mine = $opts{share} ? @$jobs : @$jobs[ grep { $_ % $n == $i } 0 .. $#$jobs ];
-				for my $job (@mine)
-				{
-					last if -e "$dir/stop";
-					for my $d (@{ plan_for($tag, $job, $index{$job}) })
-					{
-						my $rec = deliver($listeners, $d, start => $k++,
-							scheme => $opts{scheme}, deadline => $opts{deadline});
-						$rec->{job} = $job;
-						push @records, $rec;
-						sleep($opts{pace}) if $opts{pace};
-					}
-				}
-				open(my $fh, '>', "$dir/$i.tmp") or die "$dir/$i.tmp: $!";
-				print $fh ProvisionTest::encode_json(\@records);
-				close $fh or die "close: $!";
-				rename("$dir/$i.tmp", "$dir/$i.json") or die "rename: $!";
-				1;
-			};
-			unless ($ok)
+	my $clients = ProvisionTest::start_clients(
+		$n,
+		sub {
+			my ($i) = @_;
+			my @records;
+			my $k = $i;
+			my @mine = $opts{share} ? @$jobs : @$jobs[ grep { $_ % $n == $i } 0 .. $#$jobs ];
+			for my $job (@mine)
 			{
-				print STDERR "sender $i died: $@";
-				$status = 1;
+				last if -e $stop;
+				for my $d (@{ plan_for($tag, $job, $index{$job}) })
+				{
+					my $rec = deliver($listeners, $d, start => $k++,
+						scheme => $opts{scheme}, deadline => $opts{deadline});
+					$rec->{job} = $job;
+					push @records, $rec;
+					sleep($opts{pace}) if $opts{pace};
+				}
 			}
-			POSIX::_exit($status);
-		}
-		$pids{$pid} = $i;
-	}
-	return { dir => $dir, pids => \%pids, n => $n, t0 => time() };
+			return \@records;
+		});
+	return { clients => $clients, stop => $stop, t0 => time() };
 }
 
 =pod
@@ -262,7 +244,7 @@ C<lost>.
 sub stop_senders
 {
 	my ($h) = @_;
-	open(my $fh, '>', "$h->{dir}/stop") or croak "$h->{dir}/stop: $!";
+	open(my $fh, '>', $h->{stop}) or croak "$h->{stop}: $!";
 	close $fh;
 	return;
 }
@@ -270,35 +252,14 @@ sub stop_senders
 sub wait_senders
 {
 	my ($h, $timeout) = @_;
-	my $pids = $h->{pids};
-	my $deadline = time() + $timeout;
-	while (%$pids && time() < $deadline)
-	{
-		for my $pid (keys %$pids)
-		{
-			delete $pids->{$pid} if waitpid($pid, POSIX::WNOHANG()) != 0;
-		}
-		sleep(0.05) if %$pids;
-	}
-	for my $pid (keys %$pids)
-	{
-		diag("sender $pids->{$pid} still running after ${timeout}s; killing it");
-		kill 'KILL', $pid;
-		waitpid($pid, 0);
-	}
+	my $results = ProvisionTest::finish_clients($h->{clients}, timeout => $timeout);
 	my @all;
 	$h->{lost} = 0;
-	for my $i (0 .. $h->{n} - 1)
+	for my $i (0 .. $#$results)
 	{
-		my $v;
-		if (open(my $fh, '<', "$h->{dir}/$i.json"))
+		if (ref $results->[$i] eq 'ARRAY')
 		{
-			local $/;
-			$v = ProvisionTest::decode_json(<$fh>);
-		}
-		if (ref $v eq 'ARRAY')
-		{
-			push @all, @$v;
+			push @all, @{ $results->[$i] };
 		}
 		else
 		{

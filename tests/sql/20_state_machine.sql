@@ -4,23 +4,7 @@
 -- attempts count, which timestamps move, how the agent follows, and the one
 -- event per applied change (none for no-ops and refusals).
 SET client_min_messages = warning;
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
-
-CREATE FUNCTION pg_temp.try(stmt text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  st text;
-  msg text;
-  det text;
-BEGIN
-  EXECUTE stmt;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-  RETURN st || ' ' || msg || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END;
-END
-$$;
+CALL regress.reset();
 
 -- One draft agent and one job per (from, to) cell, inserted directly as a
 -- DBA may do: job 20000000-0000-4000-8000-0000000000<from><to>, with every
@@ -46,7 +30,7 @@ SELECT job_id, agent_id, from_status, 1,
 
 CREATE TEMP TABLE outcome AS
 SELECT c.*, now() AS t0,
-       pg_temp.try(format('SELECT provision.update_job_status(%L, %L, %L)',
+       regress.try(format('SELECT provision.update_job_status(%L, %L, %L)',
                           c.job_id, c.to_status, 'new error')) AS result
   FROM cells c;
 
@@ -144,26 +128,25 @@ SELECT kind, from_status, to_status, detail FROM provision.events
  WHERE job_id = '22000000-0000-4000-8000-000000000001' ORDER BY id;
 
 -- Bad arguments.
-SELECT pg_temp.try($$SELECT provision.update_job_status(NULL, 'running')$$);
-SELECT pg_temp.try($$SELECT provision.update_job_status('22000000-0000-4000-8000-000000000001', NULL)$$);
-SELECT pg_temp.try($$SELECT provision.update_job_status('22000000-0000-4000-8000-0000000000ff', 'running')$$);
-SELECT pg_temp.try($$SELECT provision.update_job_status('22000000-0000-4000-8000-000000000001', 'bogus')$$);
+SELECT regress.try($$SELECT provision.update_job_status(NULL, 'running')$$);
+SELECT regress.try($$SELECT provision.update_job_status('22000000-0000-4000-8000-000000000001', NULL)$$);
+SELECT regress.try($$SELECT provision.update_job_status('22000000-0000-4000-8000-0000000000ff', 'running')$$);
+SELECT regress.try($$SELECT provision.update_job_status('22000000-0000-4000-8000-000000000001', 'bogus')$$);
 -- error text: up to 4096 characters (not bytes) is accepted.
-SELECT pg_temp.try(format('SELECT provision.update_job_status(%L, %L, %L)',
+SELECT regress.try(format('SELECT provision.update_job_status(%L, %L, %L)',
                           '20000000-0000-4000-8000-000000000033', 'failed', repeat('é', 4097)));
-SELECT pg_temp.try(format('SELECT provision.update_job_status(%L, %L, %L)',
+SELECT regress.try(format('SELECT provision.update_job_status(%L, %L, %L)',
                           '20000000-0000-4000-8000-000000000033', 'failed', repeat('é', 4096)));
 SELECT status, char_length(error) FROM provision.provisioning_jobs
  WHERE id = '20000000-0000-4000-8000-000000000033';
 
 -- The CHECK constraints back the state machine for rows written directly.
-SELECT split_part(pg_temp.try($$UPDATE provision.provisioning_jobs SET completed_at = NULL
+SELECT split_part(regress.try($$UPDATE provision.provisioning_jobs SET completed_at = NULL
                       WHERE id = '22000000-0000-4000-8000-000000000001'$$), ' | ', 1);
-SELECT split_part(pg_temp.try($$UPDATE provision.provisioning_jobs SET failed_at = NULL
+SELECT split_part(regress.try($$UPDATE provision.provisioning_jobs SET failed_at = NULL
                       WHERE id = '20000000-0000-4000-8000-000000000015'$$), ' | ', 1);
-SELECT pg_temp.try($$INSERT INTO provision.provisioning_jobs (agent_id, status)
+SELECT regress.try($$INSERT INTO provision.provisioning_jobs (agent_id, status)
                       VALUES ('2c000000-0000-4000-8000-000000000001', 'pending'),
                              ('2c000000-0000-4000-8000-000000000001', 'dispatched')$$);
 
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
+CALL regress.reset();

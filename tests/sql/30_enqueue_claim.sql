@@ -2,23 +2,7 @@
 -- argument limits, the enqueued event. claim_jobs: oldest first, max_jobs,
 -- dispatched_at and the dispatched event, bad max_jobs.
 SET client_min_messages = warning;
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
-
-CREATE FUNCTION pg_temp.try(stmt text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  st text;
-  msg text;
-  det text;
-BEGIN
-  EXECUTE stmt;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-  RETURN st || ' ' || msg || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END;
-END
-$$;
+CALL regress.reset();
 
 INSERT INTO provision.agents (id, name) VALUES
   ('3a000000-0000-4000-8000-000000000001', 'enqueue 1'),
@@ -63,26 +47,26 @@ SELECT count(*) FROM provision.update_job_status(:'j3', 'cancelled');
 SELECT provision.enqueue_job('3a000000-0000-4000-8000-000000000001') NOT IN (:'j1', :'j3') AS fresh_job;
 
 -- Another agent's key: 22023, naming the job and agent it belongs to.
-SELECT replace(pg_temp.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-000000000002', 'pay_1')$$),
+SELECT replace(regress.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-000000000002', 'pay_1')$$),
                :'j1', '<j1>');
 -- Unknown agent: P0002 (even with a known key).
-SELECT pg_temp.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-0000000000ff')$$);
-SELECT pg_temp.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-0000000000ff', 'pay_1')$$);
+SELECT regress.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-0000000000ff')$$);
+SELECT regress.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-0000000000ff', 'pay_1')$$);
 -- NULL agent, empty and overlong keys: 22023.
-SELECT pg_temp.try($$SELECT provision.enqueue_job(NULL)$$);
-SELECT pg_temp.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-000000000002', '')$$);
-SELECT pg_temp.try(format('SELECT provision.enqueue_job(%L, %L)',
+SELECT regress.try($$SELECT provision.enqueue_job(NULL)$$);
+SELECT regress.try($$SELECT provision.enqueue_job('3a000000-0000-4000-8000-000000000002', '')$$);
+SELECT regress.try(format('SELECT provision.enqueue_job(%L, %L)',
                           '3a000000-0000-4000-8000-000000000002', repeat('k', 256)));
-SELECT pg_temp.try(format('SELECT provision.enqueue_job(%L, %L)',
+SELECT regress.try(format('SELECT provision.enqueue_job(%L, %L)',
                           '3a000000-0000-4000-8000-000000000002', repeat('ü', 255)));
 SELECT count(*) AS jobs_of_agent_2 FROM provision.provisioning_jobs
  WHERE agent_id = '3a000000-0000-4000-8000-000000000002';
 SELECT kind, count(*) FROM provision.events GROUP BY kind ORDER BY kind;
 
 -- claim_jobs: bad max_jobs.
-SELECT pg_temp.try($$SELECT provision.claim_jobs(NULL)$$);
-SELECT pg_temp.try($$SELECT provision.claim_jobs(0)$$);
-SELECT pg_temp.try($$SELECT provision.claim_jobs(-5)$$);
+SELECT regress.try($$SELECT provision.claim_jobs(NULL)$$);
+SELECT regress.try($$SELECT provision.claim_jobs(0)$$);
+SELECT regress.try($$SELECT provision.claim_jobs(-5)$$);
 
 -- Three pending jobs with known ages (the one of agent 2 from above is
 -- newest); claim two, oldest first.
@@ -101,5 +85,4 @@ SELECT count(*) FROM provision.claim_jobs(10);
 -- Claiming does not change the agent.
 SELECT id, status FROM provision.agents WHERE id <> '3a000000-0000-4000-8000-000000000001' ORDER BY id;
 
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
+CALL regress.reset();

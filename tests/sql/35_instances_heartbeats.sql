@@ -4,23 +4,7 @@
 -- record_heartbeat: only last_heartbeat_at, on the instance only when this
 -- job created it, refused for failed and cancelled jobs, no events.
 SET client_min_messages = warning;
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
-
-CREATE FUNCTION pg_temp.try(stmt text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  st text;
-  msg text;
-  det text;
-BEGIN
-  EXECUTE stmt;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-  RETURN st || ' ' || msg || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END;
-END
-$$;
+CALL regress.reset();
 
 INSERT INTO provision.agents (id, name) VALUES
   ('3b000000-0000-4000-8000-000000000001', 'instance 1'),
@@ -74,18 +58,18 @@ SELECT server_id FROM provision.complete_provisioning_with_metadata(
 SELECT attempts, status FROM provision.provisioning_jobs WHERE id = '35000000-0000-4000-8000-000000000002';
 
 -- Bad arguments: 22023 naming the argument; unknown job P0002; refused from cancelled.
-SELECT pg_temp.try($$SELECT provision.complete_provisioning_with_metadata(NULL, 'x', '1.2.3.4', '1.2.3.4')$$);
-SELECT pg_temp.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', NULL, '1.2.3.4', '1.2.3.4')$$);
-SELECT pg_temp.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', 'x', NULL, '1.2.3.4')$$);
-SELECT pg_temp.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', 'x', '1.2.3.4', NULL)$$);
-SELECT pg_temp.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', '', '1.2.3.4', '1.2.3.4')$$);
-SELECT pg_temp.try(format('SELECT provision.complete_provisioning_with_metadata(%L, %L, %L, %L)',
+SELECT regress.try($$SELECT provision.complete_provisioning_with_metadata(NULL, 'x', '1.2.3.4', '1.2.3.4')$$);
+SELECT regress.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', NULL, '1.2.3.4', '1.2.3.4')$$);
+SELECT regress.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', 'x', NULL, '1.2.3.4')$$);
+SELECT regress.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', 'x', '1.2.3.4', NULL)$$);
+SELECT regress.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000002', '', '1.2.3.4', '1.2.3.4')$$);
+SELECT regress.try(format('SELECT provision.complete_provisioning_with_metadata(%L, %L, %L, %L)',
                           '35000000-0000-4000-8000-000000000002', repeat('x', 256), '1.2.3.4', '1.2.3.4'));
-SELECT pg_temp.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-0000000000ff', 'x', '1.2.3.4', '1.2.3.4')$$);
+SELECT regress.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-0000000000ff', 'x', '1.2.3.4', '1.2.3.4')$$);
 INSERT INTO provision.agents (id, name) VALUES ('3b000000-0000-4000-8000-000000000004', 'cancelled');
 INSERT INTO provision.provisioning_jobs (id, agent_id, status) VALUES
   ('35000000-0000-4000-8000-000000000004', '3b000000-0000-4000-8000-000000000004', 'cancelled');
-SELECT pg_temp.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000004', 'x', '1.2.3.4', '1.2.3.4')$$);
+SELECT regress.try($$SELECT provision.complete_provisioning_with_metadata('35000000-0000-4000-8000-000000000004', 'x', '1.2.3.4', '1.2.3.4')$$);
 SELECT count(*) AS instances_of_cancelled FROM provision.agent_instances
  WHERE agent_id = '3b000000-0000-4000-8000-000000000004';
 
@@ -113,11 +97,11 @@ INSERT INTO provision.agents (id, name) VALUES
 INSERT INTO provision.provisioning_jobs (id, agent_id, status, failed_at, updated_at) VALUES
   ('35000000-0000-4000-8000-000000000005', '3b000000-0000-4000-8000-000000000005', 'pending', NULL, '2000-01-01'),
   ('35000000-0000-4000-8000-000000000006', '3b000000-0000-4000-8000-000000000006', 'failed', '2000-01-01', '2000-01-01');
-SELECT pg_temp.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-000000000005')$$);
-SELECT pg_temp.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-000000000006')$$);
-SELECT pg_temp.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-000000000004')$$);
-SELECT pg_temp.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-0000000000ff')$$);
-SELECT pg_temp.try($$SELECT provision.record_heartbeat(NULL)$$);
+SELECT regress.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-000000000005')$$);
+SELECT regress.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-000000000006')$$);
+SELECT regress.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-000000000004')$$);
+SELECT regress.try($$SELECT provision.record_heartbeat('35000000-0000-4000-8000-0000000000ff')$$);
+SELECT regress.try($$SELECT provision.record_heartbeat(NULL)$$);
 SELECT id, status, last_heartbeat_at IS NOT NULL AS beat FROM provision.provisioning_jobs
  WHERE id IN ('35000000-0000-4000-8000-000000000005', '35000000-0000-4000-8000-000000000006',
               '35000000-0000-4000-8000-000000000004')
@@ -126,5 +110,4 @@ SELECT id, status, last_heartbeat_at IS NOT NULL AS beat FROM provision.provisio
 SELECT count(*) AS changed FROM provision.provisioning_jobs WHERE updated_at <> '2000-01-01';
 SELECT count(*) AS events FROM provision.events;
 
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
+CALL regress.reset();

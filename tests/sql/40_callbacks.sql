@@ -2,23 +2,7 @@
 -- message, delivery dedup and the result object, and the events (or their
 -- absence) behind each.
 SET client_min_messages = warning;
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
-
-CREATE FUNCTION pg_temp.try(stmt text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  st text;
-  msg text;
-  det text;
-BEGIN
-  EXECUTE stmt;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-  RETURN st || ' ' || msg || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END;
-END
-$$;
+CALL regress.reset();
 
 -- The result object with the (random) instance id masked; the deliveries
 -- check below compares it with the instance row.
@@ -34,7 +18,7 @@ $$;
 -- Errors of a payload (as text, so the cases read as written).
 CREATE FUNCTION pg_temp.bad(payload text, delivery text DEFAULT NULL)
 RETURNS text LANGUAGE sql AS $$
-  SELECT pg_temp.try(format('SELECT provision.handle_callback(%L::jsonb, %L)', payload, delivery))
+  SELECT regress.try(format('SELECT provision.handle_callback(%L::jsonb, %L)', payload, delivery))
 $$;
 
 INSERT INTO provision.agents (id, name) VALUES
@@ -160,8 +144,8 @@ SELECT pg_temp.bad('{"job_id": "400000000000400080000000000000 02", "status": "p
 SELECT pg_temp.bad('{"job_id": "{40000000-0000-4000-8000-000000000002", "status": "provisioning"}');
 SELECT pg_temp.bad('{"job_id": "-40000000-0000-4000-8000-000000000002", "status": "provisioning"}');
 -- NULL payload; limits on server_id, error and delivery_id.
-SELECT pg_temp.try($$SELECT provision.handle_callback(NULL)$$);
-SELECT pg_temp.try($$SELECT provision.handle_callback(NULL, 'gh-null')$$);
+SELECT regress.try($$SELECT provision.handle_callback(NULL)$$);
+SELECT regress.try($$SELECT provision.handle_callback(NULL, 'gh-null')$$);
 SELECT pg_temp.bad(format('{"job_id": "40000000-0000-4000-8000-000000000002", "status": "running", "server_id": "%s", "server_ip": "1.2.3.4", "tailscale_ip": "1.2.3.4"}', repeat('x', 256)));
 SELECT pg_temp.bad(format('{"job_id": "40000000-0000-4000-8000-000000000003", "status": "failed", "error": "%s"}', repeat('e', 4097)));
 SELECT pg_temp.bad('{"job_id": "40000000-0000-4000-8000-000000000003", "status": "failed"}', '');
@@ -172,5 +156,4 @@ SELECT pg_temp.bad('{"job_id": "40000000-0000-4000-8000-000000000003", "status":
 SELECT count(*) AS deliveries FROM provision.callback_deliveries;
 SELECT count(*) = :events_before AS no_new_events FROM provision.events;
 
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
+CALL regress.reset();

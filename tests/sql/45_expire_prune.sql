@@ -5,23 +5,7 @@
 -- events older than the interval or provision.history_retention; a pruned
 -- delivery id is no longer deduplicated.
 SET client_min_messages = warning;
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
-
-CREATE FUNCTION pg_temp.try(stmt text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  st text;
-  msg text;
-  det text;
-BEGIN
-  EXECUTE stmt;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-  RETURN st || ' ' || msg || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END;
-END
-$$;
+CALL regress.reset();
 
 -- Jobs 1..9, one agent each. Ages in minutes of (heartbeat, started, dispatched).
 INSERT INTO provision.agents (id, name, status)
@@ -71,7 +55,7 @@ SELECT status, attempts, error, last_heartbeat_at
   FROM provision.update_job_status('45000000-0000-4000-8000-000000000001', 'provisioning');
 SELECT provision.expire_stale_jobs('20 minutes') AS rerun_not_expired;
 -- Negative intervals are refused.
-SELECT pg_temp.try($$SELECT provision.expire_stale_jobs('-1 minute')$$);
+SELECT regress.try($$SELECT provision.expire_stale_jobs('-1 minute')$$);
 
 -- prune_history.
 TRUNCATE provision.events, provision.callback_deliveries;
@@ -92,7 +76,7 @@ SELECT provision.prune_history() AS pruned_by_guc;
 RESET provision.history_retention;
 SELECT count(*) AS deliveries FROM provision.callback_deliveries;
 SELECT count(*) AS events FROM provision.events;
-SELECT pg_temp.try($$SELECT provision.prune_history('-1 day')$$);
+SELECT regress.try($$SELECT provision.prune_history('-1 day')$$);
 
 -- A pruned delivery id applies again.
 SELECT provision.handle_callback('{"job_id": "45000000-0000-4000-8000-000000000007", "status": "heartbeat"}',
@@ -104,5 +88,4 @@ SELECT provision.prune_history('1 hour') AS pruned;
 SELECT provision.handle_callback('{"job_id": "45000000-0000-4000-8000-000000000007", "status": "heartbeat"}',
                                  'again')->>'duplicate' AS duplicate;
 
-TRUNCATE provision.events, provision.callback_deliveries, provision.agent_instances,
-         provision.provisioning_jobs, provision.agents;
+CALL regress.reset();

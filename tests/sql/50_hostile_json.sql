@@ -5,31 +5,6 @@
 -- change, no event, no delivery record.
 SET client_min_messages = warning;
 
--- Runs one callback and reports either the result or the error, so that a
--- table of cases shows each SQLSTATE next to its message.  The payload is
--- passed as text and cast inside, so that JSON the server refuses to parse
--- is reported the same way.  Reports are cut at 200 characters so that a
--- message quoting a huge value stays readable.
-CREATE FUNCTION pg_temp.cb(payload text, delivery text DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  r jsonb;
-  st text;
-  msg text;
-  det text;
-BEGIN
-  r := provision.handle_callback(payload::jsonb, delivery);
-  RETURN format('ok %s applied=%s duplicate=%s job=%s agent=%s',
-                r->>'action', r->>'applied', r->>'duplicate',
-                r->>'job_status', r->>'agent_status');
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                          det = PG_EXCEPTION_DETAIL;
-  RETURN left(st || ' ' || msg
-              || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END, 200);
-END
-$$;
-
 INSERT INTO provision.agents (id, name)
 SELECT ('c5000000-0000-4000-8000-0000000000' || lpad(n::text, 2, '0'))::uuid,
        'hostile-json-' || n
@@ -40,7 +15,7 @@ SELECT ('d5000000-0000-4000-8000-0000000000' || lpad(n::text, 2, '0'))::uuid,
   FROM generate_series(1, 20) AS n;
 
 -- The payload itself: not an object, or no payload at all.
-SELECT label, pg_temp.cb(payload, 'hj-' || label) AS outcome
+SELECT label, regress.cb(payload, 'hj-' || label) AS outcome
   FROM (VALUES ('sql-null', NULL),
                ('json-null', 'null'),
                ('array', '[{"job_id": "d5000000-0000-4000-8000-000000000001", "status": "running"}]'),
@@ -53,7 +28,7 @@ SELECT label, pg_temp.cb(payload, 'hj-' || label) AS outcome
        ) AS t(label, payload);
 
 -- job_id: every wrong JSON type, absent, and malformed uuids.
-SELECT label, pg_temp.cb('{"status": "provisioning", "job_id": ' || v || '}',
+SELECT label, regress.cb('{"status": "provisioning", "job_id": ' || v || '}',
                          'hj-job-' || label) AS outcome
   FROM (VALUES ('number', '12345'),
                ('float', '1.5e3'),
@@ -68,18 +43,18 @@ SELECT label, pg_temp.cb('{"status": "provisioning", "job_id": ' || v || '}',
                ('nul-escape', '"d5000000-0000-4000-8000-000000000001\u0000"'),
                ('unknown-job', '"00000000-0000-4000-8000-000000000000"')
        ) AS t(label, v);
-SELECT pg_temp.cb('{"status": "provisioning"}') AS job_id_absent;
+SELECT regress.cb('{"status": "provisioning"}') AS job_id_absent;
 
 -- Forms of the uuid that the uuid type itself accepts are the same job.
-SELECT pg_temp.cb('{"status": "heartbeat",
+SELECT regress.cb('{"status": "heartbeat",
                     "job_id": "D5000000-0000-4000-8000-000000000020"}') AS upper_case;
-SELECT pg_temp.cb('{"status": "heartbeat",
+SELECT regress.cb('{"status": "heartbeat",
                     "job_id": "{d5000000-0000-4000-8000-000000000020}"}') AS braces;
-SELECT pg_temp.cb('{"status": "heartbeat",
+SELECT regress.cb('{"status": "heartbeat",
                     "job_id": "d5000000000040008000000000000020"}') AS no_hyphens;
 
 -- status: every wrong JSON type, absent, and unknown values.
-SELECT label, pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000001", "status": '
+SELECT label, regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000001", "status": '
                          || v || '}', 'hj-status-' || label) AS outcome
   FROM (VALUES ('number', '1'),
                ('array', '["running"]'),
@@ -96,11 +71,11 @@ SELECT label, pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000001", "st
                ('nul-escape', '"running\u0000"'),
                ('long', '"' || repeat('running', 10000) || '"')
        ) AS t(label, v);
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000001"}') AS status_absent;
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000001"}') AS status_absent;
 
 -- The metadata fields with wrong JSON types.  server_id may be a string or
 -- a number; anything else names the field.
-SELECT label, pg_temp.cb(
+SELECT label, regress.cb(
          '{"job_id": "d5000000-0000-4000-8000-000000000001", "status": "running", '
          || fields || '}', 'hj-meta-' || label) AS outcome
   FROM (VALUES
@@ -120,7 +95,7 @@ SELECT label, pg_temp.cb(
   ) AS t(label, fields);
 
 -- Partial metadata (JSON null counts as absent).
-SELECT label, pg_temp.cb(
+SELECT label, regress.cb(
          '{"job_id": "d5000000-0000-4000-8000-000000000001", "status": "running", '
          || fields || '}', 'hj-partial-' || label) AS outcome
   FROM (VALUES
@@ -133,7 +108,7 @@ SELECT label, pg_temp.cb(
   ) AS t(label, fields);
 
 -- Malformed addresses: refused as 22P02 (or 22023) naming the field.
-SELECT label, pg_temp.cb(
+SELECT label, regress.cb(
          '{"job_id": "d5000000-0000-4000-8000-000000000001", "status": "running", '
          || '"server_id": "s", "server_ip": ' || ip || ', "tailscale_ip": "100.64.0.1"}',
          'hj-ip-' || label) AS outcome
@@ -149,7 +124,7 @@ SELECT label, pg_temp.cb(
                ('nul-escape', '"203.0.113.1\u0000"'),
                ('long', '"' || repeat('1', 5000) || '"')
        ) AS t(label, ip);
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000001", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000001", "status": "running",
                     "server_id": "s", "server_ip": "203.0.113.1",
                     "tailscale_ip": "100.64.0.999"}') AS bad_tailscale_ip;
 
@@ -165,16 +140,16 @@ SELECT count(*) AS instances
   FROM provision.agent_instances WHERE agent_id::text LIKE 'c5000000-%';
 
 -- Valid IPv6 and other forms the inet type accepts are stored as given.
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000002", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000002", "status": "running",
                     "server_id": "v6", "server_ip": "2001:DB8:0:0:0:0:0:1",
                     "tailscale_ip": "fd7a:115c:a1e0:ab12:4843:cd96:6258:b240"}') AS ipv6;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000003", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000003", "status": "running",
                     "server_id": "v4mapped", "server_ip": "::ffff:203.0.113.7",
                     "tailscale_ip": "100.64.0.7"}') AS ipv4_mapped;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000004", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000004", "status": "running",
                     "server_id": "padded", "server_ip": " 203.0.113.8 ",
                     "tailscale_ip": "100.64.0.8"}') AS padded_ip;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000005", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000005", "status": "running",
                     "server_id": "netmask", "server_ip": "203.0.113.9/24",
                     "tailscale_ip": "100.64.0.9/32"}') AS with_netmask;
 SELECT a.name, i.server_id, i.server_ip, i.tailscale_ip, family(i.server_ip)
@@ -185,16 +160,16 @@ SELECT a.name, i.server_id, i.server_ip, i.tailscale_ip, family(i.server_ip)
 
 -- server_id as a JSON number (Hetzner ids are numbers) is stored as text,
 -- exactly as the number is written by jsonb.
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000006", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000006", "status": "running",
                     "server_id": 58124392, "server_ip": "203.0.113.10",
                     "tailscale_ip": "100.64.0.10"}') AS numeric_server_id;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000007", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000007", "status": "running",
                     "server_id": 0, "server_ip": "203.0.113.11",
                     "tailscale_ip": "100.64.0.11"}') AS zero_server_id;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000008", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000008", "status": "running",
                     "server_id": 1.50, "server_ip": "203.0.113.12",
                     "tailscale_ip": "100.64.0.12"}') AS fractional_server_id;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000009", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000009", "status": "running",
                     "server_id": 1e400, "server_ip": "203.0.113.13",
                     "tailscale_ip": "100.64.0.13"}') AS huge_server_id;
 SELECT a.name, i.server_id
@@ -208,55 +183,55 @@ SELECT a.name, i.server_id
 
 -- Unicode is stored verbatim; escapes are decoded by jsonb; the NUL
 -- escape cannot enter jsonb at all.
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000010", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000010", "status": "running",
                     "server_id": "srv-\u00fc-漢字-😀-\ud83d\ude80", "server_ip": "203.0.113.14",
                     "tailscale_ip": "100.64.0.14"}') AS unicode_server_id;
 SELECT i.server_id, length(i.server_id) AS chars, octet_length(i.server_id) AS bytes
   FROM provision.agent_instances i
  WHERE i.agent_id = 'c5000000-0000-4000-8000-000000000010';
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000011", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000011", "status": "running",
                     "server_id": "srv\u0000evil", "server_ip": "203.0.113.15",
                     "tailscale_ip": "100.64.0.15"}') AS nul_in_server_id;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000011", "status": "running",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000011", "status": "running",
                     "server_id": "srv\ud800", "server_ip": "203.0.113.15",
                     "tailscale_ip": "100.64.0.15"}') AS lone_surrogate;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000011", "status": "failed",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000011", "status": "failed",
                     "error": "line one\nline two\t\u001b[31mred\u001b[0m \u2028 ünïcödé"}') AS control_chars_in_error;
 SELECT error, length(error) FROM provision.provisioning_jobs
  WHERE id = 'd5000000-0000-4000-8000-000000000011';
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000012", "status": "failed",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000012", "status": "failed",
                     "error": "a\u0000b"}') AS nul_in_error;
 
 -- error with wrong JSON types; null counts as absent.
-SELECT label, pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000012", "status": "failed", "error": '
+SELECT label, regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000012", "status": "failed", "error": '
                          || v || '}', 'hj-error-' || label) AS outcome
   FROM (VALUES ('number', '500'),
                ('array', '["boom"]'),
                ('object', '{"message": "boom"}'),
                ('boolean', 'true')
        ) AS t(label, v);
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000012", "status": "failed",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000012", "status": "failed",
                     "error": null}') AS error_null;
 SELECT status, error FROM provision.provisioning_jobs
  WHERE id = 'd5000000-0000-4000-8000-000000000012';
 
 -- Duplicate keys: jsonb keeps the last one, so the payload means what
 -- every JSON consumer that keeps the last key reads.
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000013",
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000013",
                     "status": "failed", "status": "provisioning"}') AS duplicate_keys;
 
 -- Huge payloads: a multi-megabyte unknown key, a 100,000-element array and
 -- a deeply nested unknown key are ignored; the known fields still route.
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000014", "status": "provisioning", "junk": "'
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000014", "status": "provisioning", "junk": "'
                   || repeat('x', 4 * 1024 * 1024) || '"}') AS huge_string;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000015", "status": "provisioning", "junk": ['
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000015", "status": "provisioning", "junk": ['
                   || (SELECT string_agg(n::text, ',') FROM generate_series(1, 100000) AS n)
                   || ']}') AS huge_array;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000016", "status": "provisioning", "junk": '
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000016", "status": "provisioning", "junk": '
                   || repeat('{"a": ', 2000) || '1' || repeat('}', 2000) || '}') AS deep_object;
-SELECT pg_temp.cb('{"junk": ' || repeat('[', 5000) || repeat(']', 5000)
+SELECT regress.cb('{"junk": ' || repeat('[', 5000) || repeat(']', 5000)
                   || ', "job_id": "d5000000-0000-4000-8000-000000000017", "status": "provisioning"}') AS deep_array;
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000018", "status": "provisioning", '
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000018", "status": "provisioning", '
                   || (SELECT string_agg(format('"k%s": %s', n, n), ', ') FROM generate_series(1, 20000) AS n)
                   || '}') AS many_keys;
 SELECT id, status FROM provision.provisioning_jobs
@@ -265,7 +240,7 @@ SELECT id, status FROM provision.provisioning_jobs
  ORDER BY id;
 
 -- The stored delivery result holds the result object, never the payload.
-SELECT pg_temp.cb('{"job_id": "d5000000-0000-4000-8000-000000000019", "status": "provisioning", "junk": "'
+SELECT regress.cb('{"job_id": "d5000000-0000-4000-8000-000000000019", "status": "provisioning", "junk": "'
                   || repeat('y', 100000) || '"}', 'hj-big-delivery') AS big_delivery;
 SELECT pg_column_size(result) < 1000 AS small_result,
        result ? 'junk' AS has_payload

@@ -5,47 +5,6 @@
 -- constraint), and a refusal leaves nothing behind.
 SET client_min_messages = warning;
 
--- Runs one callback and reports either the result or the error.  Reports
--- are cut at 200 characters so a message quoting a huge value stays short.
--- pg_temp.try does the same for any statement.
-CREATE FUNCTION pg_temp.cb(payload text, delivery text DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  r jsonb;
-  st text;
-  msg text;
-  det text;
-BEGIN
-  r := provision.handle_callback(payload::jsonb, delivery);
-  RETURN format('ok %s applied=%s duplicate=%s job=%s agent=%s',
-                r->>'action', r->>'applied', r->>'duplicate',
-                r->>'job_status', r->>'agent_status');
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                          det = PG_EXCEPTION_DETAIL;
-  RETURN left(st || ' ' || msg
-              || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END, 200);
-END
-$$;
-
-CREATE FUNCTION pg_temp.try(stmt text, with_detail boolean DEFAULT true)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  st text;
-  msg text;
-  det text;
-BEGIN
-  EXECUTE stmt;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                          det = PG_EXCEPTION_DETAIL;
-  RETURN left(st || ' ' || msg
-              || CASE WHEN with_detail AND det <> '' THEN ' | ' || det ELSE '' END,
-              200);
-END
-$$;
-
 INSERT INTO provision.agents (id, name)
 SELECT ('c6000000-0000-4000-8000-0000000000' || lpad(n::text, 2, '0'))::uuid,
        'hostile-limits-' || n
@@ -58,7 +17,7 @@ SELECT ('d6000000-0000-4000-8000-0000000000' || lpad(n::text, 2, '0'))::uuid,
 -- delivery_id: empty and over-long ids are refused before any effect;
 -- the limit counts bytes (a 3-byte character counts three).
 SELECT label, octet_length(d) AS bytes,
-       pg_temp.cb('{"job_id": "d6000000-0000-4000-8000-000000000001",
+       regress.cb('{"job_id": "d6000000-0000-4000-8000-000000000001",
                     "status": "heartbeat"}', d) AS outcome
   FROM (VALUES ('empty', ''),
                ('256-ascii', repeat('d', 256)),
@@ -73,7 +32,7 @@ SELECT last_heartbeat_at IS NULL AS no_heartbeat_recorded
  WHERE id = 'd6000000-0000-4000-8000-000000000001';
 
 SELECT label, octet_length(d) AS bytes,
-       pg_temp.cb('{"job_id": "d6000000-0000-4000-8000-000000000001",
+       regress.cb('{"job_id": "d6000000-0000-4000-8000-000000000001",
                     "status": "heartbeat"}', d) AS outcome
   FROM (VALUES ('1-ascii', 'd'),
                ('255-ascii', repeat('d', 255)),
@@ -82,7 +41,7 @@ SELECT label, octet_length(d) AS bytes,
                ('control-chars', E'id\twith\nnewline')
        ) AS t(label, d);
 -- Each accepted id is now deduplicated, exactly as given.
-SELECT label, pg_temp.cb('{"job_id": "d6000000-0000-4000-8000-000000000001",
+SELECT label, regress.cb('{"job_id": "d6000000-0000-4000-8000-000000000001",
                            "status": "heartbeat"}', d) AS outcome
   FROM (VALUES ('255-ascii', repeat('d', 255)),
                ('85-euro-signs', repeat('€', 85)),
@@ -94,7 +53,7 @@ SELECT octet_length(delivery_id) AS bytes, result->>'action' AS action
  ORDER BY delivery_id;
 
 -- server_id: at most 255 characters, whatever their byte length.
-SELECT label, pg_temp.cb(format(
+SELECT label, regress.cb(format(
          '{"job_id": "d6000000-0000-4000-8000-0000000000%s", "status": "running",
            "server_id": %s, "server_ip": "203.0.113.20", "tailscale_ip": "100.64.0.20"}',
          job, to_jsonb(sid)), 'hl-sid-' || label) AS outcome
@@ -102,7 +61,7 @@ SELECT label, pg_temp.cb(format(
                ('02', '256-euro-signs', repeat('€', 256)),
                ('02', '1-megabyte', repeat('s', 1024 * 1024))
        ) AS t(job, label, sid);
-SELECT pg_temp.cb('{"job_id": "d6000000-0000-4000-8000-000000000002", "status": "running",
+SELECT regress.cb('{"job_id": "d6000000-0000-4000-8000-000000000002", "status": "running",
                     "server_id": 1' || repeat('0', 255) || ', "server_ip": "203.0.113.20",
                     "tailscale_ip": "100.64.0.20"}') AS number_with_256_digits;
 SELECT count(*) AS instances
@@ -111,7 +70,7 @@ SELECT count(*) AS instances
 SELECT count(*) AS deliveries_recorded
   FROM provision.callback_deliveries WHERE delivery_id LIKE 'hl-sid-%';
 
-SELECT label, pg_temp.cb(format(
+SELECT label, regress.cb(format(
          '{"job_id": "d6000000-0000-4000-8000-0000000000%s", "status": "running",
            "server_id": %s, "server_ip": "203.0.113.21", "tailscale_ip": "100.64.0.21"}',
          job, to_jsonb(sid))) AS outcome
@@ -120,7 +79,7 @@ SELECT label, pg_temp.cb(format(
                ('05', '255-euro-signs', repeat('€', 255))
        ) AS t(job, label, sid);
 -- Only emptiness is refused: a server id of blanks is stored as sent.
-SELECT pg_temp.cb('{"job_id": "d6000000-0000-4000-8000-000000000009", "status": "running",
+SELECT regress.cb('{"job_id": "d6000000-0000-4000-8000-000000000009", "status": "running",
                     "server_id": "   ", "server_ip": "203.0.113.21",
                     "tailscale_ip": "100.64.0.21"}') AS blank_server_id;
 SELECT a.name, length(i.server_id) AS chars, octet_length(i.server_id) AS bytes
@@ -131,7 +90,7 @@ SELECT a.name, length(i.server_id) AS chars, octet_length(i.server_id) AS bytes
 
 -- The same limit holds when complete_provisioning_with_metadata is called
 -- directly, and NULL arguments are refused naming the argument.
-SELECT label, pg_temp.try(format(
+SELECT label, regress.try(format(
          'SELECT provision.complete_provisioning_with_metadata(%s, %s, %s, %s)',
          job, sid, sip, tip)) AS outcome
   FROM (VALUES
@@ -146,23 +105,23 @@ SELECT status FROM provision.provisioning_jobs
  WHERE id = 'd6000000-0000-4000-8000-000000000006';
 
 -- error text: up to 4096 characters are kept; more is refused.
-SELECT pg_temp.cb(format('{"job_id": "d6000000-0000-4000-8000-000000000007",
+SELECT regress.cb(format('{"job_id": "d6000000-0000-4000-8000-000000000007",
                            "status": "failed", "error": %s}',
                          to_jsonb(repeat('€', 4096)))) AS error_4096_chars;
 SELECT status, length(error) AS chars FROM provision.provisioning_jobs
  WHERE id = 'd6000000-0000-4000-8000-000000000007';
-SELECT pg_temp.cb(format('{"job_id": "d6000000-0000-4000-8000-000000000008",
+SELECT regress.cb(format('{"job_id": "d6000000-0000-4000-8000-000000000008",
                            "status": "failed", "error": %s}',
                          to_jsonb(repeat('e', 4097)))) AS error_4097_chars;
-SELECT pg_temp.cb(format('{"job_id": "d6000000-0000-4000-8000-000000000008",
+SELECT regress.cb(format('{"job_id": "d6000000-0000-4000-8000-000000000008",
                            "status": "failed", "error": %s}',
                          to_jsonb(repeat('e', 1024 * 1024)))) AS error_1_megabyte;
 SELECT status, error IS NULL AS no_error FROM provision.provisioning_jobs
  WHERE id = 'd6000000-0000-4000-8000-000000000008';
-SELECT pg_temp.try($$SELECT provision.update_job_status(
+SELECT regress.try($$SELECT provision.update_job_status(
          'd6000000-0000-4000-8000-000000000008', 'failed', repeat('e', 4097))$$)
        AS update_4097_chars;
-SELECT pg_temp.try($$SELECT provision.update_job_status(
+SELECT regress.try($$SELECT provision.update_job_status(
          'd6000000-0000-4000-8000-000000000008', 'failed', repeat('e', 4096))$$)
        AS update_4096_chars;
 SELECT status, length(error) AS chars FROM provision.provisioning_jobs
@@ -170,7 +129,7 @@ SELECT status, length(error) AS chars FROM provision.provisioning_jobs
 
 -- Agent names: 1..255 characters (the failing row's detail holds
 -- timestamps, so only the SQLSTATE and message are shown).
-SELECT label, pg_temp.try(format(
+SELECT label, regress.try(format(
          'INSERT INTO provision.agents (id, name) VALUES (%L, %L)', id, name),
          false) AS outcome
   FROM (VALUES ('empty', 'c6000000-0000-4000-8000-000000000101', ''),

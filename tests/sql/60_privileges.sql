@@ -4,23 +4,6 @@
 -- the listener's one call and nothing else.
 SET client_min_messages = warning;
 
-CREATE FUNCTION pg_temp.try(stmt text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  st text;
-  msg text;
-  det text;
-BEGIN
-  EXECUTE stmt;
-  RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                          det = PG_EXCEPTION_DETAIL;
-  RETURN st || ' ' || msg || CASE WHEN det <> '' THEN ' | ' || det ELSE '' END;
-END
-$$;
-GRANT EXECUTE ON FUNCTION pg_temp.try(text) TO PUBLIC;
-
 -- Every function of the schema: nobody but the owner may execute it by
 -- default, and the mutating ones run as their owner with a fixed path.
 SELECT p.oid::regprocedure AS function,
@@ -85,17 +68,17 @@ SELECT r->>'action' AS action, r->>'applied' AS applied,
          '{"job_id": "d7000000-0000-4000-8000-000000000002", "status": "failed",
            "error": "no capacity"}') AS r;
 -- Its errors are the same as anyone's.
-SELECT pg_temp.try($$SELECT provision.handle_callback(
+SELECT regress.try($$SELECT provision.handle_callback(
          '{"job_id": "d7000000-0000-4000-8000-000000000001", "status": "failed"}')$$)
        AS refused_transition;
-SELECT pg_temp.try($$SELECT provision.handle_callback(
+SELECT regress.try($$SELECT provision.handle_callback(
          '{"job_id": "00000000-0000-4000-8000-000000000000", "status": "failed"}')$$)
        AS unknown_job;
-SELECT pg_temp.try($$SELECT provision.handle_callback('{"status": "failed"}')$$)
+SELECT regress.try($$SELECT provision.handle_callback('{"status": "failed"}')$$)
        AS missing_job_id;
 
 -- It can neither read nor write any table, nor call any other function.
-SELECT label, pg_temp.try(stmt) AS outcome
+SELECT label, regress.try(stmt) AS outcome
   FROM (VALUES
     ('select agents', 'SELECT count(*) FROM provision.agents'),
     ('select jobs', 'SELECT count(*) FROM provision.provisioning_jobs'),
@@ -121,13 +104,13 @@ RESET ROLE;
 -- A role without the grants cannot call handle_callback at all.
 GRANT USAGE ON SCHEMA provision TO regress_provision_nobody;
 SET ROLE regress_provision_nobody;
-SELECT pg_temp.try($$SELECT provision.handle_callback(
+SELECT regress.try($$SELECT provision.handle_callback(
          '{"job_id": "d7000000-0000-4000-8000-000000000002", "status": "heartbeat"}')$$)
        AS without_execute;
 RESET ROLE;
 REVOKE USAGE ON SCHEMA provision FROM regress_provision_nobody;
 SET ROLE regress_provision_nobody;
-SELECT pg_temp.try($$SELECT provision.handle_callback(
+SELECT regress.try($$SELECT provision.handle_callback(
          '{"job_id": "d7000000-0000-4000-8000-000000000002", "status": "heartbeat"}')$$)
        AS without_usage;
 RESET ROLE;
