@@ -8,6 +8,8 @@
 -- without an answer being counted; at most one per connection.
 -- Prints one line per check; the runner fails on any line not ending "ok".
 \set ON_ERROR_STOP on
+-- hash joins over a few hundred thousand delivery ids
+SET work_mem = '256MB';
 \pset format unaligned
 \pset tuples_only on
 WITH rec AS (
@@ -34,7 +36,8 @@ SELECT format('%-58s %s', c.name, CASE WHEN c.ok THEN 'ok' ELSE 'FAILED (' || c.
   FROM (
     SELECT 'every recorded delivery was sent' AS name,
            count(*) = 0 AS ok, count(*) || ' recorded but never sent' AS detail
-      FROM rec WHERE delivery_id NOT IN (SELECT delivery_id FROM bench_http_sent)
+      FROM rec
+     WHERE NOT EXISTS (SELECT 1 FROM bench_http_sent AS s WHERE s.delivery_id = rec.delivery_id)
     UNION ALL
     SELECT 'each completing 200 answer names a distinct job',
            count(*) = count(DISTINCT j) AND count(*) = :answered_completed,
