@@ -45,6 +45,8 @@ static bool parse_duration_opt(const struct option_spec *, struct config *, cons
 							   char *, size_t);
 static bool parse_log_format(const struct option_spec *, struct config *, const char *, bool,
 							 char *, size_t);
+static bool parse_prepared(const struct option_spec *, struct config *, const char *, bool, char *,
+						   size_t);
 
 #define F(field) offsetof(struct config, field)
 
@@ -82,6 +84,11 @@ static const struct option_spec options[] = {
 	{"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION", parse_duration_opt,
 	 F(shutdown_timeout_ms), 0, 3600L * 1000,
 	 "on SIGTERM/SIGINT, longest wait for in-flight requests to finish"},
+	{"prepared-statements", "PROVISION_PREPARED_STATEMENTS", "auto", "auto|off", parse_prepared, 0,
+	 0, 0,
+	 "auto: prepare the callback statement on each connection, falling back to unnamed "
+	 "statements on a connection where that fails (PgBouncer transaction pooling); off: "
+	 "unnamed statements only"},
 };
 
 #define NOPTIONS ((int) (sizeof options / sizeof options[0]))
@@ -335,6 +342,25 @@ parse_log_format(const struct option_spec *opt, struct config *cfg, const char *
 	else
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected text or json",
+				 origin(opt, from_env, name, sizeof name), value);
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_prepared(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
+			   char *err, size_t errlen)
+{
+	char name[64];
+
+	if (strcmp(value, "auto") == 0)
+		cfg->prepared_statements = true;
+	else if (strcmp(value, "off") == 0)
+		cfg->prepared_statements = false;
+	else
+	{
+		snprintf(err, errlen, "invalid %s \"%s\": expected auto or off",
 				 origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}

@@ -27,6 +27,7 @@ struct config
 	long            statement_timeout_ms;
 	long            pool_wait_ms;
 	long            shutdown_timeout_ms;
+	bool            prepared_statements; /* false: unnamed statements only */
 };
 
 enum config_result

@@ -7,8 +7,13 @@
  * down requests get a quick 503 instead of piling up behind connect
  * attempts, and no worker ever waits for another one's reconnect.
  *
- * Statements are unnamed and sent with PQsendQueryParams, so the listener
- * also works through PgBouncer in transaction pooling mode.  Every wait is
+ * Each new connection prepares the callback statement (--prepared-statements
+ * auto), which saves the server parsing and planning it on every call.
+ * Behind PgBouncer in transaction pooling mode a prepared statement lives on
+ * one server connection while the next call may run on another, so a
+ * connection whose PREPARE fails, or whose call finds the statement missing
+ * (26000) or already there (42P05), sends unnamed statements with
+ * PQsendQueryParams until it is reopened.  Every wait is
  * bounded: for a free slot by --pool-wait, on the server by statement_timeout,
  * and on the client side by the statement timeout plus a grace period, after
  * which the connection is dropped and the outcome treated as unknown (503).
@@ -36,6 +41,7 @@
 #define CLIENT_GRACE_MS        5000
 #define CONNECT_TIMEOUT_S      "5"
 
+static const char CALLBACK_STMT[] = "provision_handle_callback";
 static const char CALLBACK_SQL[] =
 	"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
 static const char READY_SQL[] =
@@ -48,6 +54,7 @@ struct slot
 	PGconn         *conn; /* NULL or unusable: reconnect before use */
 	bool            busy;
 	bool            ever_connected;
+	bool            prepared; /* CALLBACK_STMT is prepared on conn */
 	long            backoff_ms;
 	struct timespec next_attempt;
 };
@@ -69,9 +76,13 @@ struct db_pool
 	pthread_cond_t  expiry; /* the expirer waits for the head's deadline */
 	pthread_t       expirer;
 	bool            expirer_started;
+	bool            expirer_idle;  /* waiting for a job, with no deadline */
+	bool            expirer_timed; /* waiting until expirer_until */
+	struct timespec expirer_until;
 	char           *conninfo;
 	long            statement_timeout_ms;
 	long            pool_wait_ms;
+	bool            prepare;
 };
 
 enum exec_outcome
@@ -154,28 +165,22 @@ log_notice(void *arg, const PGresult *res)
 }
 
 /*
- * Sends one parameterized statement and waits for its result, at most
- * timeout_ms.  Results beyond the first are drained so the connection is
- * ready for the next statement.
+ * Waits at most until deadline for the result of what was just sent.
+ * Results beyond the first are drained so the connection is ready for the
+ * next statement.
  */
 static enum exec_outcome
-exec_params(PGconn *conn, const char *sql, int nparams, const char *const *values, long timeout_ms,
-			PGresult **res)
+exec_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
 {
-	struct timespec deadline;
-	PGresult       *r;
+	PGresult *r;
 
 	*res = NULL;
-	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
-
-	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
-		return EXEC_BROKEN;
 	for (;;)
 	{
 		while (PQisBusy(conn))
 		{
 			struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
-			long          left = ms_until(&deadline);
+			long          left = ms_until(deadline);
 			int           n;
 
 			if (left <= 0)
@@ -203,7 +208,74 @@ exec_params(PGconn *conn, const char *sql, int nparams, const char *const *value
 	return EXEC_RESULT;
 }
 
-/* Opens the slot's connection and sets statement_timeout; false on failure. */
+/*
+ * Runs one statement, at most timeout_ms: the prepared statement name when
+ * it is not NULL, else the unnamed statement sql.
+ */
+static enum exec_outcome
+exec_statement(PGconn *conn, const char *name, const char *sql, int nparams,
+			   const char *const *values, long timeout_ms, PGresult **res)
+{
+	struct timespec deadline;
+	int             sent;
+
+	*res = NULL;
+	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
+	if (name != NULL)
+		sent = PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0);
+	else
+		sent = PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
+	if (!sent)
+		return EXEC_BROKEN;
+	return exec_wait(conn, &deadline, res);
+}
+
+static enum exec_outcome
+exec_params(PGconn *conn, const char *sql, int nparams, const char *const *values, long timeout_ms,
+			PGresult **res)
+{
+	return exec_statement(conn, NULL, sql, nparams, values, timeout_ms, res);
+}
+
+/*
+ * Prepares the callback statement on a new connection.  False only when the
+ * connection broke; a refused PREPARE leaves the connection on unnamed
+ * statements.
+ */
+static bool
+prepare_callback(struct db_pool *pool, struct slot *s, PGconn *conn)
+{
+	struct timespec deadline;
+	PGresult       *res;
+
+	s->prepared = false;
+	if (!pool->prepare)
+		return true;
+	deadline_after_ms(&deadline, CLOCK_MONOTONIC, pool->statement_timeout_ms + CLIENT_GRACE_MS);
+	if (!PQsendPrepare(conn, CALLBACK_STMT, CALLBACK_SQL, 2, NULL) ||
+		exec_wait(conn, &deadline, &res) != EXEC_RESULT)
+		return false;
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+		s->prepared = true;
+	else
+	{
+		const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+		if (msg == NULL)
+			msg = "no message";
+		log_info("preparing %s failed (SQLSTATE %s: %.*s); this connection uses unnamed "
+				 "statements",
+				 CALLBACK_STMT, sqlstate ? sqlstate : "none", first_line(msg), msg);
+	}
+	PQclear(res);
+	return true;
+}
+
+/*
+ * Opens the slot's connection, sets statement_timeout and prepares the
+ * callback statement; false on failure.
+ */
 static bool
 slot_connect(struct db_pool *pool, struct slot *s)
 {
@@ -250,6 +322,17 @@ slot_connect(struct db_pool *pool, struct slot *s)
 		return false;
 	}
 	PQclear(res);
+
+	if (!prepare_callback(pool, s, conn))
+	{
+		const char *msg = PQerrorMessage(conn);
+
+		log_warn("database connection failed: prepare %s: %.*s", CALLBACK_STMT, first_line(msg),
+				 msg);
+		metrics_db_error();
+		PQfinish(conn);
+		return false;
+	}
 
 	if (s->ever_connected)
 		metrics_db_reconnect();
@@ -460,6 +543,37 @@ sleep_ms(long ms)
 		;
 }
 
+/*
+ * Calls handle_callback on the slot's connection: prepared when the
+ * connection has the statement, else unnamed.  A prepared call that finds
+ * the statement missing on the server connection (26000, as behind
+ * PgBouncer in transaction pooling when the call lands on another server
+ * connection than the PREPARE did) ran nothing, so it is sent again
+ * unnamed, and the connection stays unnamed from then on.
+ */
+static enum exec_outcome
+exec_callback(struct db_pool *pool, struct slot *s, const char *const *params, PGresult **res)
+{
+	long              timeout_ms = pool->statement_timeout_ms + CLIENT_GRACE_MS;
+	enum exec_outcome out;
+	const char       *sqlstate;
+
+	if (!s->prepared)
+		return exec_statement(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
+	out = exec_statement(s->conn, CALLBACK_STMT, NULL, 2, params, timeout_ms, res);
+	if (out != EXEC_RESULT || PQresultStatus(*res) != PGRES_FATAL_ERROR)
+		return out;
+	sqlstate = PQresultErrorField(*res, PG_DIAG_SQLSTATE);
+	if (sqlstate == NULL || (strcmp(sqlstate, "26000") != 0 && strcmp(sqlstate, "42P05") != 0))
+		return out;
+	log_info("prepared statement %s failed (SQLSTATE %s); this connection now uses unnamed "
+			 "statements",
+			 CALLBACK_STMT, sqlstate);
+	PQclear(*res);
+	s->prepared = false;
+	return exec_statement(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
+}
+
 static void
 run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 {
@@ -473,8 +587,7 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 
 		if (s == NULL)
 			return;
-		if (exec_params(s->conn, CALLBACK_SQL, 2, params,
-						pool->statement_timeout_ms + CLIENT_GRACE_MS, &res) != EXEC_RESULT)
+		if (exec_callback(pool, s, params, &res) != EXEC_RESULT)
 		{
 			/* the call may or may not have committed: let the sender retry */
 			const char *msg = PQerrorMessage(s->conn);
@@ -588,7 +701,11 @@ answer_expired(struct db_job *job)
  * Answers queued jobs whose --pool-wait deadline passes before a worker
  * takes them, so a request waits no longer than that even when every
  * worker is stuck in a slow call.  The queue is in deadline order, so only
- * its head needs watching.
+ * its head needs watching.  The expirer records what it waits for, so that
+ * db_submit wakes it only when a job needs an earlier wake-up than the one
+ * already set: with every job given the same --pool-wait, only when it
+ * idles on an empty queue.  Left sleeping until the deadline of a job a
+ * worker has since taken, it wakes then and moves on to the current head.
  */
 static void *
 expirer_main(void *arg)
@@ -602,15 +719,18 @@ expirer_main(void *arg)
 
 		if (job == NULL)
 		{
+			pool->expirer_idle = true;
 			pthread_cond_wait(&pool->expiry, &pool->lock);
+			pool->expirer_idle = false;
 			continue;
 		}
 		if (ms_until(&job->deadline) > 0)
 		{
 			/* a copy: a worker may take and finish the job meanwhile */
-			struct timespec deadline = job->deadline;
-
-			pthread_cond_timedwait(&pool->expiry, &pool->lock, &deadline);
+			pool->expirer_until = job->deadline;
+			pool->expirer_timed = true;
+			pthread_cond_timedwait(&pool->expiry, &pool->lock, &pool->expirer_until);
+			pool->expirer_timed = false;
 			continue;
 		}
 		pool->head = job->next;
@@ -644,7 +764,9 @@ db_submit(struct db_pool *pool, struct db_job *job)
 		else
 		{
 			pool->head = job;
-			pthread_cond_signal(&pool->expiry);
+			if (pool->expirer_idle ||
+				(pool->expirer_timed && deadline_before(&job->deadline, &pool->expirer_until)))
+				pthread_cond_signal(&pool->expiry);
 		}
 		pool->tail = job;
 		pool->queued++;
@@ -674,6 +796,7 @@ db_pool_open(const struct config *cfg, char *err, size_t errlen)
 	pool->queue_cap = cfg->max_connections;
 	pool->statement_timeout_ms = cfg->statement_timeout_ms;
 	pool->pool_wait_ms = cfg->pool_wait_ms;
+	pool->prepare = cfg->prepared_statements;
 	pool->conninfo = strdup(cfg->database ? cfg->database : "");
 	pool->slots = calloc((size_t) pool->nslots, sizeof *pool->slots);
 	pool->workers = calloc((size_t) cfg->threads, sizeof *pool->workers);

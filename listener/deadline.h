@@ -5,6 +5,7 @@
 #ifndef PROVISION_DEADLINE_H
 #define PROVISION_DEADLINE_H
 
+#include <stdbool.h>
 #include <time.h>
 
 /* Sets *t to ms milliseconds from now on the given clock. */
@@ -19,6 +20,13 @@ deadline_after_ms(struct timespec *t, clockid_t clock, long ms)
 		t->tv_sec++;
 		t->tv_nsec -= 1000000000;
 	}
+}
+
+/* True when a comes before b. */
+static inline bool
+deadline_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
 #endif

@@ -66,6 +66,7 @@ test_defaults(void)
 	is_int(cfg.request_timeout_ms, 30000, "defaults: request timeout");
 	is_int(cfg.statement_timeout_ms, 10000, "defaults: statement timeout");
 	is_int(cfg.pool_wait_ms, 5000, "defaults: pool wait");
+	ok(cfg.prepared_statements, "defaults: prepared statements auto");
 	is_int(cfg.secrets.count, 1, "defaults: secret from the environment");
 	ok(cfg.secrets.items[0].len == 6 && memcmp(cfg.secrets.items[0].key, "s3cret", 6) == 0,
 	   "defaults: secret bytes are raw");
@@ -85,12 +86,14 @@ test_precedence(void)
 	set_env(2, "PROVISION_LISTEN", "[::1]:9000");
 	set_env(3, "PROVISION_LOG_FORMAT", "json");
 	set_env(4, "PROVISION_MAX_BODY", "");
+	set_env(5, "PROVISION_PREPARED_STATEMENTS", "off");
 	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "env: parses");
 	is_int(cfg.pool, 7, "env: pool from PROVISION_POOL");
 	is_str(cfg.listen_host, "::1", "env: bracketed IPv6 host");
 	is_str(cfg.listen_port, "9000", "env: port");
 	is_int(cfg.log_format, LOG_FORMAT_JSON, "env: json log format");
 	is_int(cfg.max_body, 65536, "env: an empty variable counts as unset");
+	ok(!cfg.prepared_statements, "env: PROVISION_PREPARED_STATEMENTS=off");
 
 	is_int(parse(&cfg, err, sizeof err, "--pool", "2", "--listen=localhost:8181", "--log-format",
 				 "text", "--threads", "5", NULL),
@@ -100,6 +103,14 @@ test_precedence(void)
 	is_str(cfg.listen_port, "8181", "flags: port from the flag");
 	is_int(cfg.log_format, LOG_FORMAT_TEXT, "flags: --log-format beats the environment");
 	is_int(cfg.threads, 5, "flags: threads set apart from the pool");
+	ok(!cfg.prepared_statements, "flags: the environment's off stays without the flag");
+	is_int(parse(&cfg, err, sizeof err, "--prepared-statements", "auto", NULL), CONFIG_OK,
+		   "flags: --prepared-statements auto parses");
+	ok(cfg.prepared_statements, "flags: --prepared-statements auto beats the environment");
+	set_env(5, "PROVISION_PREPARED_STATEMENTS", "auto");
+	is_int(parse(&cfg, err, sizeof err, "--prepared-statements=off", NULL), CONFIG_OK,
+		   "flags: --prepared-statements=off parses");
+	ok(!cfg.prepared_statements, "flags: --prepared-statements off beats the environment");
 	is_int(parse(&cfg, err, sizeof err, "--statement-timeout", "250ms", "--idle-timeout", "2m",
 				 "--pool-wait", "0", NULL),
 		   CONFIG_OK, "durations parse");
@@ -146,6 +157,10 @@ test_errors(void)
 	expect_error("listen bare IPv6", "--listen", "--listen", "::1:8080", NULL);
 	expect_error("listen empty host", "--listen", "--listen", ":8080", NULL);
 	expect_error("bad log format", "--log-format", "--log-format", "xml", NULL);
+	expect_error("bad prepared-statements", "--prepared-statements", "--prepared-statements", "on",
+				 NULL);
+	expect_error("prepared-statements is case-sensitive", "expected auto or off",
+				 "--prepared-statements", "AUTO", NULL);
 	expect_error("bad duration", "--statement-timeout", "--statement-timeout", "10h", NULL);
 	expect_error("unknown option", "--nope", "--nope", NULL);
 	expect_error("missing value", "--pool", "--pool", NULL);
@@ -156,6 +171,9 @@ test_errors(void)
 
 	set_env(1, "PROVISION_POOL", "many");
 	expect_error("bad environment value", "PROVISION_POOL", NULL);
+
+	set_env(1, "PROVISION_PREPARED_STATEMENTS", "yes");
+	expect_error("bad PROVISION_PREPARED_STATEMENTS", "PROVISION_PREPARED_STATEMENTS", NULL);
 
 	set_env(0, "PROVISION_POOL", "4");
 	expect_error("missing secret", "PROVISION_WEBHOOK_SECRET", NULL);
@@ -209,6 +227,24 @@ test_help_version(void)
 }
 
 static void
+test_help_text(void)
+{
+	char  *text = NULL;
+	size_t len = 0;
+	FILE  *out = open_memstream(&text, &len);
+
+	ok(out != NULL, "help: memory stream opened");
+	if (out == NULL)
+		return;
+	config_usage(out);
+	fclose(out);
+	ok(strstr(text, "--prepared-statements auto|off") != NULL, "help: lists --prepared-statements");
+	ok(strstr(text, "[PROVISION_PREPARED_STATEMENTS] default: auto") != NULL,
+	   "help: its variable and default");
+	free(text);
+}
+
+static void
 test_listen_forms(void)
 {
 	char host[64];
@@ -238,6 +274,7 @@ main(void)
 	test_errors();
 	test_secret_file();
 	test_help_version();
+	test_help_text();
 	test_listen_forms();
 	return done_testing();
 }
