@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "verify.h"
+
 #define FUZZ_MAX_FIELDS 8
 
 struct fuzz_fields
@@ -78,5 +80,21 @@ fuzz_free(struct fuzz_fields *f)
 			abort();                                                                               \
 		}                                                                                          \
 	} while (0)
+
+/*
+ * Parses a target's fixed secret list (two secrets, one per line) at start-up;
+ * a failure is a broken target, not a finding.
+ */
+static inline void
+fuzz_load_secrets(const char *target, const char *text, size_t len, struct secrets *out)
+{
+	char err[200];
+
+	if (!secrets_parse(text, len, out, err, sizeof err) || out->count != 2)
+	{
+		fprintf(stderr, "%s: secrets_parse: %s\n", target, err);
+		abort();
+	}
+}
 
 #endif

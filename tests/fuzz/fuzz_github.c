@@ -23,16 +23,9 @@ static struct secrets secrets;
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char err[200];
-
 	(void) argc;
 	(void) argv;
-	if (!secrets_parse(secret_text, sizeof secret_text - 1, &secrets, err, sizeof err) ||
-		secrets.count != 2)
-	{
-		fprintf(stderr, "fuzz_github: secrets_parse: %s\n", err);
-		abort();
-	}
+	fuzz_load_secrets("fuzz_github", secret_text, sizeof secret_text - 1, &secrets);
 	return 0;
 }
 
