@@ -5,9 +5,10 @@
  * The payload is parsed here, in C, and routed to the same locked steps the
  * other functions use. Exactly-once per delivery id: a known delivery
  * returns its recorded result, looked up first without any lock (the common
- * redelivery), and again once the job row is locked (with a new snapshot, so
- * under READ COMMITTED it sees a twin that committed while this call waited
- * for the lock). Otherwise the statement that applies the
+ * redelivery), and again once the job row is locked if another transaction
+ * was in the way (with a new snapshot, so under READ COMMITTED it sees a twin
+ * that committed while this call waited for the lock). Otherwise the
+ * statement that applies the
  * effect also records the delivery, with ON CONFLICT DO NOTHING; if that
  * records nothing, a concurrent transaction got there first with the same id
  * (for another job, or under REPEATABLE READ), and 40001 rolls this one back.
@@ -16,11 +17,7 @@
 
 #include <sys/socket.h>
 
-#include "access/genam.h"
-#include "access/stratnum.h"
-#include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -29,8 +26,6 @@
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
-#include "utils/rel.h"
-#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
 /* The statuses a callback may carry. */
@@ -119,8 +114,13 @@ handle_callback(PG_FUNCTION_ARGS)
 	job_lock_or_error(&cb.job_id, cb.status == CALLBACK_HEARTBEAT ? LOCK_JOB : LOCK_JOB_AGENT,
 					  &job);
 
-	/* Again under the lock: a twin may have committed while this call waited. */
-	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
+	/*
+	 * Again under the lock if a twin may have committed while this call
+	 * waited for it. A twin that committed between the first look and the
+	 * lock without changing the job row is caught when the delivery is
+	 * recorded (40001, and the retry finds it).
+	 */
+	if (delivery_id != NULL && job.contended && (recorded = find_delivery(delivery_id)) != NULL)
 	{
 		SPI_finish();
 		PG_RETURN_JSONB_P(recorded);
@@ -385,33 +385,16 @@ check_delivery_id(const char *delivery_id)
 static Jsonb *
 find_delivery(const char *delivery_id)
 {
-	Oid             schema = get_namespace_oid("provision", false);
-	Oid             relid = get_relname_relid("callback_deliveries", schema);
 	Relation        rel;
-	Relation        index;
+	Relation        pkey;
 	Snapshot        snapshot;
-	IndexScanDesc   scan;
 	TupleTableSlot *slot;
-	ScanKeyData     key;
 	Jsonb          *result = NULL;
 
-	if (!OidIsValid(relid))
-		elog(ERROR, "relation provision.callback_deliveries does not exist");
-	rel = table_open(relid, AccessShareLock);
-	list_free(RelationGetIndexList(rel));
-	if (!OidIsValid(rel->rd_pkindex))
-		elog(ERROR, "provision.callback_deliveries has no primary key");
-	index = index_open(rel->rd_pkindex, AccessShareLock);
-
-	/* The index's own collation, so that the probe follows its order. */
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, index->rd_indcollation[0],
-						   F_TEXTEQ, CStringGetTextDatum(delivery_id));
-
+	rel = provision_table_open("callback_deliveries", AccessShareLock, &pkey);
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	if (pk_fetch(rel, pkey, F_TEXTEQ, CStringGetTextDatum(delivery_id), snapshot, slot))
 	{
 		bool              isnull;
 		Datum             recorded = slot_getattr(slot, DELIVERY_RESULT_ATTNUM, &isnull);
@@ -425,11 +408,9 @@ find_delivery(const char *delivery_id)
 													PointerGetDatum(PG_DETOAST_DATUM(recorded)),
 													JsonbPGetDatum(json_end(&b))));
 	}
-	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snapshot);
-	index_close(index, NoLock);
-	table_close(rel, NoLock);
+	provision_table_close(rel, pkey);
 
 	/* Out of the SPI procedure context, which SPI_finish frees. */
 	if (result != NULL)

@@ -13,6 +13,7 @@
 #include "provision.h"
 
 #include "access/htup_details.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -21,6 +22,8 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/fmgroids.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 /* One cell of the state table. */
@@ -124,22 +127,6 @@ static const char *const callback_action_names[] = {
 	"FROM provision.provisioning_jobs j " \
 	"JOIN provision.agents a ON a.id OPERATOR(pg_catalog.=) j.agent_id "
 
-#define JOB_LOCK_WHERE "WHERE j.id OPERATOR(pg_catalog.=) $1 FOR UPDATE OF j"
-
-/* Status changes also lock the agent, whose status they derive from its current one. */
-#define JOB_LOCK_AGENT " FOR NO KEY UPDATE OF a"
-
-static const char sql_lock_job[] = JOB_LOCK_COLUMNS JOB_LOCK_FROM JOB_LOCK_WHERE;
-static const char sql_lock_job_and_agent[] =
-	JOB_LOCK_COLUMNS JOB_LOCK_FROM JOB_LOCK_WHERE JOB_LOCK_AGENT;
-
-/*
- * Only update_job_status returns the whole row of a job it leaves alone;
- * building that row costs every other caller for nothing.
- */
-static const char sql_lock_job_row[] =
-	JOB_LOCK_COLUMNS ", j " JOB_LOCK_FROM JOB_LOCK_WHERE JOB_LOCK_AGENT;
-
 #define SQL_AGENT_INSTANCE \
 	"(SELECT v.id FROM provision.agent_instances v " \
 	"WHERE v.agent_id OPERATOR(pg_catalog.=) $2)"
@@ -232,9 +219,6 @@ static const char sql_apply_status_rows[] =
 	SQL_APPLY_STATUS(" RETURNING t", ", (SELECT j.t FROM j), NULL");
 /* clang-format on */
 
-static SPIPlanPtr plan_lock_job;
-static SPIPlanPtr plan_lock_job_and_agent;
-static SPIPlanPtr plan_lock_job_row;
 static SPIPlanPtr plan_noop;
 static SPIPlanPtr plan_heartbeat;
 /* Indexed [with metadata][with rows], as sql_apply_variants. */
@@ -349,45 +333,87 @@ job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job)
 	job->agent_status =
 		agent_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)));
 	job->row = (Datum) 0;
-	if (desc->natts >= 5)
-		job->row = SPI_datumTransfer(SPI_getbinval(tuple, desc, 5, &isnull), false, -1);
+	job->contended = true;
+}
+
+/* The enum label of a status column, as a C string. */
+static const char *
+enum_attr(TupleTableSlot *slot, const char *column)
+{
+	bool  isnull;
+	Datum d = slot_getattr(slot, SPI_fnumber(slot->tts_tupleDescriptor, column), &isnull);
+
+	if (isnull)
+		elog(ERROR, "column %s is null", column);
+	return DatumGetCString(DirectFunctionCall1(enum_out, d));
+}
+
+static void
+uuid_attr(TupleTableSlot *slot, const char *column, pg_uuid_t *out)
+{
+	bool  isnull;
+	Datum d = slot_getattr(slot, SPI_fnumber(slot->tts_tupleDescriptor, column), &isnull);
+
+	if (isnull)
+		elog(ERROR, "column %s is null", column);
+	*out = *DatumGetUUIDP(d);
 }
 
 /*
- * Locks the job row FOR UPDATE (and its agent's row unless mode is
- * LOCK_JOB) and fills *job, with job->row only for LOCK_JOB_AGENT_ROW;
- * false when there is no such job. Under READ COMMITTED every statement
- * after this one sees whatever committed before the lock was granted, which
- * is what makes the delivery check that follows it exact.
+ * Locks the job row FOR UPDATE and, unless mode is LOCK_JOB, its agent's
+ * row FOR NO KEY UPDATE (status changes derive the agent's status from its
+ * current one), and fills *job, with job->row only for LOCK_JOB_AGENT_ROW
+ * (only update_job_status returns the row of a job it leaves alone); false
+ * when there is no such job.
+ *
+ * The agent is read with a snapshot taken once the job lock is granted, so
+ * under READ COMMITTED it is the agent as the transaction that held the job
+ * lock left it. Likewise every statement after this one sees whatever
+ * committed before the lock was granted, which is what makes the delivery
+ * check that follows it exact.
  */
 bool
 job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
-	Oid        argtypes[1] = {UUIDOID};
-	Datum      values[1];
-	SPIPlanPtr plan;
-	int        rc;
+	Relation        rel;
+	Relation        pkey;
+	TupleTableSlot *slot;
+	Snapshot        snapshot;
+	bool            found;
 
-	switch (mode)
+	rel = provision_table_open("provisioning_jobs", RowShareLock, &pkey);
+	slot = table_slot_create(rel, NULL);
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	found = pk_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(job_id), snapshot, slot) &&
+			row_lock(rel, slot, snapshot, LockTupleExclusive, &job->contended);
+	UnregisterSnapshot(snapshot);
+	if (found)
 	{
-		case LOCK_JOB:
-			plan = spi_plan(&plan_lock_job, sql_lock_job, 1, argtypes);
-			break;
-		case LOCK_JOB_AGENT:
-			plan = spi_plan(&plan_lock_job_and_agent, sql_lock_job_and_agent, 1, argtypes);
-			break;
-		case LOCK_JOB_AGENT_ROW:
-			plan = spi_plan(&plan_lock_job_row, sql_lock_job_row, 1, argtypes);
-			break;
-		default:
-			elog(ERROR, "unknown job lock mode %d", (int) mode);
+		uuid_attr(slot, "id", &job->job_id);
+		uuid_attr(slot, "agent_id", &job->agent_id);
+		job->status = job_status_from_name(enum_attr(slot, "status"));
+		job->row = (Datum) 0;
+		if (mode == LOCK_JOB_AGENT_ROW)
+			job->row = SPI_datumTransfer(ExecFetchSlotHeapTupleDatum(slot), false, -1);
 	}
-	values[0] = UUIDPGetDatum(job_id);
-	rc = SPI_execute_plan(plan, values, NULL, false, 1);
-	spi_check(rc, SPI_OK_SELECT, "locking the job");
-	if (SPI_processed == 0)
+	ExecDropSingleTupleTableSlot(slot);
+	provision_table_close(rel, pkey);
+	if (!found)
 		return false;
-	job_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, job);
+
+	rel = provision_table_open("agents", mode == LOCK_JOB ? AccessShareLock : RowShareLock, &pkey);
+	slot = table_slot_create(rel, NULL);
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	found = pk_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(&job->agent_id), snapshot, slot) &&
+			(mode == LOCK_JOB || row_lock(rel, slot, snapshot, LockTupleNoKeyExclusive, NULL));
+	UnregisterSnapshot(snapshot);
+	/* the foreign key, checked under the job lock, keeps the agent */
+	if (!found)
+		elog(ERROR, "agent %s of job %s does not exist", uuid_to_cstring(&job->agent_id),
+			 uuid_to_cstring(job_id));
+	job->agent_status = agent_status_from_name(enum_attr(slot, "status"));
+	ExecDropSingleTupleTableSlot(slot);
+	provision_table_close(rel, pkey);
 	return true;
 }
 

@@ -10,6 +10,8 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "nodes/lockoptions.h"
+#include "storage/lockdefs.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -94,6 +96,7 @@ typedef struct LockedJob
 	JobStatus   status;
 	AgentStatus agent_status;
 	Datum       row;
+	bool        contended; /* job_lock waited, or the row changed since its snapshot */
 } LockedJob;
 
 /* VM metadata of a running callback. */
@@ -147,6 +150,14 @@ extern void check_server_id(const char *server_id, const char *where);
 extern const char *event_kind_name(EventKind kind);
 extern void        event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id, EventKind kind,
 								JobStatus to);
+
+/* rows.c: primary-key probes and row locks without the executor */
+extern Relation provision_table_open(const char *name, LOCKMODE lockmode, Relation *pkey);
+extern void     provision_table_close(Relation rel, Relation pkey);
+extern bool     pk_fetch(Relation rel, Relation pkey, RegProcedure eqproc, Datum key,
+						 Snapshot snapshot, TupleTableSlot *slot);
+extern bool     row_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, LockTupleMode mode,
+						 bool *contended);
 
 /* spi.c: plans prepared once per backend and kept */
 extern SPIPlanPtr spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
