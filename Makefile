@@ -32,6 +32,9 @@ all:
 
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+
+# Every source file includes the shared header; PGXS does not track headers.
+$(OBJS) $(OBJS:.o=.bc): extension/provision.h
 else
 # A fresh machine has no PostgreSQL yet: `make run` and `make test` install
 # it (scripts/deps); the targets that need PGXS say how to get it.
