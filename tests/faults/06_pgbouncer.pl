@@ -80,6 +80,13 @@ my $l = ProvisionTest::start_listener(database => $via, args => [ '--pool', '6' 
 my $r = $l->get('/readyz');
 is($r->{status}, 200, '/readyz 200 through PgBouncer');
 
+# Six listener connections prepare the callback statement over two server
+# connections: at least four PREPAREs find it already there (42P05), and
+# those connections fall back to unnamed statements.
+my $fallbacks = () = $l->log_content =~
+  /preparing provision_handle_callback failed \(SQLSTATE 42P05: [^)]*\); this connection uses unnamed statements/g;
+cmp_ok($fallbacks, '>=', 4, 'connections whose PREPARE PgBouncer routed to a prepared server connection use unnamed statements');
+
 my ($agent, $job) = ProvisionTest::new_job($node, status => 'dispatched');
 $r = $l->callback({ job_id => $job, status => 'provisioning' }, delivery => 'suite-1');
 is($r->{status}, 200, 'provisioning: 200');
