@@ -394,7 +394,7 @@ find_delivery(const char *delivery_id)
 	rel = provision_table_open("callback_deliveries", AccessShareLock, &pkey);
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	slot = table_slot_create(rel, NULL);
-	if (pk_fetch(rel, pkey, F_TEXTEQ, CStringGetTextDatum(delivery_id), snapshot, slot))
+	if (unique_fetch(rel, pkey, F_TEXTEQ, CStringGetTextDatum(delivery_id), snapshot, slot))
 	{
 		bool              isnull;
 		Datum             recorded = slot_getattr(slot, DELIVERY_RESULT_ATTNUM, &isnull);

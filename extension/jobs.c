@@ -131,13 +131,16 @@ static const char *const callback_action_names[] = {
 	"(SELECT v.id FROM provision.agent_instances v " \
 	"WHERE v.agent_id OPERATOR(pg_catalog.=) $2)"
 
+#define SQL_RECORD_DELIVERY(RESULT) \
+	"d AS (INSERT INTO provision.callback_deliveries (delivery_id, job_id, received_at, result) " \
+	"SELECT $5, $1, $3, " RESULT " WHERE $5 IS NOT NULL " \
+	"ON CONFLICT (delivery_id) DO NOTHING RETURNING 1) "
+
 #define SQL_RESULT_AND_DELIVERY \
 	"r AS (SELECT CASE WHEN s.instance_id IS NULL THEN $4 " \
 	"ELSE $4 OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('instance_id', s.instance_id) " \
 	"END AS result FROM s), " \
-	"d AS (INSERT INTO provision.callback_deliveries (delivery_id, job_id, received_at, result) " \
-	"SELECT $5, $1, $3, r.result FROM r WHERE $5 IS NOT NULL " \
-	"ON CONFLICT (delivery_id) DO NOTHING RETURNING 1) "
+	SQL_RECORD_DELIVERY("r.result FROM r")
 
 #define SQL_STEP_OUTPUT \
 	"SELECT r.result, EXISTS (SELECT FROM d)"
@@ -147,14 +150,23 @@ static const char sql_noop[] =
 	SQL_RESULT_AND_DELIVERY
 	SQL_STEP_OUTPUT " FROM r";
 
-static const char sql_heartbeat[] =
-	"WITH j AS (UPDATE provision.provisioning_jobs SET last_heartbeat_at = $3 "
-	"WHERE id OPERATOR(pg_catalog.=) $1), "
+/*
+ * Heartbeats: $4 already carries the instance's id, and the instance is
+ * marked too ($6, its id) when this job created it, a variant of its own so
+ * that the common heartbeat, before the VM exists, does not set up an
+ * update of agent_instances.
+ */
+#define SQL_HEARTBEAT(INSTANCE) \
+	"WITH j AS (UPDATE provision.provisioning_jobs SET last_heartbeat_at = $3 " \
+	"WHERE id OPERATOR(pg_catalog.=) $1), " \
+	INSTANCE \
+	SQL_RECORD_DELIVERY("$4") \
+	"SELECT $4, EXISTS (SELECT FROM d)"
+
+static const char sql_heartbeat[] = SQL_HEARTBEAT("");
+static const char sql_heartbeat_instance[] = SQL_HEARTBEAT(
 	"h AS (UPDATE provision.agent_instances SET last_heartbeat_at = $3 "
-	"WHERE agent_id OPERATOR(pg_catalog.=) $2 AND job_id OPERATOR(pg_catalog.=) $1), "
-	"s AS (SELECT " SQL_AGENT_INSTANCE " AS instance_id), "
-	SQL_RESULT_AND_DELIVERY
-	SQL_STEP_OUTPUT " FROM r";
+	"WHERE id OPERATOR(pg_catalog.=) $6 AND job_id OPERATOR(pg_catalog.=) $1), ");
 
 /*
  * $6 to status, $7 attempts added, $8..$11 dispatched_at, started_at,
@@ -221,6 +233,7 @@ static const char sql_apply_status_rows[] =
 
 static SPIPlanPtr plan_noop;
 static SPIPlanPtr plan_heartbeat;
+static SPIPlanPtr plan_heartbeat_instance;
 /* Indexed [with metadata][with rows], as sql_apply_variants. */
 static SPIPlanPtr        plan_apply[2][2];
 static const char *const sql_apply_variants[2][2] = {
@@ -239,7 +252,8 @@ static SPIPlanPtr plan_stale;
 static AgentStatus agent_status_from_name(const char *name);
 static void        job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job);
 static Jsonb      *build_result(const LockedJob *job, CallbackAction action, bool applied,
-								JobStatus job_status, AgentStatus agent_status);
+								JobStatus job_status, AgentStatus agent_status,
+								const pg_uuid_t *instance_id);
 static void        step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id,
 								  Datum *values, char *nulls);
 static void        step_finish(int rc, const char *delivery_id, StepResult *out);
@@ -384,7 +398,7 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 	rel = provision_table_open("provisioning_jobs", RowShareLock, &pkey);
 	slot = table_slot_create(rel, NULL);
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	found = pk_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(job_id), snapshot, slot) &&
+	found = unique_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(job_id), snapshot, slot) &&
 			row_lock(rel, slot, snapshot, LockTupleExclusive, &job->contended);
 	UnregisterSnapshot(snapshot);
 	if (found)
@@ -404,7 +418,7 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 	rel = provision_table_open("agents", mode == LOCK_JOB ? AccessShareLock : RowShareLock, &pkey);
 	slot = table_slot_create(rel, NULL);
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	found = pk_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(&job->agent_id), snapshot, slot) &&
+	found = unique_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(&job->agent_id), snapshot, slot) &&
 			(mode == LOCK_JOB || row_lock(rel, slot, snapshot, LockTupleNoKeyExclusive, NULL));
 	UnregisterSnapshot(snapshot);
 	/* the foreign key, checked under the job lock, keeps the agent */
@@ -417,6 +431,30 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 	return true;
 }
 
+/*
+ * The agent's instance as a new statement would see it: its id and the job
+ * that created it; false when the agent has none.
+ */
+static bool
+agent_instance(const pg_uuid_t *agent_id, pg_uuid_t *instance_id, pg_uuid_t *instance_job)
+{
+	Relation        rel = provision_table_open("agent_instances", AccessShareLock, NULL);
+	Relation        index = provision_index_open("agent_instances_agent_id_key");
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	Snapshot        snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	bool found = unique_fetch(rel, index, F_UUID_EQ, UUIDPGetDatum(agent_id), snapshot, slot);
+
+	if (found)
+	{
+		uuid_attr(slot, "id", instance_id);
+		uuid_attr(slot, "job_id", instance_job);
+	}
+	UnregisterSnapshot(snapshot);
+	ExecDropSingleTupleTableSlot(slot);
+	provision_table_close(rel, index);
+	return found;
+}
+
 void
 job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
@@ -427,7 +465,7 @@ job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 
 static Jsonb *
 build_result(const LockedJob *job, CallbackAction action, bool applied, JobStatus job_status,
-			 AgentStatus agent_status)
+			 AgentStatus agent_status, const pg_uuid_t *instance_id)
 {
 	JsonObjectBuilder b;
 
@@ -439,6 +477,8 @@ build_result(const LockedJob *job, CallbackAction action, bool applied, JobStatu
 	json_add_bool(&b, "duplicate", false);
 	json_add_text(&b, "job_status", job_status_name(job_status));
 	json_add_text(&b, "agent_status", agent_status_name(agent_status));
+	if (instance_id != NULL)
+		json_add_uuid(&b, "instance_id", instance_id);
 	return json_end(&b);
 }
 
@@ -562,7 +602,7 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 	if (to != JOB_FAILED)
 		error = NULL;
 
-	step_base_args(job, build_result(job, cb_action, true, to, agent_after), delivery_id, values,
+	step_base_args(job, build_result(job, cb_action, true, to, agent_after, NULL), delivery_id, values,
 				   nulls);
 	memset(nulls + STEP_BASE_ARGS, 'n', lengthof(nulls) - STEP_BASE_ARGS);
 
@@ -613,15 +653,29 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 void
 job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out)
 {
-	Oid   argtypes[STEP_BASE_ARGS] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID};
-	Datum values[STEP_BASE_ARGS];
-	char  nulls[STEP_BASE_ARGS];
-	int   rc;
+	Oid       argtypes[STEP_BASE_ARGS + 1] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID,
+											  UUIDOID};
+	Datum     values[STEP_BASE_ARGS + 1];
+	char      nulls[STEP_BASE_ARGS + 1];
+	pg_uuid_t instance_id;
+	pg_uuid_t instance_job;
+	bool      has_instance = agent_instance(&job->agent_id, &instance_id, &instance_job);
+	bool      mark = has_instance && memcmp(&instance_job, &job->job_id, sizeof(pg_uuid_t)) == 0;
+	int       rc;
 
-	step_base_args(job, build_result(job, ACTION_HEARTBEAT, true, job->status, job->agent_status),
+	step_base_args(job,
+				   build_result(job, ACTION_HEARTBEAT, true, job->status, job->agent_status,
+								has_instance ? &instance_id : NULL),
 				   delivery_id, values, nulls);
-	rc = SPI_execute_plan(spi_plan(&plan_heartbeat, sql_heartbeat, STEP_BASE_ARGS, argtypes),
-						  values, nulls, false, 0);
+	values[STEP_BASE_ARGS] = UUIDPGetDatum(&instance_id);
+	nulls[STEP_BASE_ARGS] = ' ';
+	if (mark)
+		rc = SPI_execute_plan(spi_plan(&plan_heartbeat_instance, sql_heartbeat_instance,
+									   STEP_BASE_ARGS + 1, argtypes),
+							  values, nulls, false, 0);
+	else
+		rc = SPI_execute_plan(spi_plan(&plan_heartbeat, sql_heartbeat, STEP_BASE_ARGS, argtypes),
+							  values, nulls, false, 0);
 	step_finish(rc, delivery_id, out);
 }
 
@@ -634,7 +688,7 @@ job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id
 	char  nulls[STEP_BASE_ARGS];
 	int   rc;
 
-	step_base_args(job, build_result(job, cb_action, false, job->status, job->agent_status),
+	step_base_args(job, build_result(job, cb_action, false, job->status, job->agent_status, NULL),
 				   delivery_id, values, nulls);
 	rc = SPI_execute_plan(spi_plan(&plan_noop, sql_noop, STEP_BASE_ARGS, argtypes), values, nulls,
 						  false, 0);

@@ -153,9 +153,10 @@ extern void        event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_
 
 /* rows.c: primary-key probes and row locks without the executor */
 extern Relation provision_table_open(const char *name, LOCKMODE lockmode, Relation *pkey);
-extern void     provision_table_close(Relation rel, Relation pkey);
-extern bool     pk_fetch(Relation rel, Relation pkey, RegProcedure eqproc, Datum key,
-						 Snapshot snapshot, TupleTableSlot *slot);
+extern Relation provision_index_open(const char *name);
+extern void     provision_table_close(Relation rel, Relation index);
+extern bool     unique_fetch(Relation rel, Relation index, RegProcedure eqproc, Datum key,
+							 Snapshot snapshot, TupleTableSlot *slot);
 extern bool     row_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, LockTupleMode mode,
 						 bool *contended);
 

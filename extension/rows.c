@@ -1,10 +1,11 @@
 /*
  * rows.c
- *		Primary-key probes and row locks on the provision tables without the
+ *		Unique-key probes and row locks on the provision tables without the
  *		executor.
  *
  * Every callback first looks up its delivery and then locks its job and
- * agent rows, each one index probe. Through SPI each probe would pay the
+ * agent rows, and a heartbeat looks up the agent's instance: each one index
+ * probe. Through SPI each probe would pay the
  * executor's set-up and tear-down, several times the probe itself. These
  * helpers do what the executor does for `SELECT ... WHERE pk = $1 FOR
  * UPDATE`: an index scan under an MVCC snapshot (which also takes the
@@ -28,51 +29,67 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
+static Oid
+provision_relid(const char *name)
+{
+	Oid relid = get_relname_relid(name, get_namespace_oid("provision", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation provision.%s does not exist", name);
+	return relid;
+}
+
 /*
- * Opens provision.<name> with lockmode, and its primary key index, which
- * *pkey receives.
+ * Opens provision.<name> with lockmode and, when pkey is not NULL, its
+ * primary key index, which *pkey receives.
  */
 Relation
 provision_table_open(const char *name, LOCKMODE lockmode, Relation *pkey)
 {
-	Oid      relid = get_relname_relid(name, get_namespace_oid("provision", false));
-	Relation rel;
+	Relation rel = table_open(provision_relid(name), lockmode);
 
-	if (!OidIsValid(relid))
-		elog(ERROR, "relation provision.%s does not exist", name);
-	rel = table_open(relid, lockmode);
-	/* rd_pkindex is filled in by RelationGetIndexList */
-	list_free(RelationGetIndexList(rel));
-	if (!OidIsValid(rel->rd_pkindex))
-		elog(ERROR, "relation provision.%s has no primary key", name);
-	*pkey = index_open(rel->rd_pkindex, AccessShareLock);
+	if (pkey != NULL)
+	{
+		/* rd_pkindex is filled in by RelationGetIndexList */
+		list_free(RelationGetIndexList(rel));
+		if (!OidIsValid(rel->rd_pkindex))
+			elog(ERROR, "relation provision.%s has no primary key", name);
+		*pkey = index_open(rel->rd_pkindex, AccessShareLock);
+	}
 	return rel;
+}
+
+/* Opens the index provision.<name>. */
+Relation
+provision_index_open(const char *name)
+{
+	return index_open(provision_relid(name), AccessShareLock);
 }
 
 /* Closes both; their locks are kept until the end of the transaction. */
 void
-provision_table_close(Relation rel, Relation pkey)
+provision_table_close(Relation rel, Relation index)
 {
-	index_close(pkey, NoLock);
+	index_close(index, NoLock);
 	table_close(rel, NoLock);
 }
 
 /*
- * Stores in slot the row whose primary key (one column, compared with the
- * btree equality function eqproc under the index's collation) is key, as
- * snapshot sees it; false when there is none.
+ * Stores in slot the row whose key in a unique index of one column
+ * (compared with the btree equality function eqproc under the index's
+ * collation) is key, as snapshot sees it; false when there is none.
  */
 bool
-pk_fetch(Relation rel, Relation pkey, RegProcedure eqproc, Datum key, Snapshot snapshot,
-		 TupleTableSlot *slot)
+unique_fetch(Relation rel, Relation index, RegProcedure eqproc, Datum key, Snapshot snapshot,
+			 TupleTableSlot *slot)
 {
 	ScanKeyData   skey;
 	IndexScanDesc scan;
 	bool          found;
 
 	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   pkey->rd_indcollation[0], eqproc, key);
-	scan = index_beginscan(rel, pkey, snapshot, 1, 0);
+						   index->rd_indcollation[0], eqproc, key);
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
 	index_rescan(scan, &skey, 1, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
