@@ -602,8 +602,8 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 	if (to != JOB_FAILED)
 		error = NULL;
 
-	step_base_args(job, build_result(job, cb_action, true, to, agent_after, NULL), delivery_id, values,
-				   nulls);
+	step_base_args(job, build_result(job, cb_action, true, to, agent_after, NULL), delivery_id,
+				   values, nulls);
 	memset(nulls + STEP_BASE_ARGS, 'n', lengthof(nulls) - STEP_BASE_ARGS);
 
 	/* clang-format off */
@@ -653,8 +653,8 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 void
 job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out)
 {
-	Oid       argtypes[STEP_BASE_ARGS + 1] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID,
-											  UUIDOID};
+	Oid       argtypes[STEP_BASE_ARGS + 1] = {UUIDOID,  UUIDOID, TIMESTAMPTZOID,
+											  JSONBOID, TEXTOID, UUIDOID};
 	Datum     values[STEP_BASE_ARGS + 1];
 	char      nulls[STEP_BASE_ARGS + 1];
 	pg_uuid_t instance_id;

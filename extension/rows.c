@@ -110,8 +110,7 @@ unique_fetch(Relation rel, Relation index, RegProcedure eqproc, Datum key, Snaps
  * committed between the snapshot and this call.
  */
 bool
-row_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, LockTupleMode mode,
-		 bool *contended)
+row_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, LockTupleMode mode, bool *contended)
 {
 	TM_FailureData  tmfd;
 	int             flags = IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
@@ -124,7 +123,8 @@ row_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, LockTupleMode mo
 	if (result == TM_WouldBlock)
 	{
 		tid = slot->tts_tid;
-		result = table_tuple_lock(rel, &tid, snapshot, slot, cid, mode, LockWaitBlock, flags, &tmfd);
+		result =
+			table_tuple_lock(rel, &tid, snapshot, slot, cid, mode, LockWaitBlock, flags, &tmfd);
 		tmfd.traversed = true;
 	}
 	if (contended != NULL)
