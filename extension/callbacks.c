@@ -17,7 +17,6 @@
 
 #include <sys/socket.h>
 
-#include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -26,7 +25,6 @@
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
-#include "utils/snapmgr.h"
 
 /* The statuses a callback may carry. */
 typedef enum CallbackStatus
@@ -385,19 +383,14 @@ check_delivery_id(const char *delivery_id)
 static Jsonb *
 find_delivery(const char *delivery_id)
 {
-	Relation        rel;
-	Relation        pkey;
-	Snapshot        snapshot;
-	TupleTableSlot *slot;
-	Jsonb          *result = NULL;
+	RowProbe probe;
+	Jsonb   *result = NULL;
 
-	rel = provision_table_open("callback_deliveries", AccessShareLock, &pkey);
-	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	slot = table_slot_create(rel, NULL);
-	if (unique_fetch(rel, pkey, F_TEXTEQ, CStringGetTextDatum(delivery_id), snapshot, slot))
+	row_probe_begin(&probe, "callback_deliveries", NULL, AccessShareLock);
+	if (row_probe_fetch(&probe, F_TEXTEQ, CStringGetTextDatum(delivery_id)))
 	{
 		bool              isnull;
-		Datum             recorded = slot_getattr(slot, DELIVERY_RESULT_ATTNUM, &isnull);
+		Datum             recorded = slot_getattr(probe.slot, DELIVERY_RESULT_ATTNUM, &isnull);
 		JsonObjectBuilder b;
 
 		if (isnull)
@@ -408,9 +401,7 @@ find_delivery(const char *delivery_id)
 													PointerGetDatum(PG_DETOAST_DATUM(recorded)),
 													JsonbPGetDatum(json_end(&b))));
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snapshot);
-	provision_table_close(rel, pkey);
+	row_probe_end(&probe);
 
 	/* Out of the SPI procedure context, which SPI_finish frees. */
 	if (result != NULL)

@@ -13,7 +13,6 @@
 #include "provision.h"
 
 #include "access/htup_details.h"
-#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -23,7 +22,6 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/fmgroids.h"
-#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 /* One cell of the state table. */
@@ -350,27 +348,23 @@ job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job)
 	job->contended = true;
 }
 
-/* The enum label of a status column, as a C string. */
-static const char *
-enum_attr(TupleTableSlot *slot, const char *column)
+/* The value of a NOT NULL column of the row a probe found. */
+static Datum
+probe_column(const RowProbe *p, const char *column)
 {
 	bool  isnull;
-	Datum d = slot_getattr(slot, SPI_fnumber(slot->tts_tupleDescriptor, column), &isnull);
+	Datum d = slot_getattr(p->slot, SPI_fnumber(p->slot->tts_tupleDescriptor, column), &isnull);
 
 	if (isnull)
 		elog(ERROR, "column %s is null", column);
-	return DatumGetCString(DirectFunctionCall1(enum_out, d));
+	return d;
 }
 
-static void
-uuid_attr(TupleTableSlot *slot, const char *column, pg_uuid_t *out)
+/* The label of an enum column, as a C string. */
+static const char *
+probe_enum_label(const RowProbe *p, const char *column)
 {
-	bool  isnull;
-	Datum d = slot_getattr(slot, SPI_fnumber(slot->tts_tupleDescriptor, column), &isnull);
-
-	if (isnull)
-		elog(ERROR, "column %s is null", column);
-	*out = *DatumGetUUIDP(d);
+	return DatumGetCString(DirectFunctionCall1(enum_out, probe_column(p, column)));
 }
 
 /*
@@ -389,45 +383,34 @@ uuid_attr(TupleTableSlot *slot, const char *column, pg_uuid_t *out)
 bool
 job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
-	Relation        rel;
-	Relation        pkey;
-	TupleTableSlot *slot;
-	Snapshot        snapshot;
-	bool            found;
+	RowProbe probe;
+	bool     found;
 
-	rel = provision_table_open("provisioning_jobs", RowShareLock, &pkey);
-	slot = table_slot_create(rel, NULL);
-	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	found = unique_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(job_id), snapshot, slot) &&
-			row_lock(rel, slot, snapshot, LockTupleExclusive, &job->contended);
-	UnregisterSnapshot(snapshot);
+	row_probe_begin(&probe, "provisioning_jobs", NULL, RowShareLock);
+	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(job_id)) &&
+			row_probe_lock(&probe, LockTupleExclusive, &job->contended);
 	if (found)
 	{
-		uuid_attr(slot, "id", &job->job_id);
-		uuid_attr(slot, "agent_id", &job->agent_id);
-		job->status = job_status_from_name(enum_attr(slot, "status"));
+		job->job_id = *DatumGetUUIDP(probe_column(&probe, "id"));
+		job->agent_id = *DatumGetUUIDP(probe_column(&probe, "agent_id"));
+		job->status = job_status_from_name(probe_enum_label(&probe, "status"));
 		job->row = (Datum) 0;
 		if (mode == LOCK_JOB_AGENT_ROW)
-			job->row = SPI_datumTransfer(ExecFetchSlotHeapTupleDatum(slot), false, -1);
+			job->row = SPI_datumTransfer(ExecFetchSlotHeapTupleDatum(probe.slot), false, -1);
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	provision_table_close(rel, pkey);
+	row_probe_end(&probe);
 	if (!found)
 		return false;
 
-	rel = provision_table_open("agents", mode == LOCK_JOB ? AccessShareLock : RowShareLock, &pkey);
-	slot = table_slot_create(rel, NULL);
-	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	found = unique_fetch(rel, pkey, F_UUID_EQ, UUIDPGetDatum(&job->agent_id), snapshot, slot) &&
-			(mode == LOCK_JOB || row_lock(rel, slot, snapshot, LockTupleNoKeyExclusive, NULL));
-	UnregisterSnapshot(snapshot);
+	row_probe_begin(&probe, "agents", NULL, mode == LOCK_JOB ? AccessShareLock : RowShareLock);
+	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(&job->agent_id)) &&
+			(mode == LOCK_JOB || row_probe_lock(&probe, LockTupleNoKeyExclusive, NULL));
 	/* the foreign key, checked under the job lock, keeps the agent */
 	if (!found)
 		elog(ERROR, "agent %s of job %s does not exist", uuid_to_cstring(&job->agent_id),
 			 uuid_to_cstring(job_id));
-	job->agent_status = agent_status_from_name(enum_attr(slot, "status"));
-	ExecDropSingleTupleTableSlot(slot);
-	provision_table_close(rel, pkey);
+	job->agent_status = agent_status_from_name(probe_enum_label(&probe, "status"));
+	row_probe_end(&probe);
 	return true;
 }
 
@@ -438,20 +421,17 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 static bool
 agent_instance(const pg_uuid_t *agent_id, pg_uuid_t *instance_id, pg_uuid_t *instance_job)
 {
-	Relation        rel = provision_table_open("agent_instances", AccessShareLock, NULL);
-	Relation        index = provision_index_open("agent_instances_agent_id_key");
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	Snapshot        snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	bool found = unique_fetch(rel, index, F_UUID_EQ, UUIDPGetDatum(agent_id), snapshot, slot);
+	RowProbe probe;
+	bool     found;
 
+	row_probe_begin(&probe, "agent_instances", "agent_instances_agent_id_key", AccessShareLock);
+	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(agent_id));
 	if (found)
 	{
-		uuid_attr(slot, "id", instance_id);
-		uuid_attr(slot, "job_id", instance_job);
+		*instance_id = *DatumGetUUIDP(probe_column(&probe, "id"));
+		*instance_job = *DatumGetUUIDP(probe_column(&probe, "job_id"));
 	}
-	UnregisterSnapshot(snapshot);
-	ExecDropSingleTupleTableSlot(slot);
-	provision_table_close(rel, index);
+	row_probe_end(&probe);
 	return found;
 }
 

@@ -151,14 +151,19 @@ extern const char *event_kind_name(EventKind kind);
 extern void        event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id, EventKind kind,
 								JobStatus to);
 
-/* rows.c: primary-key probes and row locks without the executor */
-extern Relation provision_table_open(const char *name, LOCKMODE lockmode, Relation *pkey);
-extern Relation provision_index_open(const char *name);
-extern void     provision_table_close(Relation rel, Relation index);
-extern bool     unique_fetch(Relation rel, Relation index, RegProcedure eqproc, Datum key,
-							 Snapshot snapshot, TupleTableSlot *slot);
-extern bool     row_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, LockTupleMode mode,
-						 bool *contended);
+/* rows.c: unique-key probes and row locks without the executor */
+typedef struct RowProbe
+{
+	Relation        rel;
+	Relation        index;
+	TupleTableSlot *slot;     /* the row found */
+	Snapshot        snapshot; /* registered */
+} RowProbe;
+
+extern void row_probe_begin(RowProbe *p, const char *table, const char *index, LOCKMODE lockmode);
+extern bool row_probe_fetch(RowProbe *p, RegProcedure eqproc, Datum key);
+extern bool row_probe_lock(RowProbe *p, LockTupleMode mode, bool *contended);
+extern void row_probe_end(RowProbe *p);
 
 /* spi.c: plans prepared once per backend and kept */
 extern SPIPlanPtr spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);

@@ -28,6 +28,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 
 static Oid
 provision_relid(const char *name)
@@ -40,67 +41,66 @@ provision_relid(const char *name)
 }
 
 /*
- * Opens provision.<name> with lockmode and, when pkey is not NULL, its
- * primary key index, which *pkey receives.
+ * Opens provision.<table> with lockmode and the unique index
+ * provision.<index> (its primary key when index is NULL), with a slot for
+ * its rows and the snapshot a new statement would get (under READ
+ * COMMITTED, taken now).
  */
-Relation
-provision_table_open(const char *name, LOCKMODE lockmode, Relation *pkey)
+void
+row_probe_begin(RowProbe *p, const char *table, const char *index, LOCKMODE lockmode)
 {
-	Relation rel = table_open(provision_relid(name), lockmode);
-
-	if (pkey != NULL)
+	p->rel = table_open(provision_relid(table), lockmode);
+	if (index != NULL)
+		p->index = index_open(provision_relid(index), AccessShareLock);
+	else
 	{
 		/* rd_pkindex is filled in by RelationGetIndexList */
-		list_free(RelationGetIndexList(rel));
-		if (!OidIsValid(rel->rd_pkindex))
-			elog(ERROR, "relation provision.%s has no primary key", name);
-		*pkey = index_open(rel->rd_pkindex, AccessShareLock);
+		list_free(RelationGetIndexList(p->rel));
+		if (!OidIsValid(p->rel->rd_pkindex))
+			elog(ERROR, "relation provision.%s has no primary key", table);
+		p->index = index_open(p->rel->rd_pkindex, AccessShareLock);
 	}
-	return rel;
+	p->slot = table_slot_create(p->rel, NULL);
+	p->snapshot = RegisterSnapshot(GetTransactionSnapshot());
 }
 
-/* Opens the index provision.<name>. */
-Relation
-provision_index_open(const char *name)
-{
-	return index_open(provision_relid(name), AccessShareLock);
-}
-
-/* Closes both; their locks are kept until the end of the transaction. */
+/* Releases what row_probe_begin took; the relation locks stay until the end of the transaction. */
 void
-provision_table_close(Relation rel, Relation index)
+row_probe_end(RowProbe *p)
 {
-	index_close(index, NoLock);
-	table_close(rel, NoLock);
+	UnregisterSnapshot(p->snapshot);
+	ExecDropSingleTupleTableSlot(p->slot);
+	index_close(p->index, NoLock);
+	table_close(p->rel, NoLock);
 }
 
 /*
- * Stores in slot the row whose key in a unique index of one column
- * (compared with the btree equality function eqproc under the index's
- * collation) is key, as snapshot sees it; false when there is none.
+ * Stores in p->slot the row whose key in the probe's index (one column,
+ * compared with the btree equality function eqproc under the index's
+ * collation) is key, as the probe's snapshot sees it; false when there is
+ * none.
  */
 bool
-unique_fetch(Relation rel, Relation index, RegProcedure eqproc, Datum key, Snapshot snapshot,
-			 TupleTableSlot *slot)
+row_probe_fetch(RowProbe *p, RegProcedure eqproc, Datum key)
 {
 	ScanKeyData   skey;
 	IndexScanDesc scan;
 	bool          found;
 
 	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], eqproc, key);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
+						   p->index->rd_indcollation[0], eqproc, key);
+	scan = index_beginscan(p->rel, p->index, p->snapshot, 1, 0);
 	index_rescan(scan, &skey, 1, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	found = index_getnext_slot(scan, ForwardScanDirection, p->slot);
 	index_endscan(scan);
 	return found;
 }
 
 /*
- * Locks the row in slot with mode, as SELECT ... FOR UPDATE (or FOR NO KEY
- * UPDATE) does: waits for a transaction that holds a conflicting lock and,
- * under READ COMMITTED, then locks the latest version of the row, which
- * slot holds on return. Under REPEATABLE READ and SERIALIZABLE a row
+ * Locks the row row_probe_fetch found with mode, as SELECT ... FOR UPDATE
+ * (or FOR NO KEY UPDATE) does: waits for a transaction that holds a
+ * conflicting lock and, under READ COMMITTED, then locks the latest version
+ * of the row, which p->slot holds on return. Under REPEATABLE READ and SERIALIZABLE a row
  * changed since the snapshot is a serialization failure (40001). False when
  * the row was deleted meanwhile.
  *
@@ -110,25 +110,28 @@ unique_fetch(Relation rel, Relation index, RegProcedure eqproc, Datum key, Snaps
  * committed between the snapshot and this call.
  */
 bool
-row_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, LockTupleMode mode, bool *contended)
+row_probe_lock(RowProbe *p, LockTupleMode mode, bool *contended)
 {
+	Relation        rel = p->rel;
 	TM_FailureData  tmfd;
 	int             flags = IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
-	ItemPointerData tid = slot->tts_tid;
+	ItemPointerData tid = p->slot->tts_tid;
 	CommandId       cid = GetCurrentCommandId(true);
+	bool            waited = false;
 	TM_Result       result;
 
 	/* Without waiting first, to learn whether the lock was free. */
-	result = table_tuple_lock(rel, &tid, snapshot, slot, cid, mode, LockWaitSkip, flags, &tmfd);
+	result =
+		table_tuple_lock(rel, &tid, p->snapshot, p->slot, cid, mode, LockWaitSkip, flags, &tmfd);
 	if (result == TM_WouldBlock)
 	{
-		tid = slot->tts_tid;
-		result =
-			table_tuple_lock(rel, &tid, snapshot, slot, cid, mode, LockWaitBlock, flags, &tmfd);
-		tmfd.traversed = true;
+		waited = true;
+		tid = p->slot->tts_tid;
+		result = table_tuple_lock(rel, &tid, p->snapshot, p->slot, cid, mode, LockWaitBlock, flags,
+								  &tmfd);
 	}
 	if (contended != NULL)
-		*contended = result != TM_Ok || tmfd.traversed;
+		*contended = waited || result != TM_Ok || tmfd.traversed;
 	switch (result)
 	{
 		case TM_Ok:
