@@ -16,7 +16,8 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-/* Length limits, each also backed by a CHECK constraint in the install script. */
+/* Length limits. The functions enforce them; agents, which DBAs also write directly, by a trigger. */
+#define PROVISION_MAX_AGENT_NAME_CHARS      255
 #define PROVISION_MAX_DELIVERY_ID_BYTES     255
 #define PROVISION_MAX_SERVER_ID_CHARS       255
 #define PROVISION_MAX_ERROR_CHARS           4096

@@ -15,9 +15,7 @@ COMMENT ON TYPE provision.job_status IS
 
 CREATE TABLE provision.agents (
     id          uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
-    name        text NOT NULL
-                CONSTRAINT agents_name_length
-                CHECK (pg_catalog.char_length(name) BETWEEN 1 AND 255),
+    name        text NOT NULL,
     status      provision.agent_status NOT NULL DEFAULT 'draft',
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
@@ -29,15 +27,37 @@ COMMENT ON COLUMN provision.agents.status IS 'Follows its jobs: provisioning, ac
 COMMENT ON COLUMN provision.agents.created_at IS 'When the agent was created';
 COMMENT ON COLUMN provision.agents.updated_at IS 'When the agent last changed status';
 
+-- Agents are written directly by DBAs, so the length of a name is checked
+-- in the table itself: by a constraint trigger on INSERT and UPDATE OF name
+-- rather than a CHECK, which would run on every status change too.
+CREATE FUNCTION provision.agent_name_check()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'agent_name_check'
+LANGUAGE C;
+COMMENT ON FUNCTION provision.agent_name_check() IS
+    'Trigger of constraint agents_name_length: an agent name is 1 to 255 characters (23514)';
+
+CREATE CONSTRAINT TRIGGER agents_name_length
+    AFTER INSERT OR UPDATE OF name ON provision.agents
+    FOR EACH ROW EXECUTE FUNCTION provision.agent_name_check();
+
+-- CHECK constraints cost on every row change: PostgreSQL parses and plans
+-- each expression anew for every statement that writes the table, so the
+-- cost grows with the size of the expression. The tables written only by the
+-- functions therefore carry one CHECK, backing the state machine, that calls
+-- one C function; the functions enforce the length limits (idempotency_key,
+-- error, server_id, delivery_id) and write only known event kinds, each with
+-- an error naming the argument.
+CREATE FUNCTION provision.job_status_timestamp_set(status provision.job_status,
+    completed_at timestamptz, failed_at timestamptz)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'job_status_timestamp_set'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION provision.job_status_timestamp_set(provision.job_status, timestamptz, timestamptz) IS
+    'Whether a job in status has the timestamp it requires: completed_at when running, failed_at when failed';
+
 -- fillfactor leaves room on each page so that heartbeats, which change only
 -- unindexed columns, stay HOT updates.
---
--- CHECK constraints cost on every row change: the executor parses and plans
--- each one anew for every statement that writes the table (about a quarter
--- of a callback's CPU with one per limit). So the tables written only by the
--- functions carry just the two that back the state machine; the functions
--- enforce the length limits (idempotency_key, error, server_id, delivery_id)
--- and write only known event kinds, each with an error naming the argument.
 CREATE TABLE provision.provisioning_jobs (
     id                 uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     agent_id           uuid NOT NULL REFERENCES provision.agents (id),
@@ -52,10 +72,8 @@ CREATE TABLE provision.provisioning_jobs (
     completed_at       timestamptz,
     failed_at          timestamptz,
     last_heartbeat_at  timestamptz,
-    CONSTRAINT provisioning_jobs_running_has_completed_at
-        CHECK (status <> 'running' OR completed_at IS NOT NULL),
-    CONSTRAINT provisioning_jobs_failed_has_failed_at
-        CHECK (status <> 'failed' OR failed_at IS NOT NULL)
+    CONSTRAINT provisioning_jobs_status_timestamp
+        CHECK (provision.job_status_timestamp_set(status, completed_at, failed_at))
 ) WITH (fillfactor = 80);
 COMMENT ON TABLE provision.provisioning_jobs IS
     'One provisioning run of an agent VM; changed only through the provision functions';
@@ -180,10 +198,8 @@ COMMENT ON CONSTRAINT provisioning_jobs_agent_id_fkey ON provision.provisioning_
     'Every job provisions an existing agent';
 COMMENT ON CONSTRAINT provisioning_jobs_idempotency_key_key ON provision.provisioning_jobs IS
     'An idempotency key names one job';
-COMMENT ON CONSTRAINT provisioning_jobs_running_has_completed_at ON provision.provisioning_jobs IS
-    'A running job records when it entered running';
-COMMENT ON CONSTRAINT provisioning_jobs_failed_has_failed_at ON provision.provisioning_jobs IS
-    'A failed job records when it failed';
+COMMENT ON CONSTRAINT provisioning_jobs_status_timestamp ON provision.provisioning_jobs IS
+    'A running job records when it entered running (completed_at), a failed job when it failed (failed_at)';
 COMMENT ON CONSTRAINT agent_instances_pkey ON provision.agent_instances IS 'Instances are identified by id';
 COMMENT ON CONSTRAINT agent_instances_agent_id_key ON provision.agent_instances IS
     'One instance per agent, updated in place when the VM is re-created';
@@ -276,8 +292,13 @@ COMMENT ON FUNCTION provision.prune_history(interval) IS
 
 -- The functions run as their owner (SECURITY DEFINER), so EXECUTE is the only
 -- gate: PUBLIC must not get it by default. Grant each function to the role
--- that needs it (the listener: handle_callback only).
+-- that needs it (the listener: handle_callback only). The two behind the
+-- constraints need no grant for the provision functions, which run as the
+-- owner, nor for a trigger to fire; only a role other than the owner that
+-- writes provisioning_jobs directly needs EXECUTE on job_status_timestamp_set.
 REVOKE ALL ON FUNCTION
+    provision.agent_name_check(),
+    provision.job_status_timestamp_set(provision.job_status, timestamptz, timestamptz),
     provision.enqueue_job(uuid, text),
     provision.claim_jobs(integer),
     provision.update_job_status(uuid, provision.job_status, text),

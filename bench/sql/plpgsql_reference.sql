@@ -16,11 +16,28 @@ CREATE TYPE provision_plpgsql.job_status AS ENUM
 
 CREATE TABLE provision_plpgsql.agents (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    name        text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 255),
+    name        text NOT NULL,
     status      provision_plpgsql.agent_status NOT NULL DEFAULT 'draft',
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- The name limit as the extension has it: a trigger on INSERT and UPDATE OF
+-- name, so that status changes do not pay for it. The jobs keep plain CHECK
+-- expressions, what PL/pgSQL has where the extension calls a C function.
+CREATE FUNCTION provision_plpgsql.agent_name_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF char_length(NEW.name) NOT BETWEEN 1 AND 255 THEN
+    RAISE check_violation USING
+      MESSAGE = format('agent name must be 1 to 255 characters, not %s', char_length(NEW.name));
+  END IF;
+  RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER agents_name_length
+    AFTER INSERT OR UPDATE OF name ON provision_plpgsql.agents
+    FOR EACH ROW EXECUTE FUNCTION provision_plpgsql.agent_name_check();
 
 CREATE TABLE provision_plpgsql.provisioning_jobs (
     id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -140,7 +140,17 @@ SELECT regress.try(format('SELECT provision.update_job_status(%L, %L, %L)',
 SELECT status, char_length(error) FROM provision.provisioning_jobs
  WHERE id = '20000000-0000-4000-8000-000000000033';
 
--- The CHECK constraints back the state machine for rows written directly.
+-- The function behind the CHECK constraint, for every status: running
+-- needs completed_at, failed needs failed_at, the others need neither.
+SELECT s AS status,
+       provision.job_status_timestamp_set(s, NULL, NULL) AS neither,
+       provision.job_status_timestamp_set(s, now(), NULL) AS completed_at,
+       provision.job_status_timestamp_set(s, NULL, now()) AS failed_at,
+       provision.job_status_timestamp_set(s, now(), now()) AS both
+  FROM unnest(enum_range(NULL::provision.job_status)) AS s;
+SELECT provision.job_status_timestamp_set(NULL, NULL, NULL) IS NULL AS null_status_is_null;
+
+-- The CHECK constraint backs the state machine for rows written directly.
 SELECT split_part(regress.try($$UPDATE provision.provisioning_jobs SET completed_at = NULL
                       WHERE id = '22000000-0000-4000-8000-000000000001'$$), ' | ', 1);
 SELECT split_part(regress.try($$UPDATE provision.provisioning_jobs SET failed_at = NULL

@@ -145,4 +145,35 @@ SELECT length(name) AS chars, octet_length(name) AS bytes
               AND 'c6000000-0000-4000-8000-000000000105'
  ORDER BY id;
 
+-- The limit holds for a renamed agent too (also in a multi-row UPDATE,
+-- which leaves every row as it was), and an update that leaves the name
+-- alone does not check it.
+SELECT label, regress.try(sql, false) AS outcome
+  FROM (VALUES
+    ('rename-empty', $$UPDATE provision.agents SET name = ''
+                       WHERE id = 'c6000000-0000-4000-8000-000000000105'$$),
+    ('rename-256', $$UPDATE provision.agents SET name = repeat('m', 256)
+                     WHERE id = 'c6000000-0000-4000-8000-000000000105'$$),
+    ('rename-two-one-bad', $$UPDATE provision.agents
+                              SET name = CASE id WHEN 'c6000000-0000-4000-8000-000000000103'
+                                                 THEN 'renamed' ELSE '' END
+                             WHERE id IN ('c6000000-0000-4000-8000-000000000103',
+                                          'c6000000-0000-4000-8000-000000000105')$$),
+    ('rename-255', $$UPDATE provision.agents SET name = repeat('m', 255)
+                     WHERE id = 'c6000000-0000-4000-8000-000000000105'$$)
+  ) AS t(label, sql);
+SELECT id, length(name) AS chars FROM provision.agents
+ WHERE id IN ('c6000000-0000-4000-8000-000000000103', 'c6000000-0000-4000-8000-000000000105')
+ ORDER BY id;
+-- A name that predates the trigger (written with it disabled) does not stop
+-- a status change; naming the column in SET checks it, even unchanged.
+ALTER TABLE provision.agents DISABLE TRIGGER agents_name_length;
+UPDATE provision.agents SET name = '' WHERE id = 'c6000000-0000-4000-8000-000000000105';
+ALTER TABLE provision.agents ENABLE TRIGGER agents_name_length;
+SELECT regress.try($$UPDATE provision.agents SET status = 'active'
+                      WHERE id = 'c6000000-0000-4000-8000-000000000105'$$, false) AS status_update;
+SELECT regress.try($$UPDATE provision.agents SET name = name
+                      WHERE id = 'c6000000-0000-4000-8000-000000000105'$$, false) AS same_name;
+UPDATE provision.agents SET name = 'n' WHERE id = 'c6000000-0000-4000-8000-000000000105';
+
 RESET client_min_messages;

@@ -132,6 +132,45 @@ SELECT job_id, kind, from_status, to_status
  WHERE job_id::text LIKE 'd7000000-%'
  ORDER BY id;
 
+-- A role a DBA lets write agents directly needs only the table grants: the
+-- name limit is a trigger, which fires without EXECUTE on its function. A
+-- role that writes jobs directly also needs EXECUTE on the function of
+-- their CHECK constraint.
+CREATE ROLE regress_provision_writer NOLOGIN;
+GRANT USAGE ON SCHEMA provision TO regress_provision_writer;
+GRANT SELECT, INSERT, UPDATE ON provision.agents, provision.provisioning_jobs
+   TO regress_provision_writer;
+SET ROLE regress_provision_writer;
+SELECT label, regress.try(stmt, false) AS outcome
+  FROM (VALUES
+    ('insert agent', $$INSERT INTO provision.agents (id, name)
+                       VALUES ('c7000000-0000-4000-8000-000000000003', 'privileges-3')$$),
+    ('rename agent', $$UPDATE provision.agents SET name = 'privileges-3b'
+                       WHERE id = 'c7000000-0000-4000-8000-000000000003'$$),
+    ('empty name', $$UPDATE provision.agents SET name = ''
+                     WHERE id = 'c7000000-0000-4000-8000-000000000003'$$),
+    ('insert job', $$INSERT INTO provision.provisioning_jobs (agent_id)
+                     VALUES ('c7000000-0000-4000-8000-000000000003')$$)
+  ) AS t(label, stmt);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION
+    provision.job_status_timestamp_set(provision.job_status, timestamptz, timestamptz)
+   TO regress_provision_writer;
+SET ROLE regress_provision_writer;
+SELECT regress.try($$INSERT INTO provision.provisioning_jobs (id, agent_id)
+                     VALUES ('d7000000-0000-4000-8000-000000000003',
+                             'c7000000-0000-4000-8000-000000000003')$$) AS insert_job_granted;
+RESET ROLE;
+SELECT a.name, j.status
+  FROM provision.agents a JOIN provision.provisioning_jobs j ON j.agent_id = a.id
+ WHERE a.id = 'c7000000-0000-4000-8000-000000000003';
+REVOKE ALL ON provision.agents, provision.provisioning_jobs FROM regress_provision_writer;
+REVOKE ALL ON FUNCTION
+    provision.job_status_timestamp_set(provision.job_status, timestamptz, timestamptz)
+  FROM regress_provision_writer;
+REVOKE USAGE ON SCHEMA provision FROM regress_provision_writer;
+DROP ROLE regress_provision_writer;
+
 REVOKE EXECUTE ON FUNCTION provision.handle_callback(jsonb, text)
   FROM regress_provision_listener;
 REVOKE USAGE ON SCHEMA provision FROM regress_provision_listener;
