@@ -97,20 +97,19 @@ CREATE UNIQUE INDEX provisioning_jobs_one_open_per_agent
     ON provision.provisioning_jobs (agent_id)
     WHERE status IN ('pending', 'dispatched', 'provisioning');
 COMMENT ON INDEX provision.provisioning_jobs_one_open_per_agent IS
-    'At most one open (pending, dispatched, provisioning) job per agent';
+    'At most one open (pending, dispatched, provisioning) job per agent; expire_stale_jobs reads the open jobs through it';
 
 CREATE INDEX provisioning_jobs_pending
     ON provision.provisioning_jobs (created_at, id)
     WHERE status = 'pending';
 COMMENT ON INDEX provision.provisioning_jobs_pending IS 'claim_jobs: pending jobs, oldest first';
 
--- The heartbeat timestamps are deliberately not indexed: an index on them
--- would turn every heartbeat into a non-HOT update of every index.
-CREATE INDEX provisioning_jobs_in_flight
-    ON provision.provisioning_jobs (status)
-    WHERE status IN ('dispatched', 'provisioning');
-COMMENT ON INDEX provision.provisioning_jobs_in_flight IS
-    'expire_stale_jobs: the dispatched and provisioning jobs';
+-- expire_stale_jobs needs no index of its own: the open jobs it looks at
+-- (dispatched, provisioning) are a subset of those one_open_per_agent
+-- indexes, and every index more is opened and checked by every write of a
+-- job, heartbeats included. The heartbeat timestamps are deliberately not
+-- indexed: an index on them would turn every heartbeat into a non-HOT
+-- update of every index.
 
 CREATE TABLE provision.agent_instances (
     id                 uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),

@@ -59,8 +59,6 @@ CREATE TABLE provision_plpgsql.provisioning_jobs (
 CREATE UNIQUE INDEX ON provision_plpgsql.provisioning_jobs (agent_id)
     WHERE status IN ('pending', 'dispatched', 'provisioning');
 CREATE INDEX ON provision_plpgsql.provisioning_jobs (created_at, id) WHERE status = 'pending';
-CREATE INDEX ON provision_plpgsql.provisioning_jobs (status)
-    WHERE status IN ('dispatched', 'provisioning');
 
 CREATE TABLE provision_plpgsql.agent_instances (
     id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
