@@ -62,7 +62,7 @@ CREATE TABLE provision.provisioning_jobs (
     id                 uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     agent_id           uuid NOT NULL REFERENCES provision.agents (id),
     status             provision.job_status NOT NULL DEFAULT 'pending',
-    idempotency_key    text UNIQUE,
+    idempotency_key    text COLLATE "C" UNIQUE,
     attempts           integer NOT NULL DEFAULT 0,
     error              text,
     created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -136,8 +136,11 @@ COMMENT ON COLUMN provision.agent_instances.last_heartbeat_at IS 'Last heartbeat
 CREATE INDEX agent_instances_job_id ON provision.agent_instances (job_id);
 COMMENT ON INDEX provision.agent_instances_job_id IS 'Instances by job (foreign key checks)';
 
+-- Delivery ids and idempotency keys are opaque: they are compared byte for
+-- byte (COLLATE "C"), which needs no linguistic order and makes each
+-- comparison in their unique indexes a memcmp.
 CREATE TABLE provision.callback_deliveries (
-    delivery_id  text PRIMARY KEY,
+    delivery_id  text COLLATE "C" PRIMARY KEY,
     job_id       uuid,
     received_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     result       jsonb NOT NULL

@@ -43,7 +43,7 @@ CREATE TABLE provision_plpgsql.provisioning_jobs (
     id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     agent_id           uuid NOT NULL REFERENCES provision_plpgsql.agents (id),
     status             provision_plpgsql.job_status NOT NULL DEFAULT 'pending',
-    idempotency_key    text UNIQUE,
+    idempotency_key    text COLLATE "C" UNIQUE,
     attempts           integer NOT NULL DEFAULT 0,
     error              text,
     created_at         timestamptz NOT NULL DEFAULT now(),
@@ -74,7 +74,7 @@ CREATE TABLE provision_plpgsql.agent_instances (
 CREATE INDEX ON provision_plpgsql.agent_instances (job_id);
 
 CREATE TABLE provision_plpgsql.callback_deliveries (
-    delivery_id  text PRIMARY KEY,
+    delivery_id  text COLLATE "C" PRIMARY KEY,
     job_id       uuid,
     received_at  timestamptz NOT NULL DEFAULT now(),
     result       jsonb NOT NULL

@@ -16,6 +16,15 @@ SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) AS t
  WHERE c.relnamespace = 'provision'::regnamespace AND c.relkind = 'r'
  ORDER BY c.relname, a.attnum;
 
+-- The opaque keys compare byte for byte; no other column has a collation
+-- of its own.
+SELECT c.relname, a.attname, a.attcollation::regcollation AS collation
+  FROM pg_class c
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.relnamespace = 'provision'::regnamespace AND c.relkind = 'r'
+   AND a.attcollation NOT IN (0, 'pg_catalog.default'::regcollation)
+ ORDER BY c.relname, a.attname;
+
 SELECT conrelid::regclass AS "table", conname, pg_get_constraintdef(oid) AS definition
   FROM pg_constraint
  WHERE connamespace = 'provision'::regnamespace
