@@ -14,8 +14,6 @@
 
 #include "commands/trigger.h"
 #include "fmgr.h"
-#include "mb/pg_wchar.h"
-#include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/rel.h"
 
@@ -42,14 +40,11 @@ PG_FUNCTION_INFO_V1(job_status_timestamp_set);
 Datum
 job_status_timestamp_set(PG_FUNCTION_ARGS)
 {
-	JobStatus status;
-	int       arg;
+	int arg;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	status =
-		job_status_from_name(DatumGetCString(DirectFunctionCall1(enum_out, PG_GETARG_DATUM(0))));
-	arg = status_timestamp_arg[status];
+	arg = status_timestamp_arg[job_status_from_enum(PG_GETARG_DATUM(0))];
 	PG_RETURN_BOOL(arg == 0 || !PG_ARGISNULL(arg));
 }
 

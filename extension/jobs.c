@@ -247,7 +247,9 @@ static SPIPlanPtr plan_stale;
 
 #define STEP_BASE_ARGS 5
 
+static JobStatus   job_status_from_name(const char *name);
 static AgentStatus agent_status_from_name(const char *name);
+static AgentStatus agent_status_from_enum(Datum value);
 static void        job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job);
 static Jsonb      *build_result(const LockedJob *job, CallbackAction action, bool applied,
 								JobStatus job_status, AgentStatus agent_status,
@@ -266,7 +268,7 @@ job_status_name(JobStatus status)
 	return job_status_names[status];
 }
 
-JobStatus
+static JobStatus
 job_status_from_name(const char *name)
 {
 	for (int i = 0; i < JOB_STATUS_COUNT; i++)
@@ -274,6 +276,13 @@ job_status_from_name(const char *name)
 			return (JobStatus) i;
 	elog(ERROR, "unknown job status \"%s\"", name);
 	pg_unreachable();
+}
+
+/* A provision.job_status value, as the state machine's JobStatus. */
+JobStatus
+job_status_from_enum(Datum value)
+{
+	return job_status_from_name(DatumGetCString(DirectFunctionCall1(enum_out, value)));
 }
 
 const char *
@@ -290,6 +299,12 @@ agent_status_from_name(const char *name)
 			return (AgentStatus) i;
 	elog(ERROR, "unknown agent status \"%s\"", name);
 	pg_unreachable();
+}
+
+static AgentStatus
+agent_status_from_enum(Datum value)
+{
+	return agent_status_from_name(DatumGetCString(DirectFunctionCall1(enum_out, value)));
 }
 
 /*
@@ -360,13 +375,6 @@ probe_column(const RowProbe *p, const char *column)
 	return d;
 }
 
-/* The label of an enum column, as a C string. */
-static const char *
-probe_enum_label(const RowProbe *p, const char *column)
-{
-	return DatumGetCString(DirectFunctionCall1(enum_out, probe_column(p, column)));
-}
-
 /*
  * Locks the job row FOR UPDATE and, unless mode is LOCK_JOB, its agent's
  * row FOR NO KEY UPDATE (status changes derive the agent's status from its
@@ -393,7 +401,7 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 	{
 		job->job_id = *DatumGetUUIDP(probe_column(&probe, "id"));
 		job->agent_id = *DatumGetUUIDP(probe_column(&probe, "agent_id"));
-		job->status = job_status_from_name(probe_enum_label(&probe, "status"));
+		job->status = job_status_from_enum(probe_column(&probe, "status"));
 		job->row = (Datum) 0;
 		if (mode == LOCK_JOB_AGENT_ROW)
 			job->row = SPI_datumTransfer(ExecFetchSlotHeapTupleDatum(probe.slot), false, -1);
@@ -409,7 +417,7 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 	if (!found)
 		elog(ERROR, "agent %s of job %s does not exist", uuid_to_cstring(&job->agent_id),
 			 uuid_to_cstring(job_id));
-	job->agent_status = agent_status_from_name(probe_enum_label(&probe, "status"));
+	job->agent_status = agent_status_from_enum(probe_column(&probe, "status"));
 	row_probe_end(&probe);
 	return true;
 }
@@ -906,7 +914,7 @@ update_job_status(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("status must not be null")));
-	to = job_status_from_name(DatumGetCString(DirectFunctionCall1(enum_out, PG_GETARG_DATUM(1))));
+	to = job_status_from_enum(PG_GETARG_DATUM(1));
 	if (!PG_ARGISNULL(2))
 	{
 		error = text_to_cstring(PG_GETARG_TEXT_PP(2));

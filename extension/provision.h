@@ -128,7 +128,7 @@ extern void guc_init(void);
 
 /* jobs.c: the state machine and the steps every entry point shares */
 extern const char      *job_status_name(JobStatus status);
-extern JobStatus        job_status_from_name(const char *name);
+extern JobStatus        job_status_from_enum(Datum value);
 extern const char      *agent_status_name(AgentStatus status);
 extern TransitionAction job_decide(const LockedJob *job, JobStatus to, bool with_metadata);
 extern void             job_check_heartbeat(const LockedJob *job);
