@@ -7,12 +7,14 @@
 #   make installcheck    the pg_regress and isolation suites on a running server
 
 EXTENSION   = provision
-EXTVERSION  = 1.0
+EXTVERSION  = 1.1
 
 MODULE_big  = provision
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+# Every released version's install script and every upgrade script are
+# committed; the current version's is built from sql/$(EXTENSION).sql.
+DATA        = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql results output_iso \
               regression.diffs regression.out tmp_check
 
@@ -54,7 +56,7 @@ all: listener
 .PHONY: listener listener-install test run lint fuzz test-faults
 
 listener:
-	$(MAKE) -C listener
+	$(MAKE) -C listener VERSION=$(EXTVERSION)
 
 install: listener-install
 listener-install: listener

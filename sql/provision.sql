@@ -1,6 +1,6 @@
 \echo Use "CREATE EXTENSION provision" to load this file. \quit
 
--- provision 1.0: provisioning jobs, VM instances and signed callbacks for
+-- provision: provisioning jobs, VM instances and signed callbacks for
 -- hosted agents. Every state change goes through the C functions below; the
 -- tables stay plain so that DBAs can read them and insert agents directly.
 

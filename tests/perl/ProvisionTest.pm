@@ -100,6 +100,19 @@ BEGIN
 
 our $VERSION = '1.0';
 
+# The project's version: EXTVERSION of the top Makefile, the one place it is
+# written.
+our $EXTVERSION = do
+{
+	require File::Basename;
+	require Cwd;
+	my $root = $ENV{PROVISION_ROOT}
+	  // Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
+	open my $fh, '<', "$root/Makefile" or die "$root/Makefile: $!";
+	my ($v) = map { /^EXTVERSION\s*=\s*(\S+)/ ? $1 : () } <$fh>;
+	$v // die "no EXTVERSION in $root/Makefile";
+};
+
 # Listeners still running when the test script ends; stopped by END below so
 # that no daemon outlives its test.  This END block is compiled after the one
 # in PostgreSQL::Test::Cluster, so it runs first: listeners stop before their

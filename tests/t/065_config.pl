@@ -32,7 +32,7 @@ like($r->{stdout}, qr/127\.0\.0\.1:8080/, '--help shows the default address');
 
 $r = ProvisionTest::run_listener_command(['--version']);
 is($r->{exit}, 0, '--version exits 0');
-like($r->{stdout}, qr/provision-listener.*\b1\.0\b/, '--version names the program and version 1.0');
+like($r->{stdout}, qr/provision-listener.*\b\Q$ProvisionTest::EXTVERSION\E\b/, "--version names the program and version $ProvisionTest::EXTVERSION");
 
 # One line on stderr, exit 2, nothing from a secret.
 sub refuses

@@ -168,7 +168,7 @@ is($printed, $expected, 'the printed example is the README example (job id and a
 
 is(psql('SHOW listen_addresses'), '', 'the cluster takes no TCP port');
 is(psql("SELECT extversion FROM pg_extension WHERE extname = 'provision'"),
-	'1.0', 'database provision has the extension');
+	$ProvisionTest::EXTVERSION, 'database provision has the extension');
 is(psql("SELECT status FROM provision.provisioning_jobs WHERE id = '$job'"),
 	'pending', 'the demo job is open');
 my $secret = slurp_file("$copy/.run/secret");
