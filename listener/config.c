@@ -15,6 +15,8 @@
 
 #define SECRET_FILE_MAX 65536
 
+extern char **environ;
+
 struct option_spec;
 
 typedef bool (*option_parser)(const struct option_spec *opt, struct config *cfg, const char *value,
@@ -56,8 +58,9 @@ static const struct option_spec options[] = {
 	{"database", "PROVISION_DATABASE_URL", "", "CONNINFO", parse_database, 0, 0, 0,
 	 "libpq connection string or URI (empty: PGHOST, PGPORT, ... as libpq does)"},
 	{"secret-file", "PROVISION_WEBHOOK_SECRET", NULL, "PATH", parse_secret, 0, 0, 0,
-	 "file holding the webhook secrets, one per line (whsec_ prefix: base64); "
-	 "the environment variable holds the secrets themselves"},
+	 "file holding the webhook secrets, one per line (whsec_ prefix: base64), each at least "
+	 "16 bytes, without surrounding whitespace; the environment variable holds the secrets "
+	 "themselves"},
 	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
 	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
 	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
@@ -253,40 +256,55 @@ read_secret_file(const char *path, char *buf, size_t cap, size_t *len, char *err
 	return true;
 }
 
+bool
+config_read_secret_file(const char *path, enum secret_form form, struct secrets *out, char *err,
+						size_t errlen)
+{
+	char   msg[200];
+	char  *buf = malloc(SECRET_FILE_MAX);
+	size_t len;
+	bool   ok;
+
+	if (buf == NULL)
+	{
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	ok = read_secret_file(path, buf, SECRET_FILE_MAX, &len, err, errlen);
+	if (ok)
+	{
+		ok = secrets_parse(buf, len, form, out, msg, sizeof msg);
+		if (!ok)
+			snprintf(err, errlen, "invalid secret file %s: %s", path, msg);
+	}
+	OPENSSL_cleanse(buf, SECRET_FILE_MAX);
+	free(buf);
+	return ok;
+}
+
 static bool
 parse_secret(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
 			 char *err, size_t errlen)
 {
 	char msg[200];
-	bool ok;
 
-	if (from_env)
+	if (!from_env)
 	{
-		ok = secrets_parse(value, strlen(value), &cfg->secrets, msg, sizeof msg);
-		if (!ok)
-			snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
-	}
-	else
-	{
-		char  *buf = malloc(SECRET_FILE_MAX);
-		size_t len;
-
-		if (buf == NULL)
+		free(cfg->secret_file);
+		cfg->secret_file = strdup(value);
+		if (cfg->secret_file == NULL)
 		{
 			snprintf(err, errlen, "out of memory");
 			return false;
 		}
-		ok = read_secret_file(value, buf, SECRET_FILE_MAX, &len, err, errlen);
-		if (ok)
-		{
-			ok = secrets_parse(buf, len, &cfg->secrets, msg, sizeof msg);
-			if (!ok)
-				snprintf(err, errlen, "invalid secret file %s: %s", value, msg);
-		}
-		OPENSSL_cleanse(buf, SECRET_FILE_MAX);
-		free(buf);
+		return config_read_secret_file(value, SECRET_FORM_WEBHOOK, &cfg->secrets, err, errlen);
 	}
-	return ok;
+	if (!secrets_parse(value, strlen(value), SECRET_FORM_WEBHOOK, &cfg->secrets, msg, sizeof msg))
+	{
+		snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
+		return false;
+	}
+	return true;
 }
 
 static bool
@@ -451,10 +469,36 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char 
 	return CONFIG_OK;
 }
 
+/*
+ * unsetenv() only drops the pointer from environ: the "NAME=value" string
+ * itself stays where the kernel put the initial environment, and
+ * /proc/PID/environ reads it from there.  So the value is overwritten in
+ * place first.  Not thread-safe, like everything that touches environ: the
+ * daemon calls it before it starts any thread.
+ */
+void
+config_scrub_environment(void)
+{
+	for (int o = 0; o < NOPTIONS; o++)
+	{
+		const char *name = options[o].env;
+		size_t      n;
+
+		if (options[o].parse != parse_secret || name == NULL)
+			continue;
+		n = strlen(name);
+		for (char **e = environ; e != NULL && *e != NULL; e++)
+			if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+				OPENSSL_cleanse(*e + n + 1, strlen(*e + n + 1));
+		unsetenv(name);
+	}
+}
+
 void
 config_free(struct config *cfg)
 {
 	free(cfg->database);
+	free(cfg->secret_file);
 	secrets_clear(&cfg->secrets);
 	memset(cfg, 0, sizeof *cfg);
 }

@@ -16,8 +16,9 @@ struct config
 	char            listen_port[8];
 	char           *database; /* conninfo or URI; "" means libpq defaults */
 	struct secrets  secrets;
-	long            max_body;  /* bytes */
-	long            tolerance; /* seconds */
+	char           *secret_file; /* NULL: the secrets came from the environment */
+	long            max_body;    /* bytes */
+	long            tolerance;   /* seconds */
 	long            pool;
 	long            threads;
 	enum log_format log_format;
@@ -50,6 +51,20 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, confi
 								char *err, size_t errlen);
 
 void config_free(struct config *cfg);
+
+/*
+ * Reads and parses a secret file (the rules of secrets_parse).  On failure
+ * err holds one line naming the file and, for a bad secret, its line.
+ */
+bool config_read_secret_file(const char *path, enum secret_form form, struct secrets *out,
+							 char *err, size_t errlen);
+
+/*
+ * Overwrites the values of the secret environment variables in place and
+ * removes them, so that neither /proc/PID/environ nor a child process sees
+ * them.  Call it before starting any thread.
+ */
+void config_scrub_environment(void);
 
 /* Writes --help text, generated from the option table. */
 void config_usage(FILE *out);

@@ -60,8 +60,8 @@ main(int argc, char **argv)
 		case CONFIG_OK:
 			break;
 	}
-	/* the secret is in cfg now; keep it from libpq and anything we spawn */
-	unsetenv("PROVISION_WEBHOOK_SECRET");
+	/* the secrets are in cfg now; no thread exists yet */
+	config_scrub_environment();
 	log_set_format(cfg.log_format);
 
 	/*

@@ -86,8 +86,22 @@ base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap, s
 	return true;
 }
 
+/* isspace() in the C locale, without depending on the locale. */
+static bool
+is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/*
+ * Whitespace around a secret is refused rather than trimmed: an editor or
+ * a shell that added it would otherwise make two hosts disagree about the
+ * key without a word, and a secret that really ends in a space cannot be
+ * told apart from one that does not.
+ */
 bool
-secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size_t errlen)
+secrets_parse(const char *text, size_t len, enum secret_form form, struct secrets *out, char *err,
+			  size_t errlen)
 {
 	size_t pos = 0;
 	int    lineno = 0;
@@ -99,6 +113,8 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 		const char    *nl = memchr(line, '\n', len - pos);
 		size_t         linelen = nl ? (size_t) (nl - line) : len - pos;
 		struct secret *s;
+		bool           whsec;
+		size_t         spaces = 0;
 
 		pos += linelen + (nl ? 1 : 0);
 		lineno++;
@@ -106,14 +122,28 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 			linelen--;
 		if (linelen == 0)
 			continue;
+		while (spaces < linelen && is_space(line[spaces]))
+			spaces++;
+		if (spaces == linelen)
+		{
+			snprintf(err, errlen, "line %d holds only whitespace (leave it empty or remove it)",
+					 lineno);
+			goto fail;
+		}
+		if (spaces > 0 || is_space(line[linelen - 1]))
+		{
+			snprintf(err, errlen, "secret on line %d starts or ends with whitespace", lineno);
+			goto fail;
+		}
 		if (out->count == SECRETS_MAX)
 		{
 			snprintf(err, errlen, "too many secrets: at most %d are accepted", SECRETS_MAX);
 			goto fail;
 		}
 		s = &out->items[out->count];
-		if (linelen >= strlen(WHSEC_PREFIX) &&
-			memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0)
+		whsec = form == SECRET_FORM_WEBHOOK && linelen >= strlen(WHSEC_PREFIX) &&
+				memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0;
+		if (whsec)
 		{
 			const char *b64 = line + strlen(WHSEC_PREFIX);
 			size_t      b64len = linelen - strlen(WHSEC_PREFIX);
@@ -123,11 +153,6 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 				snprintf(err, errlen,
 						 "secret on line %d starts with whsec_ but the rest is not valid base64",
 						 lineno);
-				goto fail;
-			}
-			if (s->len == 0)
-			{
-				snprintf(err, errlen, "secret on line %d is empty after whsec_", lineno);
 				goto fail;
 			}
 		}
@@ -141,6 +166,12 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 			}
 			memcpy(s->key, line, linelen);
 			s->len = linelen;
+		}
+		if (s->len < SECRET_MIN_BYTES)
+		{
+			snprintf(err, errlen, "secret on line %d is shorter than %d bytes%s", lineno,
+					 SECRET_MIN_BYTES, whsec ? " after base64 decoding" : "");
+			goto fail;
 		}
 		out->count++;
 	}

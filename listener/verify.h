@@ -14,6 +14,7 @@
 
 #define SECRETS_MAX      16
 #define SECRET_MAX_BYTES 512
+#define SECRET_MIN_BYTES 16 /* an HMAC key shorter than this is guessable */
 
 struct secret
 {
@@ -28,12 +29,23 @@ struct secrets
 	int           count;
 };
 
+/* How a secret line becomes key bytes. */
+enum secret_form
+{
+	SECRET_FORM_WEBHOOK, /* "whsec_" + base64 is decoded, anything else is raw */
+	SECRET_FORM_EXACT    /* the line's bytes as given (Stripe keys with "whsec_...") */
+};
+
 /*
- * Parses secrets, one per line.  Blank lines and a trailing \r are ignored;
- * "whsec_" introduces base64 key bytes, anything else is the raw key.
- * Returns false with a message in err (never containing secret material).
+ * Parses secrets, one per line.  One trailing \r is dropped (files written
+ * on Windows) and empty lines are skipped.  A line that is only whitespace,
+ * starts or ends with whitespace, or gives a key shorter than
+ * SECRET_MIN_BYTES is an error, as are no secret at all and more than
+ * SECRETS_MAX.  Returns false with a message in err that names the line
+ * number and never holds secret material.
  */
-bool secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size_t errlen);
+bool secrets_parse(const char *text, size_t len, enum secret_form form, struct secrets *out,
+				   char *err, size_t errlen);
 
 /* Wipes key material. */
 void secrets_clear(struct secrets *secrets);

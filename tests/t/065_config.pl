@@ -1,9 +1,11 @@
 
 # Configuration: --help and --version exit 0; bad configuration (no secret,
-# an empty or unreadable secret file, a bad address, a bad number, an unknown
-# option, a port already in use) exits 2 with exactly one line on stderr that
-# never holds a secret; environment variables configure the listener and
-# flags win over them.
+# an empty or unreadable secret file, a secret line that is only whitespace,
+# starts or ends with whitespace or is shorter than 16 bytes, a bad address,
+# a bad number, an unknown option, a port already in use) exits 2 with
+# exactly one line on stderr that names the line and never holds a secret;
+# environment variables configure the listener and flags win over them; the
+# secret variable is gone from /proc/PID/environ of the running listener.
 
 use strict;
 use warnings;
@@ -12,6 +14,7 @@ use HTTP::Tiny;
 use IO::Socket::INET;
 use IO::Socket::IP;
 use IPC::Run ();
+use MIME::Base64 ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ProvisionTest;
@@ -71,6 +74,58 @@ refuses('bad whsec_ secret', [ @base, '--secret-file', ProvisionTest::write_secr
 	like => qr/whsec|base64/i);
 refuses('empty PROVISION_WEBHOOK_SECRET', [@base], env => { PROVISION_WEBHOOK_SECRET => '' },
 	like => qr/secret/i);
+
+# The line rules of a secret file and of PROVISION_WEBHOOK_SECRET: the
+# message names the file (or the variable) and the line, never the secret.
+{
+	my $other = ProvisionTest::random_secret();
+	my $short = 'short-0123abcde';    # 15 bytes
+	my $short_whsec = 'whsec_' . MIME::Base64::encode_base64('fifteen bytes!!', '');
+	my @cases = (
+		[ 'a line of spaces', "$secret
+   
+$other
+", 2, qr/only whitespace/, $other ],
+		[ 'a tab-only line after a CRLF line', "$secret
+	
+", 2, qr/only whitespace/,
+			$secret ],
+		[ 'a leading space', "$secret
+
+ $other
+", 3, qr/starts or ends with whitespace/,
+			$other ],
+		[ 'a trailing space before CRLF', "$other 
+", 1,
+			qr/starts or ends with whitespace/, $other ],
+		[ 'a raw secret of 15 bytes', "$secret
+$short
+", 2, qr/shorter than 16 bytes/,
+			$short ],
+		[ 'a whsec_ secret of 15 bytes', "$short_whsec
+", 1,
+			qr/shorter than 16 bytes after base64 decoding/, $short_whsec ],
+	);
+	for my $c (@cases)
+	{
+		my ($name, $text, $line, $re, $hidden) = @$c;
+		my $dir = PostgreSQL::Test::Utils::tempdir();
+		my $file = "$dir/secret";
+		open(my $fh, '>', $file) or die "$file: $!";
+		print $fh $text;
+		close $fh;
+		my $x = refuses("secret file with $name", [ @base, '--secret-file', $file ],
+			like => qr/\Q$file\E.*\bline $line\b.*$re/);
+		unlike($x->{stderr}, qr/\Q$hidden\E/, "secret file with $name: that secret not printed");
+
+		(my $env_text = $text) =~ s/\n\z//;
+		$x = refuses("PROVISION_WEBHOOK_SECRET with $name", [@base],
+			env => { PROVISION_WEBHOOK_SECRET => $env_text },
+			like => qr/PROVISION_WEBHOOK_SECRET.*\bline $line\b.*$re/);
+		unlike($x->{stderr}, qr/\Q$hidden\E/,
+			"PROVISION_WEBHOOK_SECRET with $name: that secret not printed");
+	}
+}
 
 for my $addr ('nonsense', '127.0.0.1', '127.0.0.1:99999', '127.0.0.1:http', '300.1.2.3:8000', ':')
 {
@@ -137,6 +192,18 @@ is($l->callback({ job_id => $job, status => 'heartbeat' }, scheme => 'standard',
 		timestamp => time() - 60)->{status}, 401, 'PROVISION_TOLERANCE applies');
 is($l->callback({ job_id => $job, status => 'heartbeat' })->{status}, 200,
 	'PROVISION_WEBHOOK_SECRET verifies; --listen won over PROVISION_LISTEN');
+{
+	# The variable is overwritten in place, not only unset: the kernel's
+	# copy of the initial environment is what /proc/PID/environ shows.
+	my $pid = $l->pid;
+	open(my $fh, '<:raw', "/proc/$pid/environ") or die "/proc/$pid/environ: $!";
+	local $/;
+	my $environ = <$fh>;
+	close $fh;
+	like($environ, qr/(^|\0)PROVISION_POOL=3\0/, "/proc/$pid/environ is readable and holds the other variables");
+	unlike($environ, qr/\Q$secret\E/, 'the secret is not in /proc/PID/environ');
+	unlike($environ, qr/\Q${\substr($secret, 3, 16)}\E/, 'no part of the secret either');
+}
 is(ProvisionTest::metric_sum($l->metrics, 'provision_db_pool_size'), 3, 'PROVISION_POOL applies');
 is($l->stop, 0, 'listener exits 0');
 

@@ -51,7 +51,7 @@ test_defaults(void)
 	struct config cfg = {0};
 	char          err[512];
 
-	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "defaults: parse with only a secret");
 	is_str(cfg.listen_host, "127.0.0.1", "defaults: listen host");
 	is_str(cfg.listen_port, "8080", "defaults: listen port");
@@ -68,7 +68,8 @@ test_defaults(void)
 	is_int(cfg.pool_wait_ms, 5000, "defaults: pool wait");
 	ok(cfg.prepared_statements, "defaults: prepared statements auto");
 	is_int(cfg.secrets.count, 1, "defaults: secret from the environment");
-	ok(cfg.secrets.items[0].len == 6 && memcmp(cfg.secrets.items[0].key, "s3cret", 6) == 0,
+	ok(cfg.secrets.items[0].len == 17 &&
+		   memcmp(cfg.secrets.items[0].key, "s3cret-0123456789", 17) == 0,
 	   "defaults: secret bytes are raw");
 	is_int(parse(&cfg, err, sizeof err, "--pool", "3", NULL), CONFIG_OK, "pool 3");
 	is_int(cfg.threads, 3, "threads default to a changed pool");
@@ -81,7 +82,7 @@ test_precedence(void)
 	struct config cfg = {0};
 	char          err[512];
 
-	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	set_env(1, "PROVISION_POOL", "7");
 	set_env(2, "PROVISION_LISTEN", "[::1]:9000");
 	set_env(3, "PROVISION_LOG_FORMAT", "json");
@@ -145,7 +146,7 @@ expect_error(const char *what, const char *needle, ...)
 static void
 test_errors(void)
 {
-	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	expect_error("bad pool", "--pool", "--pool", "zero", NULL);
 	expect_error("pool 0", "--pool", "--pool", "0", NULL);
 	expect_error("negative pool", "--pool", "--pool", "-1", NULL);
@@ -189,7 +190,7 @@ test_secret_file(void)
 	char          err[512];
 	char          path[] = "/tmp/provision-test-secret-XXXXXX";
 	int           fd = mkstemp(path);
-	const char    text[] = "first\r\n\r\nwhsec_c2Vjb25k\n";
+	const char    text[] = "first-secret-0123\r\n\r\nwhsec_c2Vjb25kLXNlY3JldC00NTY=\n";
 
 	set_env(0, "PROVISION_WEBHOOK_SECRET", "from-env");
 	ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t) (sizeof text - 1),
@@ -198,9 +199,11 @@ test_secret_file(void)
 	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_OK,
 		   "secret file: parses");
 	is_int(cfg.secrets.count, 2, "secret file: two secrets, file beats the environment");
-	ok(cfg.secrets.items[0].len == 5 && memcmp(cfg.secrets.items[0].key, "first", 5) == 0,
+	ok(cfg.secrets.items[0].len == 17 &&
+		   memcmp(cfg.secrets.items[0].key, "first-secret-0123", 17) == 0,
 	   "secret file: CRLF stripped");
-	ok(cfg.secrets.items[1].len == 6 && memcmp(cfg.secrets.items[1].key, "second", 6) == 0,
+	ok(cfg.secrets.items[1].len == 17 &&
+		   memcmp(cfg.secrets.items[1].key, "second-secret-456", 17) == 0,
 	   "secret file: whsec_ decoded");
 
 	fd = open(path, O_WRONLY | O_TRUNC);
@@ -209,8 +212,52 @@ test_secret_file(void)
 	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_ERROR,
 		   "secret file: only blank lines is an error");
 	ok(strstr(err, path) != NULL, "secret file: error names the file (%s)", err);
+
+	fd = open(path, O_WRONLY | O_TRUNC);
+	ok(fd >= 0 && write(fd, "first-secret-0123\n\n short-secret-with-space\n", 45) == 45,
+	   "secret file: a line with a leading space written");
+	close(fd);
+	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_ERROR,
+		   "secret file: a leading space is an error");
+	ok(strstr(err, path) != NULL && strstr(err, "line 3") != NULL &&
+		   strstr(err, "whitespace") != NULL && strchr(err, '\n') == NULL,
+	   "secret file: one line naming the file, line 3 and the problem (%s)", err);
+	ok(strstr(err, "short-secret") == NULL && strstr(err, "first-secret") == NULL,
+	   "secret file: no secret in the message");
+	is_int(cfg.secrets.count, 0, "secret file: no secret kept after an error");
 	unlink(path);
+
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "good-secret-0123456789\nshort-secret");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_ERROR,
+		   "environment: a 12-byte secret is an error");
+	ok(strstr(err, "PROVISION_WEBHOOK_SECRET") != NULL && strstr(err, "line 2") != NULL &&
+		   strstr(err, "shorter than 16 bytes") != NULL && strstr(err, "short-secret") == NULL,
+	   "environment: the message names the variable and line 2, not the secret (%s)", err);
 	config_free(&cfg);
+}
+
+/*
+ * putenv() puts the caller's own string into environ, as the kernel's
+ * initial environment is: after scrubbing, its value bytes must be gone,
+ * not only the pointer.
+ */
+static void
+test_scrub_environment(void)
+{
+	static char webhook[] = "PROVISION_WEBHOOK_SECRET=scrub-me-0123456789";
+	static char other[] = "PROVISION_POOL=4";
+	const char *value = webhook + strlen("PROVISION_WEBHOOK_SECRET=");
+
+	ok(putenv(webhook) == 0 && putenv(other) == 0, "scrub: variables set");
+	config_scrub_environment();
+	ok(getenv("PROVISION_WEBHOOK_SECRET") == NULL, "scrub: the secret variable is unset");
+	ok(value[0] == '\0' && memchr(value, 's', strlen("scrub-me-0123456789")) == NULL &&
+		   memchr(value, '0', strlen("scrub-me-0123456789")) == NULL,
+	   "scrub: the value's bytes are overwritten in place");
+	ok(strncmp(webhook, "PROVISION_WEBHOOK_SECRET=", 25) == 0,
+	   "scrub: the name stays, so the entry reads as an empty value");
+	is_str(getenv("PROVISION_POOL"), "4", "scrub: other variables are left alone");
+	unsetenv("PROVISION_POOL");
 }
 
 static void
@@ -273,6 +320,7 @@ main(void)
 	test_precedence();
 	test_errors();
 	test_secret_file();
+	test_scrub_environment();
 	test_help_version();
 	test_help_text();
 	test_listen_forms();

@@ -25,7 +25,7 @@ load(const char *text)
 	static struct secrets s;
 	char                  err[200];
 
-	if (!secrets_parse(text, strlen(text), &s, err, sizeof err))
+	if (!secrets_parse(text, strlen(text), SECRET_FORM_WEBHOOK, &s, err, sizeof err))
 	{
 		printf("# secrets_parse failed: %s\n", err);
 		s.count = 0;
@@ -161,15 +161,39 @@ test_tolerance(void)
 static void
 test_rotation(void)
 {
-	struct secrets *s = load("old-secret\n" GH_SECRET "\n");
+	struct secrets *s = load("old-secret-0123456789\n" GH_SECRET "\n");
 
 	is_int(s->count, 2, "rotation: two secrets loaded");
 	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_OK, "rotation: second secret verifies github");
-	s = load("whsec_dGhlIG9sZCBrZXk=\n" SW_KEY "\n");
+	s = load("whsec_dGhlIG9sZCBrZXksIHNpeHRlZW4rIGJ5dGVz\n" SW_KEY "\n");
 	is_int(sw(s, SW_ID, SW_TS, SW_SIG, SW_BODY, SW_NOW), VERIFY_OK,
 		   "rotation: second secret verifies standard webhooks");
-	s = load("old-secret\n");
+	s = load("old-secret-0123456789\n");
 	is_int(gh(s, GH_SIG, GH_BODY), VERIFY_MISMATCH, "rotation: removed secret no longer verifies");
+}
+
+/* secrets_parse on a NUL-terminated text, the webhook form. */
+static bool
+parse_text(const char *text, struct secrets *s, char *err, size_t errlen)
+{
+	return secrets_parse(text, strlen(text), SECRET_FORM_WEBHOOK, s, err, errlen);
+}
+
+/* The text is refused with a message naming the line and not the secret. */
+static void
+refused(const char *text, int line, const char *needle, const char *secret, const char *what)
+{
+	struct secrets s;
+	char           err[200];
+	char           want[32];
+
+	err[0] = '\0';
+	snprintf(want, sizeof want, "line %d ", line);
+	ok(!parse_text(text, &s, err, sizeof err), "secrets: %s is an error", what);
+	ok(strstr(err, want) != NULL && strstr(err, needle) != NULL,
+	   "secrets: %s: the message names line %d and says \"%s\" (%s)", what, line, needle, err);
+	ok(secret == NULL || strstr(err, secret) == NULL, "secrets: %s: the secret is not in it", what);
+	ok(s.count == 0 && s.items[0].len == 0, "secrets: %s: nothing kept", what);
 }
 
 static void
@@ -178,33 +202,63 @@ test_secrets_parse(void)
 	struct secrets s;
 	char           err[200];
 
-	ok(secrets_parse("a\r\n\r\n\nbcd\r\n", 11, &s, err, sizeof err),
-	   "secrets: CRLF and blank lines parse");
-	is_int(s.count, 2, "secrets: blank lines skipped");
-	ok(s.items[0].len == 1 && memcmp(s.items[0].key, "a", 1) == 0,
+	ok(parse_text("first-secret-0123\r\n\r\n\nsecond-secret-456\r\n", &s, err, sizeof err),
+	   "secrets: CRLF and empty lines parse");
+	is_int(s.count, 2, "secrets: empty lines skipped");
+	ok(s.items[0].len == 17 && memcmp(s.items[0].key, "first-secret-0123", 17) == 0,
 	   "secrets: trailing \\r stripped from the first");
-	ok(s.items[1].len == 3 && memcmp(s.items[1].key, "bcd", 3) == 0,
+	ok(s.items[1].len == 17 && memcmp(s.items[1].key, "second-secret-456", 17) == 0,
 	   "secrets: second secret kept as raw bytes");
-	ok(secrets_parse("last-without-newline", 20, &s, err, sizeof err) && s.count == 1 &&
+	ok(parse_text("last-without-newline", &s, err, sizeof err) && s.count == 1 &&
 		   s.items[0].len == 20,
 	   "secrets: last line without newline");
-	ok(secrets_parse(SW_KEY, strlen(SW_KEY), &s, err, sizeof err) && s.items[0].len == 24,
+	ok(parse_text("It's a Secret to Everybody", &s, err, sizeof err) && s.items[0].len == 26,
+	   "secrets: spaces inside a secret are part of it");
+	ok(parse_text(SW_KEY, &s, err, sizeof err) && s.items[0].len == 24,
 	   "secrets: whsec_ decoded to 24 bytes");
-	ok(secrets_parse("whsec_c2VjcmV0", 14, &s, err, sizeof err) && s.items[0].len == 6 &&
-		   memcmp(s.items[0].key, "secret", 6) == 0,
-	   "secrets: whsec_ without padding decodes");
-	ok(secrets_parse("whsec_c2VjcmV0MQ==", 18, &s, err, sizeof err) && s.items[0].len == 7 &&
-		   memcmp(s.items[0].key, "secret1", 7) == 0,
-	   "secrets: whsec_ with == padding has the right length");
-	ok(!secrets_parse("good\nwhsec_not base64!\n", 23, &s, err, sizeof err),
-	   "secrets: whsec_ with bad base64 is an error");
-	ok(strstr(err, "line 2") != NULL && strstr(err, "not base64") == NULL,
-	   "secrets: error names the line, not the secret (%s)", err);
-	ok(!secrets_parse("whsec_abc", 9, &s, err, sizeof err),
-	   "secrets: whsec_ with a bad base64 length is an error");
-	ok(!secrets_parse("whsec_", 6, &s, err, sizeof err), "secrets: empty whsec_ is an error");
-	ok(!secrets_parse("\n\r\n", 3, &s, err, sizeof err), "secrets: only blank lines is an error");
-	ok(!secrets_parse("", 0, &s, err, sizeof err), "secrets: empty text is an error");
+	/* "sixteen byte key" (==) and "first-secret-0123" (=) */
+	ok(parse_text("whsec_c2l4dGVlbiBieXRlIGtleQ==", &s, err, sizeof err) && s.items[0].len == 16 &&
+		   memcmp(s.items[0].key, "sixteen byte key", 16) == 0,
+	   "secrets: whsec_ with == padding, exactly 16 bytes decoded");
+	ok(parse_text("whsec_Zmlyc3Qtc2VjcmV0LTAxMjM=\n", &s, err, sizeof err) &&
+		   s.items[0].len == 17 && memcmp(s.items[0].key, "first-secret-0123", 17) == 0,
+	   "secrets: whsec_ with = padding has the right length");
+	ok(parse_text("0123456789abcdef", &s, err, sizeof err) && s.items[0].len == 16,
+	   "secrets: a raw secret of exactly 16 bytes");
+	ok(parse_text("0123456789abcdef\r", &s, err, sizeof err) && s.items[0].len == 16,
+	   "secrets: only one trailing CR, then 16 bytes");
+
+	refused("good-secret-0123456789\nwhsec_not base64!\n", 2, "not valid base64", "not base64",
+			"whsec_ with bad base64");
+	refused("whsec_abc", 1, "base64", NULL, "whsec_ with a bad base64 length");
+	refused("whsec_", 1, "base64", NULL, "empty whsec_");
+	refused("good-secret-0123456789\n0123456789abcde\n", 2, "shorter than 16 bytes",
+			"0123456789abcde", "a raw secret of 15 bytes");
+	/* "fifteen bytes!!" */
+	refused("whsec_ZmlmdGVlbiBieXRlcyEh\n", 1, "shorter than 16 bytes after base64 decoding",
+			"ZmlmdGVlbiBieXRlcyEh", "a whsec_ secret decoding to 15 bytes");
+	refused("good-secret-0123456789\n   \n", 2, "only whitespace", NULL, "a line of spaces");
+	refused("good-secret-0123456789\n\t\r\n", 2, "only whitespace", NULL, "a line of a tab");
+	refused(" leading-space-secret\n", 1, "starts or ends with whitespace", "leading-space-secret",
+			"a secret with a leading space");
+	refused("\n\ntrailing-space-secret \n", 3, "starts or ends with whitespace",
+			"trailing-space-secret", "a secret with a trailing space (after empty lines)");
+	refused("trailing-tab-secret-0\t\r\n", 1, "starts or ends with whitespace",
+			"trailing-tab-secret", "a secret with a tab before the CRLF");
+	refused("two-carriage-returns-0\r\r\n", 1, "starts or ends with whitespace",
+			"two-carriage-returns", "a secret ending in two CRs");
+
+	ok(!parse_text("\n\r\n", &s, err, sizeof err) && strstr(err, "no secret") != NULL,
+	   "secrets: only empty lines is an error");
+	ok(!parse_text("", &s, err, sizeof err), "secrets: empty text is an error");
+
+	ok(secrets_parse("whsec_c2l4dGVlbiBieXRlIGtleQ==", 30, SECRET_FORM_EXACT, &s, err,
+					 sizeof err) &&
+		   s.items[0].len == 30 && memcmp(s.items[0].key, "whsec_c2l4", 10) == 0,
+	   "secrets: the exact form keeps whsec_ and does not decode");
+	ok(!secrets_parse("whsec_short", 11, SECRET_FORM_EXACT, &s, err, sizeof err) &&
+		   strstr(err, "shorter than 16 bytes") != NULL && strstr(err, "decoding") == NULL,
+	   "secrets: the exact form counts the bytes as given (%s)", err);
 }
 
 static void
