@@ -49,6 +49,8 @@ static bool parse_log_format(const struct option_spec *, struct config *, const 
 							 char *, size_t);
 static bool parse_prepared(const struct option_spec *, struct config *, const char *, bool, char *,
 						   size_t);
+static bool parse_schemes(const struct option_spec *, struct config *, const char *, bool, char *,
+						  size_t);
 
 #define F(field) offsetof(struct config, field)
 
@@ -61,6 +63,9 @@ static const struct option_spec options[] = {
 	 "file holding the webhook secrets, one per line (whsec_ prefix: base64), each at least "
 	 "16 bytes, without surrounding whitespace; the environment variable holds the secrets "
 	 "themselves"},
+	{"schemes", "PROVISION_SCHEMES", "standard,github", "LIST", parse_schemes, 0, 0, 0,
+	 "callback signature schemes accepted, comma-separated: standard (Standard Webhooks), "
+	 "github (X-Hub-Signature-256, which signs no timestamp or delivery id)"},
 	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
 	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
 	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
@@ -183,6 +188,35 @@ config_parse_duration(const char *value, long *ms)
 		return false;
 	*ms = n * scale;
 	return true;
+}
+
+bool
+config_parse_schemes(const char *value, unsigned int *schemes)
+{
+	const char *p = value;
+
+	*schemes = 0;
+	for (;;)
+	{
+		size_t len;
+
+		while (*p == ' ')
+			p++;
+		len = strcspn(p, ", ");
+		if (len == strlen("standard") && strncmp(p, "standard", len) == 0)
+			*schemes |= SCHEMES_STANDARD;
+		else if (len == strlen("github") && strncmp(p, "github", len) == 0)
+			*schemes |= SCHEMES_GITHUB;
+		else
+			return false;
+		p += len;
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			return true;
+		if (*p++ != ',')
+			return false;
+	}
 }
 
 static bool
@@ -379,6 +413,22 @@ parse_prepared(const struct option_spec *opt, struct config *cfg, const char *va
 	else
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected auto or off",
+				 origin(opt, from_env, name, sizeof name), value);
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_schemes(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
+			  char *err, size_t errlen)
+{
+	char name[64];
+
+	if (!config_parse_schemes(value, &cfg->schemes))
+	{
+		snprintf(err, errlen,
+				 "invalid %s \"%s\": expected a comma-separated list of standard and github",
 				 origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}

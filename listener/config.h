@@ -17,6 +17,7 @@ struct config
 	char           *database; /* conninfo or URI; "" means libpq defaults */
 	struct secrets  secrets;
 	char           *secret_file; /* NULL: the secrets came from the environment */
+	unsigned int    schemes;     /* SCHEMES_* accepted for callbacks */
 	long            max_body;    /* bytes */
 	long            tolerance;   /* seconds */
 	long            pool;
@@ -71,6 +72,13 @@ void config_usage(FILE *out);
 
 /* Parses "host:port", "[v6]:port"; pure, used by the --listen option. */
 bool config_parse_listen(const char *value, char *host, size_t hostlen, char *port, size_t portlen);
+
+/*
+ * Parses a --schemes list ("standard,github", spaces around the commas
+ * allowed) into SCHEMES_* bits; false on an empty list or entry or an
+ * unknown name.
+ */
+bool config_parse_schemes(const char *value, unsigned int *schemes);
 
 /* Parses "<n>[ms|s|m]" (seconds without a unit) into milliseconds. */
 bool config_parse_duration(const char *value, long *ms);

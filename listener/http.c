@@ -85,6 +85,8 @@ struct request
 	unsigned int           status;           /* what was queued, 0 if nothing */
 	char                   method[16];
 	char                   path[256];
+	struct verify_input    in;     /* a callback's signature headers */
+	enum verify_scheme     scheme; /* chosen once, from those headers */
 	char                   delivery_id[DELIVERY_ID_MAX + 1];
 	bool                   delivery_too_long;
 	bool                   logged; /* the request's log line and metrics are out */
@@ -266,7 +268,11 @@ queue_job(struct request *req, enum db_job_kind kind)
 	return MHD_YES;
 }
 
-/* Route, size and (for known lengths) content type: all from the headers. */
+/*
+ * Route, size and (for known lengths) content type: all from the headers.
+ * A callback's signature scheme is chosen here too, once: it names the
+ * header the delivery id comes from, which every answer's log line shows.
+ */
 static enum MHD_Result
 on_headers(struct request *req, const char *url, const char *method)
 {
@@ -279,21 +285,27 @@ on_headers(struct request *req, const char *url, const char *method)
 	head.content_length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	head.transfer_encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	head.content_type = header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE);
-	head.webhook_signature = header(req->conn, "webhook-signature");
 	head.max_body = req->server->cfg->max_body;
 	decide_headers(&head, &d);
 
 	req->is_callback = d.is_callback;
 	req->check_type_later = d.check_type_later;
-	if (d.delivery_header != NULL)
+	if (d.is_callback)
 	{
-		/* kept from the start so every answer's log line names it */
-		const char *id = header(req->conn, d.delivery_header);
+		const char *delivery_header;
+		const char *delivery_id;
 
-		if (id != NULL)
+		req->in.hub_signature = header(req->conn, "X-Hub-Signature-256");
+		req->in.webhook_id = header(req->conn, "webhook-id");
+		req->in.webhook_timestamp = header(req->conn, "webhook-timestamp");
+		req->in.webhook_signature = header(req->conn, "webhook-signature");
+		req->scheme = verify_choose_scheme(&req->in, req->server->cfg->schemes);
+		delivery_header = verify_delivery_header(&req->in, req->scheme);
+		delivery_id = header(req->conn, delivery_header);
+		if (delivery_id != NULL)
 		{
-			snprintf(req->delivery_id, sizeof req->delivery_id, "%s", id);
-			req->delivery_too_long = strlen(id) > DELIVERY_ID_MAX;
+			snprintf(req->delivery_id, sizeof req->delivery_id, "%s", delivery_id);
+			req->delivery_too_long = strlen(delivery_id) > DELIVERY_ID_MAX;
 		}
 	}
 	if (d.status != 0)
@@ -379,7 +391,6 @@ static enum MHD_Result
 on_complete(struct request *req)
 {
 	const struct config *cfg = req->server->cfg;
-	struct verify_input  in;
 	struct verify_result vr;
 	cJSON               *payload;
 	char                 msg[160];
@@ -401,17 +412,12 @@ on_complete(struct request *req)
 	}
 	req->body[req->len] = '\0';
 
-	memset(&in, 0, sizeof in);
-	in.hub_signature = header(req->conn, "X-Hub-Signature-256");
-	in.webhook_id = header(req->conn, "webhook-id");
-	in.webhook_timestamp = header(req->conn, "webhook-timestamp");
-	in.webhook_signature = header(req->conn, "webhook-signature");
-	in.body = (const unsigned char *) req->body;
-	in.body_len = req->len;
-	in.now = (int64_t) time(NULL);
-	in.tolerance = cfg->tolerance;
+	req->in.body = (const unsigned char *) req->body;
+	req->in.body_len = req->len;
+	req->in.now = (int64_t) time(NULL);
+	req->in.tolerance = cfg->tolerance;
 
-	verify_request(&cfg->secrets, &in, &vr);
+	verify_request(&cfg->secrets, &req->in, req->scheme, cfg->schemes, &vr);
 	if (vr.status != VERIFY_OK)
 	{
 		metrics_signature_failure();
@@ -425,7 +431,7 @@ on_complete(struct request *req)
 	if (req->delivery_too_long)
 	{
 		snprintf(msg, sizeof msg, "header %s is longer than %d characters",
-				 verify_uses_standard(&in) ? "webhook-id" : "X-GitHub-Delivery", DELIVERY_ID_MAX);
+				 verify_delivery_header(&req->in, req->scheme), DELIVERY_ID_MAX);
 		return send_error(req, 400, msg);
 	}
 

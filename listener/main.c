@@ -114,6 +114,10 @@ main(int argc, char **argv)
 	}
 	log_info("listening on %s port %s with %ld database connections and %ld workers",
 			 cfg.listen_host, cfg.listen_port, cfg.pool, cfg.threads);
+	log_info("callback signature schemes accepted: %s%s%s",
+			 cfg.schemes & SCHEMES_STANDARD ? "standard" : "",
+			 cfg.schemes == (SCHEMES_STANDARD | SCHEMES_GITHUB) ? "," : "",
+			 cfg.schemes & SCHEMES_GITHUB ? "github" : "");
 
 	while (!stop_requested)
 		sigsuspend(&waiting_mask);

@@ -64,11 +64,6 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 			return;
 	}
 
-	/* the scheme verify_request will use names the delivery id header */
-	d->delivery_header = head->webhook_signature != NULL && head->webhook_signature[0] != '\0'
-							 ? "webhook-id"
-							 : "X-GitHub-Delivery";
-
 	if (head->content_length != NULL)
 	{
 		char              *end;

@@ -23,7 +23,6 @@ struct request_head
 	const char   *content_length;
 	const char   *transfer_encoding;
 	const char   *content_type;
-	const char   *webhook_signature;
 	long          max_body;
 };
 
@@ -35,7 +34,6 @@ struct head_decision
 	char         message[128];     /* the error for a non-zero status */
 	bool         is_callback;      /* a callback to check and run */
 	bool         check_type_later; /* chunked: Content-Type after the size */
-	const char  *delivery_header;  /* where a callback's delivery id is */
 };
 
 /*

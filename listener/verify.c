@@ -324,96 +324,139 @@ present(const char *header)
 	return header != NULL && header[0] != '\0';
 }
 
-/* The scheme verify_request will use; the caller picks the delivery id by it. */
-bool
-verify_uses_standard(const struct verify_input *in)
+enum verify_scheme
+verify_choose_scheme(const struct verify_input *in, unsigned int accepted)
 {
-	return present(in->webhook_signature);
+	if ((accepted & SCHEMES_STANDARD) && present(in->webhook_signature))
+		return SCHEME_STANDARD;
+	if ((accepted & SCHEMES_GITHUB) && present(in->hub_signature))
+		return SCHEME_GITHUB;
+	return SCHEME_NONE;
+}
+
+const char *
+verify_delivery_header(const struct verify_input *in, enum verify_scheme scheme)
+{
+	switch (scheme)
+	{
+		case SCHEME_STANDARD:
+			return "webhook-id";
+		case SCHEME_GITHUB:
+			return "X-GitHub-Delivery";
+		case SCHEME_NONE:
+			break;
+	}
+	return present(in->webhook_signature) ? "webhook-id" : "X-GitHub-Delivery";
+}
+
+/* What a sender must send to be accepted, in the words of --schemes. */
+static const char *
+accepted_headers(unsigned int accepted)
+{
+	if ((accepted & SCHEMES_STANDARD) && (accepted & SCHEMES_GITHUB))
+		return "standard (webhook-id, webhook-timestamp, webhook-signature) or github "
+			   "(X-Hub-Signature-256)";
+	if (accepted & SCHEMES_STANDARD)
+		return "standard (webhook-id, webhook-timestamp, webhook-signature)";
+	return "github (X-Hub-Signature-256)";
+}
+
+static void
+explain_standard(const struct verify_input *in, enum verify_status st, struct verify_result *result)
+{
+	int64_t ts;
+
+	switch (st)
+	{
+		case VERIFY_OK:
+			break;
+		case VERIFY_MALFORMED:
+			if (in->webhook_id == NULL || in->webhook_id[0] == '\0')
+				snprintf(result->message, sizeof result->message,
+						 "missing header webhook-id (required with webhook-signature)");
+			else if (in->webhook_timestamp == NULL)
+				snprintf(result->message, sizeof result->message,
+						 "missing header webhook-timestamp (required with webhook-signature)");
+			else if (!parse_timestamp(in->webhook_timestamp, &ts))
+				snprintf(result->message, sizeof result->message,
+						 "header webhook-timestamp must be Unix seconds");
+			else
+				snprintf(result->message, sizeof result->message,
+						 "header webhook-signature has no v1,<base64> entry");
+			break;
+		case VERIFY_TIMESTAMP:
+			snprintf(
+				result->message, sizeof result->message,
+				"header webhook-timestamp is more than %lld seconds away from the current time",
+				(long long) in->tolerance);
+			break;
+		case VERIFY_MISMATCH:
+			snprintf(result->message, sizeof result->message,
+					 "header webhook-signature does not match the request");
+			break;
+		case VERIFY_MISSING:
+		case VERIFY_SCHEME:
+		case VERIFY_INTERNAL:
+			snprintf(result->message, sizeof result->message, "signature could not be verified");
+			break;
+	}
+}
+
+static void
+explain_github(enum verify_status st, struct verify_result *result)
+{
+	switch (st)
+	{
+		case VERIFY_OK:
+			break;
+		case VERIFY_MALFORMED:
+			snprintf(result->message, sizeof result->message,
+					 "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
+			break;
+		case VERIFY_MISMATCH:
+			snprintf(result->message, sizeof result->message,
+					 "header X-Hub-Signature-256 does not match the body");
+			break;
+		case VERIFY_MISSING:
+		case VERIFY_SCHEME:
+		case VERIFY_TIMESTAMP:
+		case VERIFY_INTERNAL:
+			snprintf(result->message, sizeof result->message, "signature could not be verified");
+			break;
+	}
 }
 
 void
 verify_request(const struct secrets *secrets, const struct verify_input *in,
-			   struct verify_result *result)
+			   enum verify_scheme scheme, unsigned int accepted, struct verify_result *result)
 {
-	enum verify_status st;
-
 	memset(result, 0, sizeof *result);
-	if (present(in->webhook_signature))
+	switch (scheme)
 	{
-		result->scheme = SCHEME_STANDARD;
-		st = verify_standard(secrets, in->webhook_id, in->webhook_timestamp, in->webhook_signature,
-							 in->body, in->body_len, in->now, in->tolerance);
-		result->status = st;
-		switch (st)
-		{
-			case VERIFY_OK:
-				break;
-			case VERIFY_MALFORMED:
-				if (in->webhook_id == NULL || in->webhook_id[0] == '\0')
-					snprintf(result->message, sizeof result->message,
-							 "missing header webhook-id (required with webhook-signature)");
-				else if (in->webhook_timestamp == NULL)
-					snprintf(result->message, sizeof result->message,
-							 "missing header webhook-timestamp (required with webhook-signature)");
-				else
-				{
-					int64_t ts;
-
-					if (!parse_timestamp(in->webhook_timestamp, &ts))
-						snprintf(result->message, sizeof result->message,
-								 "header webhook-timestamp must be Unix seconds");
-					else
-						snprintf(result->message, sizeof result->message,
-								 "header webhook-signature has no v1,<base64> entry");
-				}
-				break;
-			case VERIFY_TIMESTAMP:
-				snprintf(
-					result->message, sizeof result->message,
-					"header webhook-timestamp is more than %lld seconds away from the current time",
-					(long long) in->tolerance);
-				break;
-			case VERIFY_MISMATCH:
-				snprintf(result->message, sizeof result->message,
-						 "header webhook-signature does not match the request");
-				break;
-			case VERIFY_MISSING:
-			case VERIFY_INTERNAL:
-				snprintf(result->message, sizeof result->message,
-						 "signature could not be verified");
-				break;
-		}
+		case SCHEME_STANDARD:
+			result->status = verify_standard(secrets, in->webhook_id, in->webhook_timestamp,
+											 in->webhook_signature, in->body, in->body_len, in->now,
+											 in->tolerance);
+			explain_standard(in, result->status, result);
+			return;
+		case SCHEME_GITHUB:
+			result->status = verify_github(secrets, in->hub_signature, in->body, in->body_len);
+			explain_github(result->status, result);
+			return;
+		case SCHEME_NONE:
+			break;
+	}
+	if (present(in->webhook_signature) || present(in->hub_signature))
+	{
+		result->status = VERIFY_SCHEME;
+		snprintf(result->message, sizeof result->message,
+				 "signature scheme %s is not accepted here; accepted: %s",
+				 present(in->webhook_signature) ? "standard (webhook-signature)"
+												: "github (X-Hub-Signature-256)",
+				 accepted_headers(accepted));
 		return;
 	}
-	if (present(in->hub_signature))
-	{
-		result->scheme = SCHEME_GITHUB;
-		st = verify_github(secrets, in->hub_signature, in->body, in->body_len);
-		result->status = st;
-		switch (st)
-		{
-			case VERIFY_OK:
-				break;
-			case VERIFY_MALFORMED:
-				snprintf(result->message, sizeof result->message,
-						 "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
-				break;
-			case VERIFY_MISMATCH:
-				snprintf(result->message, sizeof result->message,
-						 "header X-Hub-Signature-256 does not match the body");
-				break;
-			case VERIFY_MISSING:
-			case VERIFY_TIMESTAMP:
-			case VERIFY_INTERNAL:
-				snprintf(result->message, sizeof result->message,
-						 "signature could not be verified");
-				break;
-		}
-		return;
-	}
-	result->scheme = SCHEME_NONE;
 	result->status = VERIFY_MISSING;
-	snprintf(result->message, sizeof result->message,
-			 "missing signature: send X-Hub-Signature-256, or webhook-id, webhook-timestamp and "
-			 "webhook-signature");
+	snprintf(result->message, sizeof result->message, "missing signature: send %s",
+			 accepted_headers(accepted));
 }

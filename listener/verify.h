@@ -59,7 +59,8 @@ bool base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outc
 enum verify_status
 {
 	VERIFY_OK,
-	VERIFY_MISSING,   /* no signature header of either scheme */
+	VERIFY_MISSING,   /* no signature header of an accepted scheme, nor of another */
+	VERIFY_SCHEME,    /* signed only with a scheme this listener does not accept */
 	VERIFY_MALFORMED, /* a header is present but unusable */
 	VERIFY_TIMESTAMP, /* webhook-timestamp outside the tolerance */
 	VERIFY_MISMATCH,  /* well formed, but no secret produces it */
@@ -72,6 +73,10 @@ enum verify_scheme
 	SCHEME_GITHUB,
 	SCHEME_STANDARD
 };
+
+/* The callback schemes a listener accepts (--schemes), as a bit set. */
+#define SCHEMES_GITHUB   (1u << SCHEME_GITHUB)
+#define SCHEMES_STANDARD (1u << SCHEME_STANDARD)
 
 /* The request headers that matter (NULL when absent) and the raw body. */
 struct verify_input
@@ -89,19 +94,32 @@ struct verify_input
 struct verify_result
 {
 	enum verify_status status;
-	enum verify_scheme scheme;
-	char               message[160]; /* for the 401 body; names the header */
+	char               message[200]; /* for the 401 body; names the header */
 };
 
 /*
- * Verifies a request.  Standard Webhooks is used when webhook-signature is
- * present, else GitHub when X-Hub-Signature-256 is present; neither is
- * VERIFY_MISSING.  An empty header counts as absent.
+ * The one scheme a callback is verified with, decided once per request
+ * from its headers alone (an empty header counts as absent): Standard
+ * Webhooks when webhook-signature is present and accepted, else GitHub when
+ * X-Hub-Signature-256 is present and accepted, else SCHEME_NONE.
  */
-bool verify_uses_standard(const struct verify_input *in);
+enum verify_scheme verify_choose_scheme(const struct verify_input *in, unsigned int accepted);
 
+/*
+ * The header that carries the delivery id under the chosen scheme.  For
+ * SCHEME_NONE, the one of the scheme the request claims, so that the log
+ * line of its 401 still shows the id the sender used.
+ */
+const char *verify_delivery_header(const struct verify_input *in, enum verify_scheme scheme);
+
+/*
+ * Verifies a request with the scheme verify_choose_scheme() chose for it.
+ * SCHEME_NONE gives VERIFY_SCHEME when the request is signed with a scheme
+ * outside accepted, else VERIFY_MISSING; either message names the accepted
+ * schemes.
+ */
 void verify_request(const struct secrets *secrets, const struct verify_input *in,
-					struct verify_result *result);
+					enum verify_scheme scheme, unsigned int accepted, struct verify_result *result);
 
 enum verify_status verify_github(const struct secrets *secrets, const char *header,
 								 const unsigned char *body, size_t body_len);

@@ -25,9 +25,9 @@ my $secret_file = ProvisionTest::write_secret_file($secret);
 my $r = ProvisionTest::run_listener_command(['--help']);
 is($r->{exit}, 0, '--help exits 0');
 for my $opt (qw(--listen --database --secret-file --max-body --tolerance --pool --threads
-	--help --version),
+	--schemes --help --version),
 	qw(PROVISION_LISTEN PROVISION_DATABASE_URL PROVISION_WEBHOOK_SECRET PROVISION_MAX_BODY
-	PROVISION_TOLERANCE PROVISION_POOL PROVISION_THREADS))
+	PROVISION_TOLERANCE PROVISION_POOL PROVISION_THREADS PROVISION_SCHEMES))
 {
 	like($r->{stdout}, qr/\Q$opt\E\b/, "--help mentions $opt");
 }
@@ -139,6 +139,13 @@ for my $bad ([ '--max-body', '0' ], [ '--max-body', '12kb?' ], [ '--pool', '0' ]
 {
 	refuses("@$bad", [ @base, '--secret-file', $secret_file, @$bad ], like => qr/\Q$bad->[0]\E|\Q$bad->[1]\E/);
 }
+for my $bad ('gitlab', 'standard,', '', 'standard;github', 'Standard')
+{
+	refuses("--schemes '$bad'", [ @base, '--secret-file', $secret_file, '--schemes', $bad ],
+		like => qr/^provision-listener: invalid --schemes "\Q$bad\E": expected a comma-separated list of standard and github$/);
+}
+refuses('PROVISION_SCHEMES bad', [ @base, '--secret-file', $secret_file ],
+	env => { PROVISION_SCHEMES => 'stripe' }, like => qr/PROVISION_SCHEMES "stripe"/);
 refuses('unknown option', [ @base, '--secret-file', $secret_file, '--frobnicate' ],
 	like => qr/frobnicate/);
 refuses('secret as a command-line value is not an option', [ @base, '--secret', $secret ]);

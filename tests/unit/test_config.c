@@ -67,6 +67,7 @@ test_defaults(void)
 	is_int(cfg.statement_timeout_ms, 10000, "defaults: statement timeout");
 	is_int(cfg.pool_wait_ms, 5000, "defaults: pool wait");
 	ok(cfg.prepared_statements, "defaults: prepared statements auto");
+	is_int(cfg.schemes, SCHEMES_STANDARD | SCHEMES_GITHUB, "defaults: both callback schemes");
 	is_int(cfg.secrets.count, 1, "defaults: secret from the environment");
 	ok(cfg.secrets.items[0].len == 17 &&
 		   memcmp(cfg.secrets.items[0].key, "s3cret-0123456789", 17) == 0,
@@ -163,6 +164,12 @@ test_errors(void)
 	expect_error("prepared-statements is case-sensitive", "expected auto or off",
 				 "--prepared-statements", "AUTO", NULL);
 	expect_error("bad duration", "--statement-timeout", "--statement-timeout", "10h", NULL);
+	expect_error("unknown scheme", "--schemes", "--schemes", "standard,gitlab", NULL);
+	expect_error("empty scheme list", "--schemes", "--schemes", "", NULL);
+	expect_error("empty scheme entry", "expected a comma-separated list of standard and github",
+				 "--schemes", "standard,,github", NULL);
+	expect_error("schemes without commas", "--schemes", "--schemes", "standard github", NULL);
+	expect_error("schemes are case-sensitive", "--schemes", "--schemes", "Standard", NULL);
 	expect_error("unknown option", "--nope", "--nope", NULL);
 	expect_error("missing value", "--pool", "--pool", NULL);
 	expect_error("positional argument", "stray", "stray", NULL);
@@ -172,6 +179,9 @@ test_errors(void)
 
 	set_env(1, "PROVISION_POOL", "many");
 	expect_error("bad environment value", "PROVISION_POOL", NULL);
+
+	set_env(1, "PROVISION_SCHEMES", "stripe");
+	expect_error("bad PROVISION_SCHEMES", "PROVISION_SCHEMES", NULL);
 
 	set_env(1, "PROVISION_PREPARED_STATEMENTS", "yes");
 	expect_error("bad PROVISION_PREPARED_STATEMENTS", "PROVISION_PREPARED_STATEMENTS", NULL);
@@ -292,6 +302,32 @@ test_help_text(void)
 }
 
 static void
+test_schemes(void)
+{
+	struct config cfg = {0};
+	char          err[512];
+	unsigned int  bits;
+
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
+	set_env(1, "PROVISION_SCHEMES", "github");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "schemes: from PROVISION_SCHEMES");
+	is_int(cfg.schemes, SCHEMES_GITHUB, "schemes: github only");
+	is_int(parse(&cfg, err, sizeof err, "--schemes", "standard", NULL), CONFIG_OK,
+		   "schemes: --schemes standard");
+	is_int(cfg.schemes, SCHEMES_STANDARD, "schemes: the flag wins over the environment");
+	config_free(&cfg);
+
+	ok(config_parse_schemes("github , standard", &bits) &&
+		   bits == (SCHEMES_GITHUB | SCHEMES_STANDARD),
+	   "schemes: spaces around commas, any order");
+	ok(config_parse_schemes("standard,standard", &bits) && bits == SCHEMES_STANDARD,
+	   "schemes: a repeated name is harmless");
+	ok(!config_parse_schemes(",standard", &bits), "schemes: leading comma");
+	ok(!config_parse_schemes("standard,", &bits), "schemes: trailing comma");
+	ok(!config_parse_schemes(" ", &bits), "schemes: blank");
+}
+
+static void
 test_listen_forms(void)
 {
 	char host[64];
@@ -323,6 +359,7 @@ main(void)
 	test_scrub_environment();
 	test_help_version();
 	test_help_text();
+	test_schemes();
 	test_listen_forms();
 	return done_testing();
 }

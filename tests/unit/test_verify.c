@@ -280,66 +280,119 @@ test_base64(void)
 	ok(!base64_decode("Zm9vYmFy", 8, out, 5, &len), "base64: output too small");
 }
 
+/* verify_choose_scheme and verify_request as the HTTP side calls them. */
+static void
+request(const struct secrets *s, struct verify_input *in, unsigned int accepted,
+		struct verify_result *r, enum verify_scheme *scheme)
+{
+	*scheme = verify_choose_scheme(in, accepted);
+	verify_request(s, in, *scheme, accepted, r);
+}
+
 static void
 test_request(void)
 {
 	struct secrets      *s = load(GH_SECRET);
 	struct verify_input  in = {0};
 	struct verify_result r;
+	enum verify_scheme   scheme;
+	const unsigned int   both = SCHEMES_STANDARD | SCHEMES_GITHUB;
 
 	in.body = (const unsigned char *) GH_BODY;
 	in.body_len = strlen(GH_BODY);
 	in.now = SW_NOW;
 	in.tolerance = 300;
 
-	verify_request(s, &in, &r);
-	is_int(r.status, VERIFY_MISSING, "request: no headers is missing");
+	request(s, &in, both, &r, &scheme);
+	ok(r.status == VERIFY_MISSING && scheme == SCHEME_NONE, "request: no headers is missing");
 	ok(strstr(r.message, "X-Hub-Signature-256") && strstr(r.message, "webhook-signature"),
-	   "request: message names both schemes");
+	   "request: message names both schemes (%s)", r.message);
+	is_str(verify_delivery_header(&in, scheme), "X-GitHub-Delivery",
+		   "request: no scheme: X-GitHub-Delivery for the log");
 
 	in.hub_signature = GH_SIG;
-	verify_request(s, &in, &r);
-	ok(r.status == VERIFY_OK && r.scheme == SCHEME_GITHUB, "request: github scheme chosen");
+	request(s, &in, both, &r, &scheme);
+	ok(r.status == VERIFY_OK && scheme == SCHEME_GITHUB, "request: github scheme chosen");
+	is_str(verify_delivery_header(&in, scheme), "X-GitHub-Delivery",
+		   "request: github delivery id in X-GitHub-Delivery");
 
 	in.webhook_signature = "";
 	in.webhook_id = "";
-	verify_request(s, &in, &r);
-	ok(r.status == VERIFY_OK && r.scheme == SCHEME_GITHUB,
+	request(s, &in, both, &r, &scheme);
+	ok(r.status == VERIFY_OK && scheme == SCHEME_GITHUB,
 	   "request: empty webhook-signature header counts as absent");
 	in.webhook_signature = NULL;
 	in.webhook_id = NULL;
 
 	in.hub_signature = "";
-	verify_request(s, &in, &r);
+	request(s, &in, both, &r, &scheme);
 	is_int(r.status, VERIFY_MISSING, "request: empty X-Hub-Signature-256 counts as absent");
 
 	in.hub_signature = "sha256=00";
-	verify_request(s, &in, &r);
+	request(s, &in, both, &r, &scheme);
 	ok(r.status == VERIFY_MALFORMED && strstr(r.message, "X-Hub-Signature-256"),
 	   "request: malformed github header named");
 	ok(strstr(r.message, "sha256=00") == NULL, "request: signature not echoed");
 
+	/* --schemes standard: the published GitHub vector no longer gets in */
+	in.hub_signature = GH_SIG;
+	request(s, &in, SCHEMES_STANDARD, &r, &scheme);
+	ok(r.status == VERIFY_SCHEME && scheme == SCHEME_NONE,
+	   "request: github refused when only standard is accepted");
+	ok(strstr(r.message, "github") && strstr(r.message, "not accepted") &&
+		   strstr(r.message, "accepted: standard (webhook-id, webhook-timestamp, "
+							 "webhook-signature)") &&
+		   !strstr(r.message, "or github"),
+	   "request: the 401 names the refused scheme and the accepted one (%s)", r.message);
+	is_str(verify_delivery_header(&in, scheme), "X-GitHub-Delivery",
+		   "request: a refused github request is logged with X-GitHub-Delivery");
+	in.hub_signature = NULL;
+	request(s, &in, SCHEMES_STANDARD, &r, &scheme);
+	ok(r.status == VERIFY_MISSING && strstr(r.message, "webhook-signature") &&
+		   !strstr(r.message, "X-Hub-Signature-256"),
+	   "request: missing names only the accepted scheme (%s)", r.message);
+
 	s = load(SW_KEY);
 	in.body = (const unsigned char *) SW_BODY;
 	in.body_len = strlen(SW_BODY);
-	in.hub_signature = NULL;
 	in.webhook_signature = SW_SIG;
 	in.webhook_timestamp = SW_TS;
-	verify_request(s, &in, &r);
+	request(s, &in, both, &r, &scheme);
 	ok(r.status == VERIFY_MALFORMED && strstr(r.message, "webhook-id"),
 	   "request: missing webhook-id named");
 	in.webhook_id = SW_ID;
 	in.webhook_timestamp = NULL;
-	verify_request(s, &in, &r);
+	request(s, &in, both, &r, &scheme);
 	ok(r.status == VERIFY_MALFORMED && strstr(r.message, "webhook-timestamp"),
 	   "request: missing webhook-timestamp named");
 	in.webhook_timestamp = SW_TS;
-	verify_request(s, &in, &r);
-	ok(r.status == VERIFY_OK && r.scheme == SCHEME_STANDARD, "request: standard scheme chosen");
+	request(s, &in, both, &r, &scheme);
+	ok(r.status == VERIFY_OK && scheme == SCHEME_STANDARD, "request: standard scheme chosen");
+	is_str(verify_delivery_header(&in, scheme), "webhook-id",
+		   "request: standard delivery id in webhook-id");
 	in.now = SW_NOW + 301;
-	verify_request(s, &in, &r);
+	request(s, &in, both, &r, &scheme);
 	ok(r.status == VERIFY_TIMESTAMP && strstr(r.message, "300"),
 	   "request: tolerance named in the message");
+	in.now = SW_NOW;
+
+	/* the published Standard Webhooks vector under --schemes github */
+	request(s, &in, SCHEMES_GITHUB, &r, &scheme);
+	ok(r.status == VERIFY_SCHEME && scheme == SCHEME_NONE &&
+		   strstr(r.message, "standard (webhook-signature) is not accepted") &&
+		   strstr(r.message, "accepted: github (X-Hub-Signature-256)"),
+	   "request: standard refused when only github is accepted (%s)", r.message);
+	is_str(verify_delivery_header(&in, scheme), "webhook-id",
+		   "request: a refused standard request is logged with webhook-id");
+
+	/* both headers: the accepted one is used, standard first */
+	in.hub_signature = "sha256=00";
+	request(s, &in, both, &r, &scheme);
+	ok(r.status == VERIFY_OK && scheme == SCHEME_STANDARD,
+	   "request: both headers, both accepted: standard wins");
+	request(s, &in, SCHEMES_GITHUB, &r, &scheme);
+	ok(scheme == SCHEME_GITHUB && r.status == VERIFY_MALFORMED,
+	   "request: both headers, only github accepted: github is verified");
 }
 
 int
