@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -89,6 +90,7 @@ struct request
 	enum verify_scheme     scheme; /* chosen once, from those headers */
 	char                   delivery_id[DELIVERY_ID_MAX + 1];
 	bool                   delivery_too_long;
+	bool                   close;  /* the answer closes the connection */
 	bool                   logged; /* the request's log line and metrics are out */
 	char                   job_id[64];
 	struct db_job          job;
@@ -190,7 +192,7 @@ send_response(struct request *req, unsigned int status, char *body, const char *
 	}
 	if (allow != NULL)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-	if (atomic_load(&req->server->draining))
+	if (req->close || atomic_load(&req->server->draining))
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	rc = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
@@ -239,6 +241,26 @@ header(struct MHD_Connection *conn, const char *name)
 	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
+struct framing_count
+{
+	int content_lengths;
+	int transfer_encodings;
+};
+
+static enum MHD_Result
+count_framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct framing_count *count = cls;
+
+	(void) kind;
+	(void) value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		count->content_lengths++;
+	else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+		count->transfer_encodings++;
+	return MHD_YES;
+}
+
 /* Runs in a worker thread: hand the answer back to the polling thread. */
 static void
 job_done(struct db_job *job)
@@ -278,7 +300,15 @@ on_headers(struct request *req, const char *url, const char *method)
 {
 	struct request_head  head;
 	struct head_decision d;
+	struct framing_count framing = {0, 0};
 
+	/*
+	 * libmicrohttpd reads the body by the first Content-Length, or as
+	 * chunked when Transfer-Encoding says so whatever Content-Length says;
+	 * only the whole header list shows whether the framing was ambiguous.
+	 * This runs before any body byte reaches on_body().
+	 */
+	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing_header, &framing);
 	req->ep = endpoint_for_path(url);
 	head.ep = req->ep;
 	head.method = method;
@@ -286,9 +316,12 @@ on_headers(struct request *req, const char *url, const char *method)
 	head.transfer_encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	head.content_type = header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE);
 	head.max_body = req->server->cfg->max_body;
+	head.content_lengths = framing.content_lengths;
+	head.transfer_encodings = framing.transfer_encodings;
 	decide_headers(&head, &d);
 
 	req->is_callback = d.is_callback;
+	req->close = d.close;
 	req->check_type_later = d.check_type_later;
 	if (d.is_callback)
 	{

@@ -20,10 +20,12 @@ struct request_head
 {
 	enum endpoint ep;
 	const char   *method;
-	const char   *content_length;
+	const char   *content_length; /* the first one */
 	const char   *transfer_encoding;
 	const char   *content_type;
 	long          max_body;
+	int           content_lengths;    /* how many Content-Length headers */
+	int           transfer_encodings; /* how many Transfer-Encoding headers */
 };
 
 /* What the headers alone decide. */
@@ -34,11 +36,14 @@ struct head_decision
 	char         message[128];     /* the error for a non-zero status */
 	bool         is_callback;      /* a callback to check and run */
 	bool         check_type_later; /* chunked: Content-Type after the size */
+	bool         close;            /* answer, then close: the framing is ambiguous */
 };
 
 /*
- * Route (404, 405), size (413 by Content-Length) and, when the length is
- * known, content type (415), in that order, from the headers alone.
+ * Route (404, 405), framing (400: more than one Content-Length or
+ * Transfer-Encoding header, or both kinds), size (413 by Content-Length)
+ * and, when the length is known, content type (415), in that order, from
+ * the headers alone.
  */
 void decide_headers(const struct request_head *head, struct head_decision *d);
 
@@ -67,7 +72,8 @@ char *json_conflict_body(const char *message, const char *job_id, const char *st
 
 /*
  * Parses a callback body.  Returns the object, or NULL with an error message
- * for the 400 body in err: not JSON, trailing bytes, or not an object.
+ * for the 400 body in err: not JSON, trailing bytes, not an object, or a key
+ * that appears twice at the top level.
  */
 cJSON *parse_callback_body(const char *body, size_t len, char *err, size_t errlen);
 

@@ -143,10 +143,48 @@ test_bodies(void)
 }
 
 static void
+test_duplicate_keys(void)
+{
+	char   err[160];
+	cJSON *obj;
+
+#define REFUSED(text, want, what)                                                                  \
+	ok(parse_callback_body(text, strlen(text), err, sizeof err) == NULL && strcmp(err, want) == 0, \
+	   "duplicate keys: %s (%s)", what, err)
+
+	REFUSED("{\"job_id\":\"a\",\"status\":\"running\",\"status\":\"failed\"}",
+			"request body repeats the key \"status\" at the top level", "a repeated status");
+	REFUSED("{\"job_id\":\"a\",\"status\":\"x\",\"job_id\":\"b\"}",
+			"request body repeats the key \"job_id\" at the top level", "apart, first and last");
+	REFUSED("{\"status\":1,\"st\\u0061tus\":2}",
+			"request body repeats the key \"status\" at the top level",
+			"equal after unescaping, as jsonb compares them");
+	REFUSED("{\"a\":null,\"a\":null}", "request body repeats the key \"a\" at the top level",
+			"even with equal values");
+	REFUSED("{\"\":1,\"\":2}", "request body repeats a key at the top level",
+			"the empty key, not echoed");
+	REFUSED("{\"line\\nbreak\":1,\"line\\nbreak\":2}",
+			"request body repeats a key at the top level", "a key with a control character");
+
+	{
+		const char *nested = "{\"a\":{\"x\":1,\"x\":2},\"b\":[{\"y\":1,\"y\":1}]}";
+
+		obj = parse_callback_body(nested, strlen(nested), err, sizeof err);
+	}
+	ok(obj != NULL, "duplicate keys: only the top level is checked");
+	cJSON_Delete(obj);
+	obj = parse_callback_body("{\"Status\":1,\"status\":2}", 23, err, sizeof err);
+	ok(obj != NULL, "duplicate keys: keys are case-sensitive");
+	cJSON_Delete(obj);
+#undef REFUSED
+}
+
+static void
 head(struct head_decision *d, enum endpoint ep, const char *method, const char *length,
 	 const char *encoding, const char *type)
 {
-	struct request_head h = {ep, method, length, encoding, type, 100};
+	struct request_head h = {ep,   method, length,         encoding,
+							 type, 100,    length != NULL, encoding != NULL};
 
 	decide_headers(&h, d);
 }
@@ -185,14 +223,60 @@ test_decide_headers(void)
 	is_int(d.status, 0, "headers: unparsable length left to the HTTP layer");
 	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, NULL, NULL);
 	is_int(d.status, 415, "headers: missing Content-Type 415");
+	ok(!d.close, "headers: an ordinary refusal keeps the connection");
+}
+
+/* A request head with n Content-Length and m Transfer-Encoding headers. */
+static void
+framing(struct head_decision *d, enum endpoint ep, const char *method, int n, int m)
+{
+	struct request_head h = {
+		ep, method, n > 0 ? "10" : NULL, m > 0 ? "chunked" : NULL, "application/json", 100, n, m};
+
+	decide_headers(&h, d);
+}
+
+static void
+test_framing(void)
+{
+	struct head_decision d;
+
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 2, 0);
+	ok(d.status == 400 && d.close && strcmp(d.message, "more than one Content-Length header") == 0,
+	   "framing: two Content-Length headers 400, closing (%s)", d.message);
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 1, 1);
+	ok(d.status == 400 && d.close &&
+		   strcmp(d.message, "Content-Length together with Transfer-Encoding") == 0,
+	   "framing: Content-Length with Transfer-Encoding 400, closing (%s)", d.message);
+	framing(&d, ENDPOINT_API_WEBHOOK, "POST", 0, 2);
+	ok(d.status == 400 && d.close &&
+		   strcmp(d.message, "more than one Transfer-Encoding header") == 0,
+	   "framing: two Transfer-Encoding headers 400 (%s)", d.message);
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 3, 2);
+	ok(d.status == 400 && strstr(d.message, "Content-Length") != NULL,
+	   "framing: everything at once is still one 400");
+	framing(&d, ENDPOINT_READYZ, "GET", 1, 1);
+	ok(d.status == 400 && d.close, "framing: a probe with ambiguous framing 400 too");
+	framing(&d, ENDPOINT_OTHER, "POST", 2, 0);
+	is_int(d.status, 404, "framing: the route is decided first");
+	framing(&d, ENDPOINT_WEBHOOK, "GET", 2, 0);
+	is_int(d.status, 405, "framing: then the method");
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 1, 0);
+	ok(d.status == 0 && !d.close, "framing: one Content-Length passes");
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 0, 1);
+	ok(d.status == 0 && d.check_type_later, "framing: one Transfer-Encoding passes");
+	framing(&d, ENDPOINT_HEALTHZ, "GET", 0, 0);
+	ok(d.status == 0 && !d.is_callback, "framing: a probe without a body passes");
 }
 
 int
 main(void)
 {
 	test_decide_headers();
+	test_framing();
 	test_content_type();
 	test_sqlstate();
 	test_bodies();
+	test_duplicate_keys();
 	return done_testing();
 }
