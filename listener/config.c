@@ -77,6 +77,10 @@ static const struct option_spec options[] = {
 	 "stderr log lines as key=value text or one JSON object per line"},
 	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", parse_long, F(max_connections), 4,
 	 1000000, "concurrent HTTP connections (capped by the open-file limit)"},
+	{"max-connections-per-ip", "PROVISION_MAX_CONNECTIONS_PER_IP", "0", "N", parse_long,
+	 F(max_connections_per_ip), 0, 1000000,
+	 "concurrent HTTP connections from one client address, 0 for no limit (behind a proxy every "
+	 "client has the proxy's address)"},
 	{"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION", parse_duration_opt,
 	 F(idle_timeout_ms), 1000, 3600L * 1000, "close a connection that sends nothing for this long"},
 	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", parse_duration_opt,

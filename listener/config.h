@@ -24,6 +24,7 @@ struct config
 	long            threads;
 	enum log_format log_format;
 	long            max_connections;
+	long            max_connections_per_ip; /* 0: no limit */
 	long            idle_timeout_ms;
 	long            request_timeout_ms;
 	long            statement_timeout_ms;

@@ -809,6 +809,7 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 			MHD_USE_ERROR_LOG,
 		0, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) cfg->max_connections_per_ip,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_NOTIFY_CONNECTION,
 		on_connection, server, MHD_OPTION_END);

@@ -62,6 +62,7 @@ test_defaults(void)
 	is_int(cfg.threads, 10, "defaults: threads follow the pool");
 	is_int(cfg.log_format, LOG_FORMAT_TEXT, "defaults: text log");
 	is_int(cfg.max_connections, 4096, "defaults: max connections");
+	is_int(cfg.max_connections_per_ip, 0, "defaults: no limit per client address");
 	is_int(cfg.idle_timeout_ms, 10000, "defaults: idle timeout");
 	is_int(cfg.request_timeout_ms, 30000, "defaults: request timeout");
 	is_int(cfg.statement_timeout_ms, 10000, "defaults: statement timeout");
@@ -164,6 +165,10 @@ test_errors(void)
 	expect_error("prepared-statements is case-sensitive", "expected auto or off",
 				 "--prepared-statements", "AUTO", NULL);
 	expect_error("bad duration", "--statement-timeout", "--statement-timeout", "10h", NULL);
+	expect_error("negative per-address limit", "--max-connections-per-ip",
+				 "--max-connections-per-ip", "-1", NULL);
+	expect_error("per-address limit not a number", "expected an integer from 0 to 1000000",
+				 "--max-connections-per-ip", "ten", NULL);
 	expect_error("unknown scheme", "--schemes", "--schemes", "standard,gitlab", NULL);
 	expect_error("empty scheme list", "--schemes", "--schemes", "", NULL);
 	expect_error("empty scheme entry", "expected a comma-separated list of standard and github",
@@ -179,6 +184,9 @@ test_errors(void)
 
 	set_env(1, "PROVISION_POOL", "many");
 	expect_error("bad environment value", "PROVISION_POOL", NULL);
+
+	set_env(1, "PROVISION_MAX_CONNECTIONS_PER_IP", "1e3");
+	expect_error("bad PROVISION_MAX_CONNECTIONS_PER_IP", "PROVISION_MAX_CONNECTIONS_PER_IP", NULL);
 
 	set_env(1, "PROVISION_SCHEMES", "stripe");
 	expect_error("bad PROVISION_SCHEMES", "PROVISION_SCHEMES", NULL);
@@ -315,6 +323,13 @@ test_schemes(void)
 	is_int(parse(&cfg, err, sizeof err, "--schemes", "standard", NULL), CONFIG_OK,
 		   "schemes: --schemes standard");
 	is_int(cfg.schemes, SCHEMES_STANDARD, "schemes: the flag wins over the environment");
+	set_env(2, "PROVISION_MAX_CONNECTIONS_PER_IP", "8");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK,
+		   "per-address limit: from the environment");
+	is_int(cfg.max_connections_per_ip, 8, "per-address limit: PROVISION_MAX_CONNECTIONS_PER_IP");
+	is_int(parse(&cfg, err, sizeof err, "--max-connections-per-ip", "2", NULL), CONFIG_OK,
+		   "per-address limit: flag");
+	is_int(cfg.max_connections_per_ip, 2, "per-address limit: the flag wins");
 	config_free(&cfg);
 
 	ok(config_parse_schemes("github , standard", &bits) &&
