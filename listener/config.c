@@ -49,6 +49,8 @@ static bool parse_log_format(const struct option_spec *, struct config *, const 
 							 char *, size_t);
 static bool parse_prepared(const struct option_spec *, struct config *, const char *, bool, char *,
 						   size_t);
+static bool parse_stripe_secret(const struct option_spec *, struct config *, const char *, bool,
+								char *, size_t);
 static bool parse_schemes(const struct option_spec *, struct config *, const char *, bool, char *,
 						  size_t);
 
@@ -66,6 +68,11 @@ static const struct option_spec options[] = {
 	{"schemes", "PROVISION_SCHEMES", "standard,github", "LIST", parse_schemes, 0, 0, 0,
 	 "callback signature schemes accepted, comma-separated: standard (Standard Webhooks), "
 	 "github (X-Hub-Signature-256, which signs no timestamp or delivery id)"},
+	{"stripe-secret-file", "PROVISION_STRIPE_WEBHOOK_SECRET", NULL, "PATH", parse_stripe_secret, 0,
+	 0, 0,
+	 "file holding the Stripe webhook signing secrets (whsec_...), one per line, used as given; "
+	 "POST /webhooks/stripe answers 404 without one; the environment variable holds the "
+	 "secrets themselves"},
 	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
 	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
 	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
@@ -329,6 +336,8 @@ parse_secret(const struct option_spec *opt, struct config *cfg, const char *valu
 	if (!from_env)
 	{
 		free(cfg->secret_file);
+		free(cfg->stripe_secret_file);
+		secrets_clear(&cfg->stripe_secrets);
 		cfg->secret_file = strdup(value);
 		if (cfg->secret_file == NULL)
 		{
@@ -338,6 +347,32 @@ parse_secret(const struct option_spec *opt, struct config *cfg, const char *valu
 		return config_read_secret_file(value, SECRET_FORM_WEBHOOK, &cfg->secrets, err, errlen);
 	}
 	if (!secrets_parse(value, strlen(value), SECRET_FORM_WEBHOOK, &cfg->secrets, msg, sizeof msg))
+	{
+		snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_stripe_secret(const struct option_spec *opt, struct config *cfg, const char *value,
+					bool from_env, char *err, size_t errlen)
+{
+	char msg[200];
+
+	if (!from_env)
+	{
+		free(cfg->stripe_secret_file);
+		cfg->stripe_secret_file = strdup(value);
+		if (cfg->stripe_secret_file == NULL)
+		{
+			snprintf(err, errlen, "out of memory");
+			return false;
+		}
+		return config_read_secret_file(value, SECRET_FORM_EXACT, &cfg->stripe_secrets, err, errlen);
+	}
+	if (!secrets_parse(value, strlen(value), SECRET_FORM_EXACT, &cfg->stripe_secrets, msg,
+					   sizeof msg))
 	{
 		snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
 		return false;
@@ -538,7 +573,8 @@ config_scrub_environment(void)
 		const char *name = options[o].env;
 		size_t      n;
 
-		if (options[o].parse != parse_secret || name == NULL)
+		if ((options[o].parse != parse_secret && options[o].parse != parse_stripe_secret) ||
+			name == NULL)
 			continue;
 		n = strlen(name);
 		for (char **e = environ; e != NULL && *e != NULL; e++)

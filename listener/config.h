@@ -16,10 +16,12 @@ struct config
 	char            listen_port[8];
 	char           *database; /* conninfo or URI; "" means libpq defaults */
 	struct secrets  secrets;
-	char           *secret_file; /* NULL: the secrets came from the environment */
-	unsigned int    schemes;     /* SCHEMES_* accepted for callbacks */
-	long            max_body;    /* bytes */
-	long            tolerance;   /* seconds */
+	char           *secret_file;        /* NULL: the secrets came from the environment */
+	unsigned int    schemes;            /* SCHEMES_* accepted for callbacks */
+	struct secrets  stripe_secrets;     /* count 0: the Stripe route answers 404 */
+	char           *stripe_secret_file; /* NULL: none, or from the environment */
+	long            max_body;           /* bytes */
+	long            tolerance;          /* seconds */
 	long            pool;
 	long            threads;
 	enum log_format log_format;
@@ -62,7 +64,8 @@ bool config_read_secret_file(const char *path, enum secret_form form, struct sec
 							 char *err, size_t errlen);
 
 /*
- * Overwrites the values of the secret environment variables in place and
+ * Overwrites the values of the secret environment variables
+ * (PROVISION_WEBHOOK_SECRET, PROVISION_STRIPE_WEBHOOK_SECRET) in place and
  * removes them, so that neither /proc/PID/environ nor a child process sees
  * them.  Call it before starting any thread.
  */

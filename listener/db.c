@@ -44,6 +44,7 @@
 static const char CALLBACK_STMT[] = "provision_handle_callback";
 static const char CALLBACK_SQL[] =
 	"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
+static const char STRIPE_SQL[] = "SELECT provision.handle_stripe_event($1::pg_catalog.jsonb)";
 static const char READY_SQL[] =
 	"SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
 static const char SET_TIMEOUT_SQL[] =
@@ -460,7 +461,14 @@ set_answer(struct db_job *job, unsigned int status, char *body, unsigned int ret
 	job->retry_after = retry_after;
 }
 
-/* Answers a callback from the successful result of handle_callback. */
+/* The function a job calls, for the log. */
+static const char *
+job_function(const struct db_job *job)
+{
+	return job->kind == DB_JOB_STRIPE ? "handle_stripe_event" : "handle_callback";
+}
+
+/* Answers a callback or Stripe event from the successful result. */
 static void
 answer_result(struct db_job *job, PGresult *res)
 {
@@ -469,14 +477,14 @@ answer_result(struct db_job *job, PGresult *res)
 
 	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
 	{
-		log_error("provision.handle_callback returned no result");
+		log_error("provision.%s returned no result", job_function(job));
 		set_answer(job, 500, json_error_body("internal error"), 0);
 		return;
 	}
 	result = cJSON_Parse(PQgetvalue(res, 0, 0));
 	if (result == NULL)
 	{
-		log_error("provision.handle_callback returned a result that is not JSON");
+		log_error("provision.%s returned a result that is not JSON", job_function(job));
 		set_answer(job, 500, json_error_body("internal error"), 0);
 		return;
 	}
@@ -495,8 +503,9 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	const char            *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	const char            *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char            *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-	struct sqlstate_action action = sqlstate_to_http(sqlstate);
-	char                   status[64];
+	struct sqlstate_action action =
+		job->kind == DB_JOB_STRIPE ? stripe_sqlstate_to_http(sqlstate) : sqlstate_to_http(sqlstate);
+	char status[64];
 
 	metrics_db_error();
 	if (message == NULL)
@@ -508,6 +517,7 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	{
 		case 400:
 		case 404:
+		case 422:
 			set_answer(job, action.http_status, json_error_body(message), 0);
 			break;
 		case 409:
@@ -517,7 +527,7 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 					   0);
 			break;
 		case 503:
-			log_warn("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
+			log_warn("%s failed: SQLSTATE %s: %s", job_function(job), sqlstate ? sqlstate : "none",
 					 message);
 			set_answer(job, 503,
 					   json_error_body(
@@ -526,7 +536,7 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 					   1);
 			break;
 		default:
-			log_error("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
+			log_error("%s failed: SQLSTATE %s: %s", job_function(job), sqlstate ? sqlstate : "none",
 					  message);
 			set_answer(job, 500, json_error_body("internal error"), 0);
 			break;
@@ -574,6 +584,21 @@ exec_callback(struct db_pool *pool, struct slot *s, const char *const *params, P
 	return exec_statement(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
 }
 
+/*
+ * A job's one call: a callback through exec_callback; a Stripe event, a
+ * few per paying customer, as an unnamed statement, not worth preparing.
+ */
+static enum exec_outcome
+exec_job(struct db_pool *pool, struct slot *s, const struct db_job *job, const char *const *params,
+		 PGresult **res)
+{
+	if (job->kind == DB_JOB_STRIPE)
+		return exec_params(s->conn, STRIPE_SQL, 1, params,
+						   pool->statement_timeout_ms + CLIENT_GRACE_MS, res);
+	return exec_callback(pool, s, params, res);
+}
+
+/* Runs a callback or a Stripe event, retrying serialization failures. */
 static void
 run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 {
@@ -587,12 +612,12 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 
 		if (s == NULL)
 			return;
-		if (exec_callback(pool, s, params, &res) != EXEC_RESULT)
+		if (exec_job(pool, s, job, params, &res) != EXEC_RESULT)
 		{
 			/* the call may or may not have committed: let the sender retry */
 			const char *msg = PQerrorMessage(s->conn);
 
-			log_warn("handle_callback failed: connection lost: %.*s", first_line(msg), msg);
+			log_warn("%s failed: connection lost: %.*s", job_function(job), first_line(msg), msg);
 			metrics_db_error();
 			slot_fail(s);
 			pool_release(pool, s);
@@ -681,7 +706,7 @@ worker_main(void *arg)
 		pool->queued--;
 		pthread_mutex_unlock(&pool->lock);
 
-		if (job->kind == DB_JOB_CALLBACK)
+		if (job->kind == DB_JOB_CALLBACK || job->kind == DB_JOB_STRIPE)
 			run_callback(pool, job, &seed);
 		else
 			run_ready(pool, job);

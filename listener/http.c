@@ -9,8 +9,9 @@
  * reaper thread once --request-timeout has passed since the connection
  * opened (or since its previous answer).
  *
- * Order of checks for a callback: route (404/405), size (413), content type
- * (415), signature (401), JSON (400), then the database.
+ * Order of checks for a callback or a Stripe event: route (404/405),
+ * framing (400), size (413), content type (415), signature (401), JSON
+ * (400), then the database.
  */
 #include "http.h"
 
@@ -73,7 +74,7 @@ struct request
 	struct http_server    *server;
 	struct MHD_Connection *conn;
 	enum endpoint          ep;
-	bool                   is_callback;
+	bool                   is_webhook;
 	struct timespec        start;
 	char                  *body;
 	size_t                 len;
@@ -93,6 +94,8 @@ struct request
 	bool                   close;  /* the answer closes the connection */
 	bool                   logged; /* the request's log line and metrics are out */
 	char                   job_id[64];
+	char                   event_id[256]; /* a Stripe event's, for the log */
+	char                   event_type[128];
 	struct db_job          job;
 };
 
@@ -149,7 +152,9 @@ record_request(struct request *req)
 	req->logged = true;
 	duration = seconds_since(&req->start);
 	log_request(req->method, req->path, req->status, duration,
-				req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL);
+				req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL,
+				req->event_id[0] ? req->event_id : NULL,
+				req->event_type[0] ? req->event_type : NULL);
 	if (req->status != 0)
 		metrics_observe_request(req->ep, req->status, duration);
 }
@@ -316,14 +321,20 @@ on_headers(struct request *req, const char *url, const char *method)
 	head.transfer_encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	head.content_type = header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE);
 	head.max_body = req->server->cfg->max_body;
+	head.stripe_configured = req->server->cfg->stripe_secrets.count > 0;
 	head.content_lengths = framing.content_lengths;
 	head.transfer_encodings = framing.transfer_encodings;
 	decide_headers(&head, &d);
 
-	req->is_callback = d.is_callback;
+	req->is_webhook = d.is_webhook;
 	req->close = d.close;
 	req->check_type_later = d.check_type_later;
-	if (d.is_callback)
+	if (d.is_webhook && req->ep == ENDPOINT_STRIPE)
+	{
+		req->in.stripe_signature = header(req->conn, "Stripe-Signature");
+		req->scheme = SCHEME_STRIPE;
+	}
+	else if (d.is_webhook)
 	{
 		const char *delivery_header;
 		const char *delivery_id;
@@ -450,7 +461,9 @@ on_complete(struct request *req)
 	req->in.now = (int64_t) time(NULL);
 	req->in.tolerance = cfg->tolerance;
 
-	verify_request(&cfg->secrets, &req->in, req->scheme, cfg->schemes, &vr);
+	/* each route has its own secrets: neither kind can verify the other */
+	verify_request(req->scheme == SCHEME_STRIPE ? &cfg->stripe_secrets : &cfg->secrets, &req->in,
+				   req->scheme, cfg->schemes, &vr);
 	if (vr.status != VERIFY_OK)
 	{
 		metrics_signature_failure();
@@ -471,6 +484,17 @@ on_complete(struct request *req)
 	payload = parse_callback_body(req->body, req->len, msg, sizeof msg);
 	if (payload == NULL)
 		return send_error(req, 400, msg);
+	if (req->scheme == SCHEME_STRIPE)
+	{
+		/* the event's id and type name it in the log; the body never does */
+		json_string_member(payload, "id", req->event_id, sizeof req->event_id);
+		json_string_member(payload, "type", req->event_type, sizeof req->event_type);
+		cJSON_Delete(payload);
+		req->job.payload = req->body;
+		req->job.delivery_id = NULL;
+		req->job.payload_job_id = NULL;
+		return queue_job(req, DB_JOB_STRIPE);
+	}
 	json_job_id(payload, req->job_id, sizeof req->job_id);
 	cJSON_Delete(payload);
 
@@ -529,7 +553,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			return MHD_NO;
 		return MHD_YES;
 	}
-	if (!req->is_callback)
+	if (!req->is_webhook)
 		return on_probe(req);
 	return on_complete(req);
 }

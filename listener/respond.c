@@ -41,6 +41,16 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 			snprintf(d->message, sizeof d->message,
 					 "unknown path; callbacks go to POST /webhooks/github");
 			return;
+		case ENDPOINT_STRIPE:
+			if (!head->stripe_configured)
+			{
+				d->status = 404;
+				snprintf(d->message, sizeof d->message,
+						 "unknown path; Stripe events are accepted once the listener has a Stripe "
+						 "secret");
+				return;
+			}
+			/* FALLTHROUGH */
 		case ENDPOINT_WEBHOOK:
 		case ENDPOINT_API_WEBHOOK:
 			if (strcmp(head->method, "POST") != 0)
@@ -50,7 +60,7 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 				snprintf(d->message, sizeof d->message, "method not allowed; use POST");
 				return;
 			}
-			d->is_callback = true;
+			d->is_webhook = true;
 			break;
 		case ENDPOINT_HEALTHZ:
 		case ENDPOINT_READYZ:
@@ -83,7 +93,7 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 												: "Content-Length together with Transfer-Encoding");
 		return;
 	}
-	if (!d->is_callback)
+	if (!d->is_webhook)
 		return;
 
 	if (head->content_length != NULL)
@@ -149,6 +159,18 @@ sqlstate_to_http(const char *s)
 		a.retry_after = true;
 	}
 	return a;
+}
+
+struct sqlstate_action
+stripe_sqlstate_to_http(const char *s)
+{
+	if (s != NULL && strcmp(s, "22023") == 0)
+	{
+		struct sqlstate_action a = {422, false, false};
+
+		return a;
+	}
+	return sqlstate_to_http(s);
 }
 
 const char *
@@ -317,6 +339,17 @@ parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
 		return NULL;
 	}
 	return obj;
+}
+
+const char *
+json_string_member(const cJSON *obj, const char *key, char *buf, size_t len)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	if (!cJSON_IsString(item) || item->valuestring == NULL || len == 0)
+		return NULL;
+	snprintf(buf, len, "%s", item->valuestring);
+	return buf;
 }
 
 const char *

@@ -24,6 +24,7 @@ struct request_head
 	const char   *transfer_encoding;
 	const char   *content_type;
 	long          max_body;
+	bool          stripe_configured;  /* else /webhooks/stripe is unknown */
 	int           content_lengths;    /* how many Content-Length headers */
 	int           transfer_encodings; /* how many Transfer-Encoding headers */
 };
@@ -34,7 +35,7 @@ struct head_decision
 	unsigned int status;           /* 0: carry on and read the body */
 	const char  *allow;            /* for a 405 */
 	char         message[128];     /* the error for a non-zero status */
-	bool         is_callback;      /* a callback to check and run */
+	bool         is_webhook;       /* a callback or Stripe event to check and run */
 	bool         check_type_later; /* chunked: Content-Type after the size */
 	bool         close;            /* answer, then close: the framing is ambiguous */
 };
@@ -59,6 +60,14 @@ struct sqlstate_action
 struct sqlstate_action sqlstate_to_http(const char *sqlstate);
 
 /*
+ * The same for handle_stripe_event on POST /webhooks/stripe: 22023 (an
+ * event without an agent reference) is 422, so that Stripe retries and
+ * alerts instead of dropping the event as a client error it need not
+ * repeat; everything else as sqlstate_to_http.
+ */
+struct sqlstate_action stripe_sqlstate_to_http(const char *sqlstate);
+
+/*
  * The status named by a 55000 DETAIL "current status: X"; copies X into buf
  * and returns it, or returns NULL when the detail has another form.
  */
@@ -71,7 +80,8 @@ char *json_error_body(const char *message);
 char *json_conflict_body(const char *message, const char *job_id, const char *status);
 
 /*
- * Parses a callback body.  Returns the object, or NULL with an error message
+ * Parses a callback body or a Stripe event.  Returns the object, or NULL
+ * with an error message
  * for the 400 body in err: not JSON, trailing bytes, not an object, or a key
  * that appears twice at the top level.
  */
@@ -82,6 +92,13 @@ cJSON *parse_callback_body(const char *body, size_t len, char *err, size_t errle
  * NULL when it is missing or not a string.
  */
 const char *json_job_id(const cJSON *obj, char *buf, size_t len);
+
+/*
+ * The string member key of obj copied into buf, cut to len - 1 bytes, or
+ * NULL when it is missing or not a string (a Stripe event's id and type,
+ * for the log).
+ */
+const char *json_string_member(const cJSON *obj, const char *key, char *buf, size_t len);
 
 /* True when a handle_callback result reports "duplicate": true. */
 bool result_is_duplicate(const cJSON *result);

@@ -204,6 +204,24 @@ hex_value(unsigned char c)
 	return -1;
 }
 
+/* Exactly 64 hex digits into 32 bytes. */
+static bool
+decode_hex_mac(const char *hex, size_t len, unsigned char out[MAC_LEN])
+{
+	if (len != 2 * MAC_LEN)
+		return false;
+	for (int i = 0; i < MAC_LEN; i++)
+	{
+		int hi = hex_value((unsigned char) hex[2 * i]);
+		int lo = hex_value((unsigned char) hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i] = (unsigned char) (hi << 4 | lo);
+	}
+	return true;
+}
+
 /*
  * GitHub sends lowercase hex; uppercase is accepted too, because hex case
  * carries no information and refusing it would only reject honest senders.
@@ -222,17 +240,8 @@ verify_github(const struct secrets *secrets, const char *header, const unsigned 
 	if (strncmp(header, GITHUB_PREFIX, strlen(GITHUB_PREFIX)) != 0)
 		return VERIFY_MALFORMED;
 	hex = header + strlen(GITHUB_PREFIX);
-	if (strlen(hex) != 2 * MAC_LEN)
+	if (!decode_hex_mac(hex, strlen(hex), expected))
 		return VERIFY_MALFORMED;
-	for (int i = 0; i < MAC_LEN; i++)
-	{
-		int hi = hex_value((unsigned char) hex[2 * i]);
-		int lo = hex_value((unsigned char) hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return VERIFY_MALFORMED;
-		expected[i] = (unsigned char) (hi << 4 | lo);
-	}
 
 	for (int i = 0; i < secrets->count; i++)
 	{
@@ -313,6 +322,102 @@ verify_standard(const struct secrets *secrets, const char *id, const char *times
 	return have_v1 ? VERIFY_MISMATCH : VERIFY_MALFORMED;
 }
 
+const char *
+stripe_parse_signature(const char *header, struct stripe_signature *out)
+{
+	const char *p = header;
+	bool        first = true;
+	size_t      len;
+
+	memset(out, 0, sizeof *out);
+	if (header == NULL || header[0] == '\0')
+		return "missing header Stripe-Signature";
+	len = strlen(header);
+	if (len > STRIPE_HEADER_MAX)
+		return "header Stripe-Signature is longer than 1024 bytes";
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char) header[i] <= ' ' || (unsigned char) header[i] >= 0x7f)
+			return "header Stripe-Signature must be t=<unix seconds>,v1=<64 hex digits> "
+				   "without spaces";
+
+	for (;;)
+	{
+		size_t      elen = strcspn(p, ",");
+		const char *eq = memchr(p, '=', elen);
+		size_t      klen = eq ? (size_t) (eq - p) : 0;
+		const char *value = eq ? eq + 1 : NULL;
+		size_t      vlen = eq ? elen - klen - 1 : 0;
+
+		if (eq == NULL || klen == 0)
+			return "header Stripe-Signature must be comma-separated key=value elements";
+		if (klen == 1 && p[0] == 't')
+		{
+			char digits[19];
+
+			if (!first)
+				return "header Stripe-Signature must hold t= once, first";
+			if (vlen == 0 || vlen >= sizeof digits)
+				return "header Stripe-Signature t= must be Unix seconds";
+			memcpy(digits, value, vlen);
+			digits[vlen] = '\0';
+			if (!parse_timestamp(digits, &out->t))
+				return "header Stripe-Signature t= must be Unix seconds";
+			out->timestamp = value;
+			out->timestamp_len = vlen;
+		}
+		else if (first)
+			return "header Stripe-Signature must hold t= once, first";
+		else if (klen == 2 && p[0] == 'v' && p[1] == '1')
+		{
+			if (out->nv1 == STRIPE_V1_MAX)
+				return "header Stripe-Signature holds more than 8 v1 signatures";
+			if (!decode_hex_mac(value, vlen, out->v1[out->nv1]))
+				return "header Stripe-Signature v1= must be 64 hex digits";
+			out->nv1++;
+		}
+		first = false;
+		p += elen;
+		if (*p == '\0')
+			break;
+		p++; /* the comma; a trailing one leaves an empty element */
+	}
+	if (out->nv1 == 0)
+		return "header Stripe-Signature has no v1= signature";
+	return NULL;
+}
+
+enum verify_status
+verify_stripe(const struct secrets *secrets, const char *header, const unsigned char *body,
+			  size_t body_len, int64_t now, int64_t tolerance, const char **problem)
+{
+	struct stripe_signature sig;
+
+	*problem = stripe_parse_signature(header, &sig);
+	if (*problem != NULL)
+		return header == NULL || header[0] == '\0' ? VERIFY_MISSING : VERIFY_MALFORMED;
+	if (sig.t < now - tolerance || sig.t > now + tolerance)
+	{
+		*problem = "header Stripe-Signature t= is outside the tolerance";
+		return VERIFY_TIMESTAMP;
+	}
+	for (int i = 0; i < secrets->count; i++)
+	{
+		unsigned char mac[MAC_LEN];
+		struct chunk  chunks[] = {{sig.timestamp, sig.timestamp_len}, {".", 1}, {body, body_len}};
+
+		if (!hmac_sha256(&secrets->items[i], chunks, 3, mac))
+		{
+			*problem = "signature could not be verified";
+			return VERIFY_INTERNAL;
+		}
+		for (int v = 0; v < sig.nv1; v++)
+			if (CRYPTO_memcmp(mac, sig.v1[v], MAC_LEN) == 0)
+				return VERIFY_OK;
+	}
+	*problem = "header Stripe-Signature does not match the request";
+	return VERIFY_MISMATCH;
+}
+
 /*
  * An empty header is treated as absent: some clients send every header they
  * know of, empty when unused, and refusing a valid GitHub signature because
@@ -343,6 +448,8 @@ verify_delivery_header(const struct verify_input *in, enum verify_scheme scheme)
 			return "webhook-id";
 		case SCHEME_GITHUB:
 			return "X-GitHub-Delivery";
+		case SCHEME_STRIPE:
+			return NULL; /* the event id is in the body */
 		case SCHEME_NONE:
 			break;
 	}
@@ -443,6 +550,21 @@ verify_request(const struct secrets *secrets, const struct verify_input *in,
 			result->status = verify_github(secrets, in->hub_signature, in->body, in->body_len);
 			explain_github(result->status, result);
 			return;
+		case SCHEME_STRIPE:
+		{
+			const char *problem;
+
+			result->status = verify_stripe(secrets, in->stripe_signature, in->body, in->body_len,
+										   in->now, in->tolerance, &problem);
+			if (result->status == VERIFY_TIMESTAMP)
+				snprintf(result->message, sizeof result->message,
+						 "header Stripe-Signature t= is more than %lld seconds away from the "
+						 "current time",
+						 (long long) in->tolerance);
+			else if (result->status != VERIFY_OK)
+				snprintf(result->message, sizeof result->message, "%s", problem);
+			return;
+		}
 		case SCHEME_NONE:
 			break;
 	}

@@ -71,7 +71,8 @@ enum verify_scheme
 {
 	SCHEME_NONE,
 	SCHEME_GITHUB,
-	SCHEME_STANDARD
+	SCHEME_STANDARD,
+	SCHEME_STRIPE /* POST /webhooks/stripe only, with the Stripe secrets */
 };
 
 /* The callback schemes a listener accepts (--schemes), as a bit set. */
@@ -85,6 +86,7 @@ struct verify_input
 	const char          *webhook_id;
 	const char          *webhook_timestamp;
 	const char          *webhook_signature;
+	const char          *stripe_signature; /* Stripe-Signature */
 	const unsigned char *body;
 	size_t               body_len;
 	int64_t              now;       /* Unix seconds */
@@ -120,6 +122,40 @@ const char *verify_delivery_header(const struct verify_input *in, enum verify_sc
  */
 void verify_request(const struct secrets *secrets, const struct verify_input *in,
 					enum verify_scheme scheme, unsigned int accepted, struct verify_result *result);
+
+#define STRIPE_HEADER_MAX 1024 /* bytes of Stripe-Signature */
+#define STRIPE_V1_MAX     8    /* v1 signatures in one header */
+
+/* A parsed Stripe-Signature header. */
+struct stripe_signature
+{
+	const char   *timestamp; /* the t= digits as sent (they are signed as text) */
+	size_t        timestamp_len;
+	int64_t       t; /* the same, as Unix seconds */
+	unsigned char v1[STRIPE_V1_MAX][32];
+	int           nv1;
+};
+
+/*
+ * Parses Stripe-Signature: "t=<unix seconds>,v1=<64 hex>[,v1=...][,...]",
+ * strictly: t first and only once, comma-separated key=value elements with
+ * no spaces or empty elements, every v1 exactly 64 hex digits (either
+ * case), at least one v1 and at most STRIPE_V1_MAX, at most
+ * STRIPE_HEADER_MAX bytes in all.  Other keys (v0, the test-mode scheme, or
+ * a future one) are skipped, as Stripe asks, so that a downgrade to them is
+ * impossible.  Returns NULL, or why the header was refused (a constant
+ * naming the header, never its value).
+ */
+const char *stripe_parse_signature(const char *header, struct stripe_signature *out);
+
+/*
+ * Verifies a Stripe event: HMAC-SHA256 keyed with each secret's bytes over
+ * "<t>.<raw body>", any v1 may match, t at most tolerance seconds from now
+ * either way.
+ */
+enum verify_status verify_stripe(const struct secrets *secrets, const char *header,
+								 const unsigned char *body, size_t body_len, int64_t now,
+								 int64_t tolerance, const char **problem);
 
 enum verify_status verify_github(const struct secrets *secrets, const char *header,
 								 const unsigned char *body, size_t body_len);

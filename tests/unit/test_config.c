@@ -263,12 +263,17 @@ static void
 test_scrub_environment(void)
 {
 	static char webhook[] = "PROVISION_WEBHOOK_SECRET=scrub-me-0123456789";
+	static char stripe[] = "PROVISION_STRIPE_WEBHOOK_SECRET=whsec_scrub_me_too_0123";
 	static char other[] = "PROVISION_POOL=4";
 	const char *value = webhook + strlen("PROVISION_WEBHOOK_SECRET=");
+	const char *stripe_value = stripe + strlen("PROVISION_STRIPE_WEBHOOK_SECRET=");
 
-	ok(putenv(webhook) == 0 && putenv(other) == 0, "scrub: variables set");
+	ok(putenv(webhook) == 0 && putenv(stripe) == 0 && putenv(other) == 0, "scrub: variables set");
 	config_scrub_environment();
 	ok(getenv("PROVISION_WEBHOOK_SECRET") == NULL, "scrub: the secret variable is unset");
+	ok(getenv("PROVISION_STRIPE_WEBHOOK_SECRET") == NULL && stripe_value[0] == '\0' &&
+		   memchr(stripe_value, 'w', strlen("whsec_scrub_me_too_0123")) == NULL,
+	   "scrub: the Stripe secret variable is overwritten and unset");
 	ok(value[0] == '\0' && memchr(value, 's', strlen("scrub-me-0123456789")) == NULL &&
 		   memchr(value, '0', strlen("scrub-me-0123456789")) == NULL,
 	   "scrub: the value's bytes are overwritten in place");
@@ -343,6 +348,60 @@ test_schemes(void)
 }
 
 static void
+test_stripe_secrets(void)
+{
+	struct config cfg = {0};
+	char          err[512];
+	char          path[] = "/tmp/provision-test-stripe-XXXXXX";
+	int           fd = mkstemp(path);
+	const char    text[] =
+		"whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ\r\nwhsec_rolled0new0secret0ZmFrZQ\n";
+
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "stripe: none by default");
+	ok(cfg.stripe_secrets.count == 0 && cfg.stripe_secret_file == NULL,
+	   "stripe: no Stripe secret, so no Stripe route");
+
+	ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t) (sizeof text - 1),
+	   "stripe: secret file written");
+	close(fd);
+	is_int(parse(&cfg, err, sizeof err, "--stripe-secret-file", path, NULL), CONFIG_OK,
+		   "stripe: --stripe-secret-file parses");
+	is_int(cfg.stripe_secrets.count, 2, "stripe: two secrets (Stripe's rolling secrets)");
+	ok(cfg.stripe_secrets.items[0].len == 38 &&
+		   memcmp(cfg.stripe_secrets.items[0].key, "whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ", 38) ==
+			   0,
+	   "stripe: the secret is kept as given, whsec_ included, CR dropped");
+	is_str(cfg.stripe_secret_file, path, "stripe: the file is remembered for a reload");
+	ok(cfg.secrets.count == 1 && cfg.secrets.items[0].len == 17,
+	   "stripe: the callback secret is apart");
+
+	fd = open(path, O_WRONLY | O_TRUNC);
+	ok(fd >= 0 && write(fd, "whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ\nwhsec_short\n", 50) == 50,
+	   "stripe: a short secret written");
+	close(fd);
+	is_int(parse(&cfg, err, sizeof err, "--stripe-secret-file", path, NULL), CONFIG_ERROR,
+		   "stripe: a secret under 16 bytes is an error");
+	ok(strstr(err, path) != NULL && strstr(err, "line 2") != NULL &&
+		   strstr(err, "shorter than 16 bytes") != NULL && strstr(err, "decoding") == NULL &&
+		   strstr(err, "whsec_short") == NULL,
+	   "stripe: the message names the file and line 2, not the secret (%s)", err);
+	unlink(path);
+
+	set_env(1, "PROVISION_STRIPE_WEBHOOK_SECRET", "whsec_from_the_environment_0");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "stripe: from the environment");
+	ok(cfg.stripe_secrets.count == 1 && cfg.stripe_secrets.items[0].len == 28 &&
+		   cfg.stripe_secret_file == NULL,
+	   "stripe: PROVISION_STRIPE_WEBHOOK_SECRET as given");
+	set_env(1, "PROVISION_STRIPE_WEBHOOK_SECRET", " whsec_from_the_environment_0");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_ERROR, "stripe: a leading space is an error");
+	ok(strstr(err, "PROVISION_STRIPE_WEBHOOK_SECRET") != NULL && strstr(err, "line 1") != NULL,
+	   "stripe: the message names the variable and the line (%s)", err);
+	set_env(1, "PROVISION_POOL", "1");
+	config_free(&cfg);
+}
+
+static void
 test_listen_forms(void)
 {
 	char host[64];
@@ -375,6 +434,7 @@ main(void)
 	test_help_version();
 	test_help_text();
 	test_schemes();
+	test_stripe_secrets();
 	test_listen_forms();
 	return done_testing();
 }

@@ -76,6 +76,28 @@ test_sqlstate(void)
 }
 
 static void
+expect_stripe(const char *sqlstate, unsigned int status, bool retry, bool retry_after)
+{
+	struct sqlstate_action a = stripe_sqlstate_to_http(sqlstate);
+
+	ok(a.http_status == status && a.retry == retry && a.retry_after == retry_after,
+	   "stripe sqlstate %s -> %u (got %u)", sqlstate ? sqlstate : "(none)", status, a.http_status);
+}
+
+static void
+test_stripe_sqlstate(void)
+{
+	expect_stripe("22023", 422, false, false); /* no agent reference */
+	expect_stripe("22P02", 400, false, false); /* a reference that is not a uuid */
+	expect_stripe("P0002", 404, false, false); /* unknown agent */
+	expect_stripe("22001", 400, false, false);
+	expect_stripe("40001", 503, true, true);
+	expect_stripe("57P01", 503, false, true);
+	expect_stripe(NULL, 503, false, true);
+	expect_stripe("42501", 500, false, false);
+}
+
+static void
 test_bodies(void)
 {
 	char   buf[32];
@@ -120,6 +142,17 @@ test_bodies(void)
 	ok(obj != NULL && json_job_id(obj, buf, sizeof buf) == NULL,
 	   "callback body: numeric job_id is not a string");
 	ok(result_is_duplicate(obj), "result: duplicate true detected");
+	cJSON_Delete(obj);
+
+	{
+		const char *event = "{\"id\":\"evt_123\",\"type\":\"checkout.session.completed\",\"n\":1}";
+
+		obj = parse_callback_body(event, strlen(event), err, sizeof err);
+	}
+	is_str(json_string_member(obj, "id", buf, sizeof buf), "evt_123", "string member: id");
+	is_str(json_string_member(obj, "type", buf, 9), "checkout", "string member: cut to the buffer");
+	ok(json_string_member(obj, "n", buf, sizeof buf) == NULL, "string member: a number is not one");
+	ok(json_string_member(obj, "x", buf, sizeof buf) == NULL, "string member: missing");
 	cJSON_Delete(obj);
 
 	ok(parse_callback_body("[1,2]", 5, err, sizeof err) == NULL &&
@@ -183,8 +216,15 @@ static void
 head(struct head_decision *d, enum endpoint ep, const char *method, const char *length,
 	 const char *encoding, const char *type)
 {
-	struct request_head h = {ep,   method, length,         encoding,
-							 type, 100,    length != NULL, encoding != NULL};
+	struct request_head h = {.ep = ep,
+							 .method = method,
+							 .content_length = length,
+							 .transfer_encoding = encoding,
+							 .content_type = type,
+							 .max_body = 100,
+							 .stripe_configured = true,
+							 .content_lengths = length != NULL,
+							 .transfer_encodings = encoding != NULL};
 
 	decide_headers(&h, d);
 }
@@ -206,15 +246,15 @@ test_decide_headers(void)
 	head(&d, ENDPOINT_HEALTHZ, "POST", NULL, NULL, NULL);
 	ok(d.status == 405 && strcmp(d.allow, "GET, HEAD") == 0, "headers: POST on a probe 405");
 	head(&d, ENDPOINT_READYZ, "HEAD", NULL, NULL, NULL);
-	ok(d.status == 0 && !d.is_callback, "headers: HEAD on a probe passes");
+	ok(d.status == 0 && !d.is_webhook, "headers: HEAD on a probe passes");
 	head(&d, ENDPOINT_METRICS, "GET", NULL, NULL, NULL);
-	ok(d.status == 0 && !d.is_callback, "headers: GET /metrics passes");
+	ok(d.status == 0 && !d.is_webhook, "headers: GET /metrics passes");
 
 	head(&d, ENDPOINT_WEBHOOK, "POST", "101", NULL, "text/plain");
 	ok(d.status == 413 && strstr(d.message, "101") && strstr(d.message, "100"),
 	   "headers: size before type, message names both (%s)", d.message);
 	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "application/json");
-	ok(d.status == 0 && d.is_callback && !d.check_type_later, "headers: exactly the limit passes");
+	ok(d.status == 0 && d.is_webhook && !d.check_type_later, "headers: exactly the limit passes");
 	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "text/plain");
 	is_int(d.status, 415, "headers: bad type with a known length 415 at once");
 	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, "chunked", "text/plain");
@@ -230,10 +270,53 @@ test_decide_headers(void)
 static void
 framing(struct head_decision *d, enum endpoint ep, const char *method, int n, int m)
 {
-	struct request_head h = {
-		ep, method, n > 0 ? "10" : NULL, m > 0 ? "chunked" : NULL, "application/json", 100, n, m};
+	struct request_head h = {.ep = ep,
+							 .method = method,
+							 .content_length = n > 0 ? "10" : NULL,
+							 .transfer_encoding = m > 0 ? "chunked" : NULL,
+							 .content_type = "application/json",
+							 .max_body = 100,
+							 .stripe_configured = true,
+							 .content_lengths = n,
+							 .transfer_encodings = m};
 
 	decide_headers(&h, d);
+}
+
+static void
+test_stripe_route(void)
+{
+	struct head_decision d;
+	struct request_head  h = {.ep = ENDPOINT_STRIPE,
+							  .method = "POST",
+							  .content_length = "10",
+							  .content_type = "application/json",
+							  .max_body = 100,
+							  .content_lengths = 1};
+
+	decide_headers(&h, &d);
+	ok(d.status == 404 && strstr(d.message, "Stripe secret") != NULL && !d.is_webhook,
+	   "stripe route: 404 until a Stripe secret is configured (%s)", d.message);
+	h.method = "GET";
+	decide_headers(&h, &d);
+	is_int(d.status, 404, "stripe route: unconfigured, even the method is not looked at");
+	h.stripe_configured = true;
+	decide_headers(&h, &d);
+	ok(d.status == 405 && strcmp(d.allow, "POST") == 0, "stripe route: GET 405 Allow POST");
+	h.method = "POST";
+	decide_headers(&h, &d);
+	ok(d.status == 0 && d.is_webhook, "stripe route: POST read as a webhook");
+	h.content_length = "101";
+	decide_headers(&h, &d);
+	is_int(d.status, 413, "stripe route: size checked");
+	h.content_length = "10";
+	h.content_type = "application/x-www-form-urlencoded";
+	decide_headers(&h, &d);
+	is_int(d.status, 415, "stripe route: content type checked");
+	h.content_type = "application/json; charset=utf-8";
+	h.content_lengths = 2;
+	decide_headers(&h, &d);
+	ok(d.status == 400 && d.close, "stripe route: framing checked");
 }
 
 static void
@@ -266,7 +349,7 @@ test_framing(void)
 	framing(&d, ENDPOINT_WEBHOOK, "POST", 0, 1);
 	ok(d.status == 0 && d.check_type_later, "framing: one Transfer-Encoding passes");
 	framing(&d, ENDPOINT_HEALTHZ, "GET", 0, 0);
-	ok(d.status == 0 && !d.is_callback, "framing: a probe without a body passes");
+	ok(d.status == 0 && !d.is_webhook, "framing: a probe without a body passes");
 }
 
 int
@@ -274,6 +357,8 @@ main(void)
 {
 	test_decide_headers();
 	test_framing();
+	test_stripe_route();
+	test_stripe_sqlstate();
 	test_content_type();
 	test_sqlstate();
 	test_bodies();

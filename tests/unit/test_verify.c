@@ -395,6 +395,219 @@ test_request(void)
 	   "request: both headers, only github accepted: github is verified");
 }
 
+/*
+ * Stripe vectors, computed with openssl (the key is the secret text exactly
+ * as given, whsec_ included, not decoded):
+ *
+ *   printf '%s' '1700000000.{"id":"evt_1Q2w3E4r","object":"event","type":"checkout.session.completed"}' |
+ *     openssl dgst -sha256 -hmac 'whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ'
+ *
+ * and the same with -hmac 'whsec_rolled0new0secret0ZmFrZQ' for ST_V1_NEW.
+ */
+#define ST_SECRET "whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ"
+#define ST_NEW    "whsec_rolled0new0secret0ZmFrZQ"
+#define ST_BODY                                                                                    \
+	"{\"id\":\"evt_1Q2w3E4r\",\"object\":\"event\",\"type\":\"checkout.session.completed\"}"
+#define ST_T       "1700000000"
+#define ST_NOW     1700000000
+#define ST_V1      "4b63bf4b2dba5dc7e65b71a870cd70d2c133a56b9c82d6bd65f786a0dc9e9813"
+#define ST_V1_NEW  "f950145ed34e7a0b699e9533100031aab432b2aa3fd2007fa697b82e472497ca"
+#define ST_V1_ZERO "0000000000000000000000000000000000000000000000000000000000000000"
+
+static struct secrets *
+load_stripe(const char *text)
+{
+	static struct secrets s;
+	char                  err[200];
+
+	if (!secrets_parse(text, strlen(text), SECRET_FORM_EXACT, &s, err, sizeof err))
+	{
+		printf("# secrets_parse failed: %s\n", err);
+		s.count = 0;
+	}
+	return &s;
+}
+
+static enum verify_status
+st(const struct secrets *s, const char *header, const char *body, int64_t now)
+{
+	const char *problem;
+
+	return verify_stripe(s, header, (const unsigned char *) body, strlen(body), now, 300, &problem);
+}
+
+/* The header parses; or it is refused with a problem containing needle. */
+static void
+parses(const char *header, int nv1, const char *what)
+{
+	struct stripe_signature sig;
+	const char             *problem = stripe_parse_signature(header, &sig);
+
+	ok(problem == NULL && sig.nv1 == nv1 && sig.t == ST_NOW && sig.timestamp_len == 10 &&
+		   memcmp(sig.timestamp, ST_T, 10) == 0,
+	   "stripe header: %s parses with %d v1 (%s)", what, nv1, problem ? problem : "ok");
+}
+
+static void
+refused_header(const char *header, const char *needle, const char *what)
+{
+	struct stripe_signature sig;
+	const char             *problem = stripe_parse_signature(header, &sig);
+
+	ok(problem != NULL && strstr(problem, needle) != NULL &&
+		   strstr(problem, "Stripe-Signature") != NULL,
+	   "stripe header: %s refused: %s", what, problem ? problem : "(parsed)");
+}
+
+static void
+test_stripe_header(void)
+{
+	struct stripe_signature sig;
+	char                    big[STRIPE_HEADER_MAX + 2];
+	char                    many[1024];
+
+	parses("t=" ST_T ",v1=" ST_V1, 1, "t and one v1");
+	ok(stripe_parse_signature("t=" ST_T ",v1=" ST_V1, &sig) == NULL && sig.v1[0][0] == 0x4b &&
+		   sig.v1[0][31] == 0x13,
+	   "stripe header: v1 decoded to bytes");
+	parses("t=" ST_T ",v1=" ST_V1 ",v1=" ST_V1_NEW, 2, "two v1 (a rolled secret)");
+	parses("t=" ST_T ",v1=" ST_V1 ",v0=" ST_V1_ZERO, 1, "v1 then v0");
+	parses("t=" ST_T
+		   ",v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39,v1=" ST_V1,
+		   1, "v0 before v1");
+	parses("t=" ST_T ",v2=anything,v1=" ST_V1, 1, "an unknown scheme skipped");
+	parses("t=" ST_T ",v1=4B63BF4B2DBA5DC7E65B71A870CD70D2C133A56B9C82D6BD65F786A0DC9E9813", 1,
+		   "upper-case hex");
+
+	refused_header(NULL, "missing", "absent");
+	refused_header("", "missing", "empty");
+	refused_header("t=" ST_T ",v0=" ST_V1_ZERO, "no v1", "v0 only");
+	refused_header("t=" ST_T, "no v1", "t only");
+	refused_header("v1=" ST_V1 ",t=" ST_T, "t= once, first", "v1 before t");
+	refused_header("v1=" ST_V1, "t= once, first", "t missing");
+	refused_header("t=" ST_T ",t=" ST_T ",v1=" ST_V1, "t= once, first", "t twice");
+	refused_header("t=17000000x0,v1=" ST_V1, "Unix seconds", "non-numeric t");
+	refused_header("t=-1700000000,v1=" ST_V1, "Unix seconds", "negative t");
+	refused_header("t=,v1=" ST_V1, "Unix seconds", "empty t");
+	refused_header("t=1700000000000000000000,v1=" ST_V1, "Unix seconds", "t beyond 64 bits");
+	refused_header("t=" ST_T ", v1=" ST_V1, "without spaces", "a space after the comma");
+	refused_header("t=" ST_T ",v1=" ST_V1 " ", "without spaces", "a trailing space");
+	refused_header("t=" ST_T "\t,v1=" ST_V1, "without spaces", "a tab");
+	refused_header("t=" ST_T ",,v1=" ST_V1, "key=value", "an empty element");
+	refused_header("t=" ST_T ",v1=" ST_V1 ",", "key=value", "a trailing comma");
+	refused_header(",t=" ST_T ",v1=" ST_V1, "key=value", "a leading comma");
+	refused_header("t=" ST_T ",v1", "key=value", "v1 without =");
+	refused_header("t=" ST_T ",=" ST_V1, "key=value", "an empty key");
+	refused_header("t=" ST_T ",v1=" ST_V1 "0", "64 hex digits", "65 hex digits");
+	refused_header("t=" ST_T ",v1=4b63", "64 hex digits", "a short v1");
+	refused_header("t=" ST_T ",v1=zz63bf4b2dba5dc7e65b71a870cd70d2c133a56b9c82d6bd65f786a0dc9e9813",
+				   "64 hex digits", "non-hex v1");
+	refused_header("t=" ST_T ",v1=" ST_V1 ",v1=bad", "64 hex digits",
+				   "a good v1 does not excuse a bad one");
+
+	strcpy(many, "t=" ST_T);
+	for (int i = 0; i < STRIPE_V1_MAX; i++)
+		strcat(many, ",v1=" ST_V1);
+	parses(many, STRIPE_V1_MAX, "eight v1");
+	strcat(many, ",v1=" ST_V1);
+	refused_header(many, "more than 8", "nine v1");
+
+	memset(big, 'a', sizeof big);
+	memcpy(big, "t=" ST_T ",v1=" ST_V1 ",v0=", strlen("t=" ST_T ",v1=" ST_V1 ",v0="));
+	big[STRIPE_HEADER_MAX] = '\0';
+	parses(big, 1, "exactly 1024 bytes");
+	big[STRIPE_HEADER_MAX] = 'a';
+	big[STRIPE_HEADER_MAX + 1] = '\0';
+	refused_header(big, "longer than 1024 bytes", "1025 bytes");
+}
+
+static void
+test_stripe(void)
+{
+	struct secrets      *s = load_stripe(ST_SECRET);
+	const char          *problem;
+	struct verify_input  in = {0};
+	struct verify_result r;
+
+	is_int(s->items[0].len, strlen(ST_SECRET), "stripe: the secret is keyed as given");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW), VERIFY_OK,
+		   "stripe: the vector verifies");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1_ZERO ",v1=" ST_V1, ST_BODY, ST_NOW), VERIFY_OK,
+		   "stripe: any v1 may match");
+	is_int(st(s, "t=" ST_T ",v0=" ST_V1 ",v1=" ST_V1_ZERO, ST_BODY, ST_NOW), VERIFY_MISMATCH,
+		   "stripe: a v0 holding the right MAC does not count");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1, ST_BODY " ", ST_NOW), VERIFY_MISMATCH,
+		   "stripe: another body refused");
+	is_int(st(s, "t=1700000001,v1=" ST_V1, ST_BODY, ST_NOW), VERIFY_MISMATCH,
+		   "stripe: the timestamp is signed");
+	is_int(st(s, "t=01700000000,v1=" ST_V1, ST_BODY, ST_NOW), VERIFY_MISMATCH,
+		   "stripe: the timestamp is signed as the text sent");
+	is_int(st(s, "t=" ST_T ",v0=" ST_V1, ST_BODY, ST_NOW), VERIFY_MALFORMED,
+		   "stripe: v0 only is malformed");
+	is_int(st(s, NULL, ST_BODY, ST_NOW), VERIFY_MISSING, "stripe: no header");
+
+	/* the key is the text as given: the decoded whsec_ bytes are another key */
+	is_int(
+		st(load("whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ"), "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW),
+		VERIFY_MISMATCH, "stripe: the whsec_-decoded key does not verify");
+	s = load_stripe(ST_SECRET);
+
+	/* tolerance: exactly 300 s either way accepted, 301 refused */
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW + 300), VERIFY_OK,
+		   "stripe tolerance: 300 s old accepted");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW - 300), VERIFY_OK,
+		   "stripe tolerance: 300 s ahead accepted");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW + 301), VERIFY_TIMESTAMP,
+		   "stripe tolerance: 301 s old refused");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW - 301), VERIFY_TIMESTAMP,
+		   "stripe tolerance: 301 s ahead refused");
+	is_int(verify_stripe(s, "t=" ST_T ",v1=" ST_V1, (const unsigned char *) ST_BODY,
+						 strlen(ST_BODY), ST_NOW + 1, 0, &problem),
+		   VERIFY_TIMESTAMP, "stripe tolerance: zero refuses a second off");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1_ZERO, ST_BODY, ST_NOW + 301), VERIFY_TIMESTAMP,
+		   "stripe tolerance: the timestamp is checked before the MAC");
+
+	/* rotation: Stripe's rolled secret signs with both for a while */
+	s = load_stripe(ST_SECRET "\n" ST_NEW "\n");
+	is_int(s->count, 2, "stripe rotation: two secrets");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1_NEW, ST_BODY, ST_NOW), VERIFY_OK,
+		   "stripe rotation: the new secret verifies");
+	is_int(st(s, "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW), VERIFY_OK,
+		   "stripe rotation: the old one too");
+	is_int(st(load_stripe(ST_NEW), "t=" ST_T ",v1=" ST_V1, ST_BODY, ST_NOW), VERIFY_MISMATCH,
+		   "stripe rotation: once removed the old one no longer verifies");
+	is_int(st(load_stripe(ST_NEW), "t=" ST_T ",v1=" ST_V1 ",v1=" ST_V1_NEW, ST_BODY, ST_NOW),
+		   VERIFY_OK, "stripe rotation: a header with both v1 verifies with either");
+
+	/* through verify_request, as the HTTP side calls it */
+	s = load_stripe(ST_SECRET);
+	in.stripe_signature = "t=" ST_T ",v1=" ST_V1;
+	in.hub_signature = GH_SIG;
+	in.body = (const unsigned char *) ST_BODY;
+	in.body_len = strlen(ST_BODY);
+	in.now = ST_NOW + 301;
+	in.tolerance = 300;
+	verify_request(s, &in, SCHEME_STRIPE, 0, &r);
+	ok(r.status == VERIFY_TIMESTAMP && strstr(r.message, "Stripe-Signature") &&
+		   strstr(r.message, "300 seconds"),
+	   "stripe request: tolerance named (%s)", r.message);
+	in.now = ST_NOW;
+	verify_request(s, &in, SCHEME_STRIPE, 0, &r);
+	ok(r.status == VERIFY_OK && r.message[0] == '\0', "stripe request: verifies");
+	is_str(verify_delivery_header(&in, SCHEME_STRIPE), NULL,
+		   "stripe request: no delivery header (the event id is in the body)");
+	in.stripe_signature = "t=" ST_T ",v1=" ST_V1_ZERO;
+	verify_request(s, &in, SCHEME_STRIPE, 0, &r);
+	ok(r.status == VERIFY_MISMATCH && strstr(r.message, "does not match") &&
+		   !strstr(r.message, ST_V1_ZERO),
+	   "stripe request: mismatch named, signature not echoed (%s)", r.message);
+	in.stripe_signature = NULL;
+	verify_request(s, &in, SCHEME_STRIPE, 0, &r);
+	ok(r.status == VERIFY_MISSING && strstr(r.message, "missing header Stripe-Signature"),
+	   "stripe request: X-Hub-Signature-256 does not stand in for Stripe-Signature (%s)",
+	   r.message);
+}
+
 int
 main(void)
 {
@@ -405,5 +618,7 @@ main(void)
 	test_secrets_parse();
 	test_base64();
 	test_request();
+	test_stripe_header();
+	test_stripe();
 	return done_testing();
 }
