@@ -336,8 +336,6 @@ parse_secret(const struct option_spec *opt, struct config *cfg, const char *valu
 	if (!from_env)
 	{
 		free(cfg->secret_file);
-		free(cfg->stripe_secret_file);
-		secrets_clear(&cfg->stripe_secrets);
 		cfg->secret_file = strdup(value);
 		if (cfg->secret_file == NULL)
 		{
@@ -589,7 +587,9 @@ config_free(struct config *cfg)
 {
 	free(cfg->database);
 	free(cfg->secret_file);
+	free(cfg->stripe_secret_file);
 	secrets_clear(&cfg->secrets);
+	secrets_clear(&cfg->stripe_secrets);
 	memset(cfg, 0, sizeof *cfg);
 }
 
