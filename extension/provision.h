@@ -76,6 +76,14 @@ typedef enum CallbackAction
 	ACTION_FAILED
 } CallbackAction;
 
+/* What job_enqueue did: the job it returns stands for the request in one of three ways. */
+typedef enum EnqueueOutcome
+{
+	ENQUEUE_CREATED,   /* a new pending job (and an enqueued event) */
+	ENQUEUE_KEY_KNOWN, /* the job first created with this idempotency key */
+	ENQUEUE_OPEN_JOB   /* the agent's open job; the key was not recorded */
+} EnqueueOutcome;
+
 /* What job_lock locks and fetches. */
 typedef enum JobLockMode
 {
@@ -143,6 +151,9 @@ extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const char
 					  StepResult *out);
 extern void  check_error_text(const char *error, const char *field);
 extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
+
+/* jobs.c: enqueueing, shared by enqueue_job and handle_stripe_event */
+extern EnqueueOutcome job_enqueue(const pg_uuid_t *agent_id, const char *key, pg_uuid_t *job_id);
 
 /* instances.c */
 extern void check_server_id(const char *server_id, const char *where);
