@@ -133,6 +133,7 @@ extern bool provision_notify;
 extern int  provision_heartbeat_timeout;
 extern int  provision_history_retention;
 extern void guc_init(void);
+extern bool stripe_event_type_listed(const char *type);
 
 /* jobs.c: the state machine and the steps every entry point shares */
 extern const char      *job_status_name(JobStatus status);
