@@ -196,4 +196,10 @@ extern void   json_add_uuid(JsonObjectBuilder *b, const char *key, const pg_uuid
 extern Jsonb *json_end(JsonObjectBuilder *b);
 extern char  *uuid_to_cstring(const pg_uuid_t *uuid);
 
+/* json.c: reading the objects the extension is given */
+extern JsonbValue     *json_object_get(JsonbContainer *object, const char *key);
+extern const char     *json_value_type(const JsonbValue *v);
+extern JsonbContainer *json_value_object(const JsonbValue *v);
+extern bool            uuid_from_cstring(const char *src, pg_uuid_t *uuid);
+
 #endif /* PROVISION_H */
