@@ -25,9 +25,10 @@ my $secret_file = ProvisionTest::write_secret_file($secret);
 my $r = ProvisionTest::run_listener_command(['--help']);
 is($r->{exit}, 0, '--help exits 0');
 for my $opt (qw(--listen --database --secret-file --max-body --tolerance --pool --threads
-	--schemes --help --version),
+	--schemes --stripe-secret-file --max-connections-per-ip --help --version),
 	qw(PROVISION_LISTEN PROVISION_DATABASE_URL PROVISION_WEBHOOK_SECRET PROVISION_MAX_BODY
-	PROVISION_TOLERANCE PROVISION_POOL PROVISION_THREADS PROVISION_SCHEMES))
+	PROVISION_TOLERANCE PROVISION_POOL PROVISION_THREADS PROVISION_SCHEMES
+	PROVISION_STRIPE_WEBHOOK_SECRET PROVISION_MAX_CONNECTIONS_PER_IP))
 {
 	like($r->{stdout}, qr/\Q$opt\E\b/, "--help mentions $opt");
 }
@@ -146,6 +147,25 @@ for my $bad ('gitlab', 'standard,', '', 'standard;github', 'Standard')
 }
 refuses('PROVISION_SCHEMES bad', [ @base, '--secret-file', $secret_file ],
 	env => { PROVISION_SCHEMES => 'stripe' }, like => qr/PROVISION_SCHEMES "stripe"/);
+{
+	my $stripe = 'whsec_' . ('A' x 32);
+	my $bad = ProvisionTest::write_secret_file($stripe, 'whsec_short');
+	my $x = refuses('Stripe secret file with a short secret',
+		[ @base, '--secret-file', $secret_file, '--stripe-secret-file', $bad ],
+		like => qr/invalid secret file \Q$bad\E: secret on line 2 is shorter than 16 bytes$/);
+	unlike($x->{stderr}, qr/whsec_/, 'Stripe secret file: no secret in the message');
+	$x = refuses('PROVISION_STRIPE_WEBHOOK_SECRET with a trailing space',
+		[ @base, '--secret-file', $secret_file ],
+		env => { PROVISION_STRIPE_WEBHOOK_SECRET => "$stripe " },
+		like => qr/invalid PROVISION_STRIPE_WEBHOOK_SECRET: secret on line 1 starts or ends with whitespace$/);
+	unlike($x->{stderr}, qr/whsec_/, 'PROVISION_STRIPE_WEBHOOK_SECRET: no secret in the message');
+	refuses('Stripe secret file missing',
+		[ @base, '--secret-file', $secret_file, '--stripe-secret-file', '/nonexistent/stripe' ],
+		like => qr{/nonexistent/stripe});
+}
+refuses('--max-connections-per-ip -1',
+	[ @base, '--secret-file', $secret_file, '--max-connections-per-ip', '-1' ],
+	like => qr/--max-connections-per-ip "-1": expected an integer from 0 to 1000000/);
 refuses('unknown option', [ @base, '--secret-file', $secret_file, '--frobnicate' ],
 	like => qr/frobnicate/);
 refuses('secret as a command-line value is not an option', [ @base, '--secret', $secret ]);
