@@ -629,9 +629,11 @@ config_usage(FILE *out)
 {
 	fprintf(out, "usage: provision-listener [OPTION]...\n"
 				 "Receives signed provisioning callbacks over HTTP and applies each one with\n"
-				 "provision.handle_callback() in PostgreSQL.\n\n"
+				 "provision.handle_callback() in PostgreSQL; with a Stripe secret, Stripe\n"
+				 "events too, with provision.handle_stripe_event().\n\n"
 				 "Every option may also come from its environment variable; flags win.\n"
-				 "Durations take ms, s (the default unit) or m.\n\n");
+				 "Durations take ms, s (the default unit) or m. SIGHUP re-reads the secret\n"
+				 "files; SIGTERM or SIGINT finishes the requests in progress and exits.\n\n");
 	for (int i = 0; i < NOPTIONS; i++)
 	{
 		const struct option_spec *opt = &options[i];

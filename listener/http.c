@@ -42,6 +42,19 @@
 #define FD_RESERVE                64 /* pool, log, resolver and spare fds */
 #define OVERSIZE_CUTOFF(max_body) ((size_t) (max_body) *4 + 1024 * 1024)
 
+/*
+ * The secrets requests are verified with.  A reload (SIGHUP) swaps in a new
+ * set while requests may be verifying with the current one: each takes a
+ * reference under keys_lock and drops it when done, and the last reference
+ * frees the set.  The server holds one reference to the current set.
+ */
+struct keyring
+{
+	atomic_long    refs;
+	struct secrets callback;
+	struct secrets stripe;
+};
+
 /* One connection, as the reaper sees it. */
 struct conn_entry
 {
@@ -57,6 +70,9 @@ struct http_server
 	struct MHD_Daemon   *daemon;
 	const struct config *cfg;
 	struct db_pool      *pool;
+	pthread_mutex_t      keys_lock; /* guards keys, only to take a reference */
+	struct keyring      *keys;
+	bool                 stripe_configured; /* fixed at start: a reload keeps it */
 	atomic_long          in_flight;
 	atomic_bool          draining;
 	pthread_mutex_t      lock; /* guards conns and the drain wait */
@@ -98,6 +114,42 @@ struct request
 	char                   event_type[128];
 	struct db_job          job;
 };
+
+static struct keyring *
+keyring_new(const struct secrets *callback, const struct secrets *stripe)
+{
+	struct keyring *k = malloc(sizeof *k);
+
+	if (k == NULL)
+		return NULL;
+	atomic_init(&k->refs, 1);
+	k->callback = *callback;
+	k->stripe = *stripe;
+	return k;
+}
+
+static struct keyring *
+keyring_acquire(struct http_server *server)
+{
+	struct keyring *k;
+
+	pthread_mutex_lock(&server->keys_lock);
+	k = server->keys;
+	atomic_fetch_add(&k->refs, 1);
+	pthread_mutex_unlock(&server->keys_lock);
+	return k;
+}
+
+static void
+keyring_release(struct keyring *k)
+{
+	if (k != NULL && atomic_fetch_sub(&k->refs, 1) == 1)
+	{
+		secrets_clear(&k->callback);
+		secrets_clear(&k->stripe);
+		free(k);
+	}
+}
 
 static double
 seconds_since(const struct timespec *t)
@@ -321,7 +373,7 @@ on_headers(struct request *req, const char *url, const char *method)
 	head.transfer_encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	head.content_type = header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE);
 	head.max_body = req->server->cfg->max_body;
-	head.stripe_configured = req->server->cfg->stripe_secrets.count > 0;
+	head.stripe_configured = req->server->stripe_configured;
 	head.content_lengths = framing.content_lengths;
 	head.transfer_encodings = framing.transfer_encodings;
 	decide_headers(&head, &d);
@@ -436,6 +488,7 @@ on_complete(struct request *req)
 {
 	const struct config *cfg = req->server->cfg;
 	struct verify_result vr;
+	struct keyring      *keys;
 	cJSON               *payload;
 	char                 msg[160];
 
@@ -462,8 +515,10 @@ on_complete(struct request *req)
 	req->in.tolerance = cfg->tolerance;
 
 	/* each route has its own secrets: neither kind can verify the other */
-	verify_request(req->scheme == SCHEME_STRIPE ? &cfg->stripe_secrets : &cfg->secrets, &req->in,
+	keys = keyring_acquire(req->server);
+	verify_request(req->scheme == SCHEME_STRIPE ? &keys->stripe : &keys->callback, &req->in,
 				   req->scheme, cfg->schemes, &vr);
+	keyring_release(keys);
 	if (vr.status != VERIFY_OK)
 	{
 		metrics_signature_failure();
@@ -797,6 +852,15 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 	server->cfg = cfg;
 	server->pool = pool;
 	pthread_mutex_init(&server->lock, NULL);
+	pthread_mutex_init(&server->keys_lock, NULL);
+	server->stripe_configured = cfg->stripe_secrets.count > 0;
+	server->keys = keyring_new(&cfg->secrets, &cfg->stripe_secrets);
+	if (server->keys == NULL)
+	{
+		snprintf(err, errlen, "cannot start the HTTP server: out of memory");
+		http_stop(server);
+		return NULL;
+	}
 	pthread_cond_init(&server->idle, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_REALTIME);
@@ -846,6 +910,26 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 	return server;
 }
 
+bool
+http_replace_secrets(struct http_server *server, const struct secrets *callback,
+					 const struct secrets *stripe)
+{
+	struct keyring *current = keyring_acquire(server);
+	struct keyring *next =
+		keyring_new(callback ? callback : &current->callback, stripe ? stripe : &current->stripe);
+	struct keyring *old;
+
+	keyring_release(current);
+	if (next == NULL)
+		return false;
+	pthread_mutex_lock(&server->keys_lock);
+	old = server->keys;
+	server->keys = next;
+	pthread_mutex_unlock(&server->keys_lock);
+	keyring_release(old);
+	return true;
+}
+
 void
 http_quiesce(struct http_server *server)
 {
@@ -888,6 +972,8 @@ http_stop(struct http_server *server)
 		pthread_mutex_unlock(&server->lock);
 		pthread_join(server->reaper, NULL);
 	}
+	keyring_release(server->keys);
+	pthread_mutex_destroy(&server->keys_lock);
 	pthread_mutex_destroy(&server->lock);
 	pthread_cond_destroy(&server->idle);
 	pthread_cond_destroy(&server->reaper_wake);
