@@ -554,6 +554,7 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char 
 	}
 	if (cfg->threads == 0)
 		cfg->threads = cfg->pool;
+	cfg->stripe_enabled = cfg->stripe_secrets.count > 0;
 	return CONFIG_OK;
 }
 

@@ -18,7 +18,8 @@ struct config
 	struct secrets  secrets;
 	char           *secret_file;        /* NULL: the secrets came from the environment */
 	unsigned int    schemes;            /* SCHEMES_* accepted for callbacks */
-	struct secrets  stripe_secrets;     /* count 0: the Stripe route answers 404 */
+	struct secrets  stripe_secrets;     /* wiped once the HTTP side has its copy */
+	bool            stripe_enabled;     /* a Stripe secret: POST /webhooks/stripe exists */
 	char           *stripe_secret_file; /* NULL: none, or from the environment */
 	long            max_body;           /* bytes */
 	long            tolerance;          /* seconds */

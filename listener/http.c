@@ -853,7 +853,7 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 	server->pool = pool;
 	pthread_mutex_init(&server->lock, NULL);
 	pthread_mutex_init(&server->keys_lock, NULL);
-	server->stripe_configured = cfg->stripe_secrets.count > 0;
+	server->stripe_configured = cfg->stripe_enabled;
 	server->keys = keyring_new(&cfg->secrets, &cfg->stripe_secrets);
 	if (server->keys == NULL)
 	{

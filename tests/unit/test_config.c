@@ -359,7 +359,7 @@ test_stripe_secrets(void)
 
 	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "stripe: none by default");
-	ok(cfg.stripe_secrets.count == 0 && cfg.stripe_secret_file == NULL,
+	ok(cfg.stripe_secrets.count == 0 && cfg.stripe_secret_file == NULL && !cfg.stripe_enabled,
 	   "stripe: no Stripe secret, so no Stripe route");
 
 	ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t) (sizeof text - 1),
@@ -368,6 +368,7 @@ test_stripe_secrets(void)
 	is_int(parse(&cfg, err, sizeof err, "--stripe-secret-file", path, NULL), CONFIG_OK,
 		   "stripe: --stripe-secret-file parses");
 	is_int(cfg.stripe_secrets.count, 2, "stripe: two secrets (Stripe's rolling secrets)");
+	ok(cfg.stripe_enabled, "stripe: the route is enabled");
 	ok(cfg.stripe_secrets.items[0].len == 38 &&
 		   memcmp(cfg.stripe_secrets.items[0].key, "whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ", 38) ==
 			   0,
