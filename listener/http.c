@@ -103,7 +103,7 @@ struct request
 	unsigned int           status;           /* what was queued, 0 if nothing */
 	char                   method[16];
 	char                   path[256];
-	struct verify_input    in;     /* a callback's signature headers */
+	struct verify_input    in;     /* the signature headers, then the body */
 	enum verify_scheme     scheme; /* chosen once, from those headers */
 	char                   delivery_id[DELIVERY_ID_MAX + 1];
 	bool                   delivery_too_long;
@@ -348,9 +348,10 @@ queue_job(struct request *req, enum db_job_kind kind)
 }
 
 /*
- * Route, size and (for known lengths) content type: all from the headers.
- * A callback's signature scheme is chosen here too, once: it names the
- * header the delivery id comes from, which every answer's log line shows.
+ * Route, framing, size and (for known lengths) content type: all from the
+ * headers.  The signature scheme is chosen here too, once: for a callback
+ * it names the header the delivery id comes from, which every answer's log
+ * line shows.
  */
 static enum MHD_Result
 on_headers(struct request *req, const char *url, const char *method)

@@ -1,9 +1,10 @@
 /*
  * verify.c - webhook secrets and signature verification.
  *
- * Both schemes are HMAC-SHA256 keyed with the same secret bytes.  Computed
- * MACs are compared with CRYPTO_memcmp so the time taken does not reveal how
- * many leading bytes of a forged signature were right.
+ * Every scheme is HMAC-SHA256: the two callback schemes keyed with the same
+ * secret bytes, Stripe's with its own secrets.  Computed MACs are compared
+ * with CRYPTO_memcmp so the time taken does not reveal how many leading
+ * bytes of a forged signature were right.
  */
 #include "verify.h"
 
@@ -94,10 +95,10 @@ is_space(char c)
 }
 
 /*
- * Whitespace around a secret is refused rather than trimmed: an editor or
- * a shell that added it would otherwise make two hosts disagree about the
- * key without a word, and a secret that really ends in a space cannot be
- * told apart from one that does not.
+ * Whitespace around a secret is refused rather than trimmed: it is nearly
+ * always an accident of an editor or a shell, and trimming it here while a
+ * sender keeps it (or the other way round) would make the two disagree
+ * about the key with nothing but 401s to show for it.
  */
 bool
 secrets_parse(const char *text, size_t len, enum secret_form form, struct secrets *out, char *err,

@@ -1,6 +1,7 @@
 /*
  * verify.h - webhook secrets and signature verification (GitHub
- * X-Hub-Signature-256 and Standard Webhooks).
+ * X-Hub-Signature-256 and Standard Webhooks for callbacks, Stripe-Signature
+ * for Stripe events).
  *
  * Everything here is pure: no I/O, no clock (callers pass "now"), so the
  * unit tests and fuzzing targets call it directly with published vectors.
