@@ -66,12 +66,6 @@ load_run() {
     run_attempt=${GITHUB_RUN_ATTEMPT:-1}
     [ -n "$job_id" ] || usage_error "no job id: pass --job-id or set JOB_ID"
     is_uuid "$job_id" || usage_error "job id '$(one_line "$job_id")' is not a uuid"
-    if [ "$need_agent" = 1 ]; then
-        [ -n "$agent_id" ] || usage_error "no agent id: pass --agent-id or set AGENT_ID"
-    fi
-    if [ -n "$agent_id" ]; then
-        is_uuid "$agent_id" || usage_error "agent id '$(one_line "$agent_id")' is not a uuid"
-    fi
     [ -n "$run_id" ] || usage_error "GITHUB_RUN_ID is not set (GitHub Actions sets it; set it by hand to run outside a workflow)"
     if ! is_uint "$run_id" || [ ${#run_id} -gt 19 ]; then
         usage_error "GITHUB_RUN_ID must be a positive integer, got '$(one_line "$run_id")'"
@@ -98,6 +92,20 @@ load_run() {
     state=${PROVISION_STATE_DIR:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}/provision-$job_id-$run_id-$run_attempt}
     (umask 077 && mkdir -p "$state") || usage_error "cannot create the state directory $state"
     work=$(umask 077 && mktemp -d "${TMPDIR:-/tmp}/$prog.XXXXXX") || usage_error "cannot create a temporary directory"
+    trap 'rm -rf "$work"' EXIT
+
+    if [ "$need_agent" = 1 ]; then
+        [ -n "$agent_id" ] || input_error "no agent id: pass --agent-id or set AGENT_ID"
+        is_uuid "$agent_id" || input_error "agent id '$(one_line "$agent_id")' is not a uuid"
+    fi
+}
+
+# input_error MESSAGE: bad input or configuration of a run whose job is
+# known, kept as the reason that cleanup-vm reports. Exits 2.
+input_error() {
+    state_set reason "check inputs and secrets: $1${run_url:+ ($run_url)}"
+    state_set outcome failed
+    usage_error "$1"
 }
 
 # state_set KEY VALUE, state_get KEY: what provision-vm leaves for cleanup-vm

@@ -41,6 +41,9 @@ my $fake = FakeCloud->start(
 	watch         => [ $hcloud_token, $tailscale_key, $secret ]);
 
 my $run_seq = 7100000000 + int(rand(1000)) * 1000;
+# The scripts' temporary files, removed with the test's (a killed script
+# leaves its own).
+my $tmp = PostgreSQL::Test::Utils::tempdir();
 
 # new_run(%opts): a workflow run: its id, attempt and runner directory.
 sub new_run
@@ -57,7 +60,7 @@ sub script_env
 	$run->{dir} //= PostgreSQL::Test::Utils::tempdir();
 	my %env = (
 		PATH                 => $ENV{PATH},
-		TMPDIR               => $ENV{TMPDIR} // '/tmp',
+		TMPDIR               => $tmp,
 		GITHUB_ACTIONS       => 'true',
 		GITHUB_SERVER_URL    => 'https://github.example',
 		GITHUB_REPOSITORY    => 'example/infra',
@@ -257,7 +260,8 @@ my $cbs = callbacks($calls);
 is_deeply([ map { $_->[0] } grep { $_->[0] ne 'heartbeat' } @$cbs ], [ 'provisioning', 'running' ],
 	'callbacks: provisioning, then running');
 ok($cbs->[0][1] && $create && $cbs->[0][3] == 200, 'provisioning was accepted before anything was created');
-for my $cb (@$cbs)
+ok(!grep({ ($_->[1]{run_id} // '') ne "$run->{id}" } @$cbs), 'every callback, heartbeats too, carries run_id');
+for my $cb (grep { $_->[0] ne 'heartbeat' } @$cbs)
 {
 	is($cb->[1]{run_id}, "$run->{id}", "$cb->[0] carries run_id");
 	is($cb->[1]{run_attempt}, '1', "$cb->[0] carries run_attempt");
@@ -551,6 +555,17 @@ sub start_until
 	like($j->{error}, qr/^check inputs and secrets: missing secrets: HCLOUD_TOKEN TAILSCALE_API_KEY \(https:/,
 		'with the reason');
 	is_deeply([ grep { $_->{path} !~ m{^/relay/} } @{ calls_since($m) } ], [], 'no cloud API was called');
+
+	my ($agent2, $job2) = dispatched_job();
+	my $run2 = new_run();
+	$r = provision($job2, undef, $run2);
+	is($r->{exit}, 2, 'no agent id: exit 2');
+	like($r->{stdout}, qr/^::error title=provision-vm::no agent id: pass --agent-id or set AGENT_ID$/m,
+		'an error annotation says so');
+	$r = cleanup($job2, $run2);
+	is($r->{exit}, 0, 'the cleanup step exits 0') or diag($r->{stderr});
+	like(ProvisionTest::job_row($node, $job2)->{error} // '', qr/^check inputs and secrets: no agent id/,
+		'and fails the job with the reason');
 
 	$r = provision('not-a-uuid', $agent, $run);
 	is($r->{exit}, 2, 'a job id that is not a uuid: exit 2');
