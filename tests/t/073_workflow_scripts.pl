@@ -276,6 +276,7 @@ is($running->[1]{tailscale_ip}, $device->{addresses}[0], 'and its tailscale IPv4
 
 my $j = ProvisionTest::job_row($node, $job);
 is($j->{status}, 'running', 'the job is running');
+is($j->{workflow_run_id}, $run->{id}, 'owned by the run, which its first callback recorded');
 is(ProvisionTest::agent_row($node, $agent)->{status}, 'active', 'the agent is active');
 my $inst = ProvisionTest::instance_row($node, $agent);
 is($inst->{server_id}, "$server->{id}", 'the instance is the server');
