@@ -12,16 +12,26 @@
  * effect also records the delivery, with ON CONFLICT DO NOTHING; if that
  * records nothing, a concurrent transaction got there first with the same id
  * (for another job, or under REPEATABLE READ), and 40001 rolls this one back.
+ *
+ * A delivery id is bound to what it delivered: the job and the SHA-256 of
+ * the payload's jsonb text are recorded with it, and both looks compare
+ * them. A known id with another job or another payload is not a redelivery
+ * but a reuse (a forged id, or a sender bug), refused with 23505 before it
+ * can pass for a duplicate and swallow a callback that was never applied.
  */
 #include "provision.h"
 
 #include <sys/socket.h>
 
 #include "catalog/pg_type.h"
+#if PG_VERSION_NUM >= 140000
+#include "common/cryptohash.h"
+#endif
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
@@ -56,8 +66,10 @@ static const struct
 	{"heartbeat", CALLBACK_HEARTBEAT, JOB_STATUS_COUNT},
 };
 
-/* provision.callback_deliveries.result */
-#define DELIVERY_RESULT_ATTNUM 4
+/* Columns of provision.callback_deliveries */
+#define DELIVERY_JOB_ID_ATTNUM         2
+#define DELIVERY_RESULT_ATTNUM         4
+#define DELIVERY_PAYLOAD_SHA256_ATTNUM 5
 
 static void        parse_callback(Jsonb *payload, Callback *cb);
 static JsonbValue *get_field(Jsonb *payload, const char *key);
@@ -67,21 +79,25 @@ static int         hex_value(char c);
 static bool        parse_uuid(const char *src, pg_uuid_t *uuid);
 static Datum       inet_field(const JsonbValue *v, const char *key);
 static void        check_delivery_id(const char *delivery_id);
-static Jsonb      *find_delivery(const char *delivery_id);
+static void        payload_sha256(Jsonb *payload, uint8 *digest);
+static Jsonb      *find_delivery(const Delivery *delivery, const pg_uuid_t *job_id);
 
 /*
  * provision.handle_callback(payload, delivery_id): applies one callback of the
  * provisioning workflow and returns the result object (job_id, agent_id,
  * action, applied, duplicate, job_status, agent_status, instance_id). The same
  * delivery id is applied at most once; a redelivery returns the recorded
- * result with "duplicate": true.
+ * result with "duplicate": true, and the same id with another job or
+ * payload raises 23505.
  */
 PG_FUNCTION_INFO_V1(handle_callback);
 Datum
 handle_callback(PG_FUNCTION_ARGS)
 {
 	Callback   cb;
-	char      *delivery_id = NULL;
+	Jsonb     *payload;
+	Delivery   delivery_data;
+	Delivery  *delivery = NULL;
 	LockedJob  job;
 	StepResult step;
 	Jsonb     *recorded;
@@ -89,11 +105,14 @@ handle_callback(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("callback payload must not be null")));
-	parse_callback(PG_GETARG_JSONB_P(0), &cb);
+	payload = PG_GETARG_JSONB_P(0);
+	parse_callback(payload, &cb);
 	if (!PG_ARGISNULL(1))
 	{
-		delivery_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
-		check_delivery_id(delivery_id);
+		delivery = &delivery_data;
+		delivery->id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		check_delivery_id(delivery->id);
+		payload_sha256(payload, delivery->payload_sha256);
 	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -103,7 +122,7 @@ handle_callback(PG_FUNCTION_ARGS)
 	 * A redelivery of a recorded callback is answered before the job is
 	 * locked, so it stays a read-only transaction that waits for nobody.
 	 */
-	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
+	if (delivery != NULL && (recorded = find_delivery(delivery, &cb.job_id)) != NULL)
 	{
 		SPI_finish();
 		PG_RETURN_JSONB_P(recorded);
@@ -118,7 +137,8 @@ handle_callback(PG_FUNCTION_ARGS)
 	 * lock without changing the job row is caught when the delivery is
 	 * recorded (40001, and the retry finds it).
 	 */
-	if (delivery_id != NULL && job.contended && (recorded = find_delivery(delivery_id)) != NULL)
+	if (delivery != NULL && job.contended &&
+		(recorded = find_delivery(delivery, &cb.job_id)) != NULL)
 	{
 		SPI_finish();
 		PG_RETURN_JSONB_P(recorded);
@@ -127,7 +147,7 @@ handle_callback(PG_FUNCTION_ARGS)
 	if (cb.status == CALLBACK_HEARTBEAT)
 	{
 		job_check_heartbeat(&job);
-		job_heartbeat(&job, delivery_id, &step);
+		job_heartbeat(&job, delivery, &step);
 	}
 	else
 	{
@@ -138,10 +158,10 @@ handle_callback(PG_FUNCTION_ARGS)
 		TransitionAction decision = job_decide(&job, to, cb.has_metadata);
 
 		if (decision == TRANSITION_SAME || decision == TRANSITION_STALE)
-			job_noop(&job, action, delivery_id, &step);
+			job_noop(&job, action, delivery, &step);
 		else
 			job_apply(&job, to, decision, job_event_kind(to), cb.error,
-					  cb.has_metadata ? &cb.metadata : NULL, action, delivery_id, false, &step);
+					  cb.has_metadata ? &cb.metadata : NULL, action, delivery, false, &step);
 	}
 
 	SPI_finish();
@@ -371,7 +391,50 @@ check_delivery_id(const char *delivery_id)
 }
 
 /*
+ * The SHA-256 of the payload's text as jsonb_out writes it: keys sorted and
+ * unique, no insignificant whitespace, so that the same callback re-sent
+ * with other formatting has the same digest.
+ */
+static void
+payload_sha256(Jsonb *payload, uint8 *digest)
+{
+	char  *text = DatumGetCString(DirectFunctionCall1(jsonb_out, JsonbPGetDatum(payload)));
+	size_t len = strlen(text);
+
+#if PG_VERSION_NUM >= 140000
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (pg_cryptohash_init(ctx) < 0 || pg_cryptohash_update(ctx, (const uint8 *) text, len) < 0 ||
+		pg_cryptohash_final(ctx, digest, PG_SHA256_DIGEST_LENGTH) < 0)
+#if PG_VERSION_NUM >= 150000
+		elog(ERROR, "could not compute the SHA-256 of the payload: %s", pg_cryptohash_error(ctx));
+#else
+		elog(ERROR, "could not compute the SHA-256 of the payload");
+#endif
+	pg_cryptohash_free(ctx);
+#else
+	pg_sha256_ctx ctx;
+
+	pg_sha256_init(&ctx);
+	pg_sha256_update(&ctx, (const uint8 *) text, len);
+	pg_sha256_final(&ctx, digest);
+#endif
+	pfree(text);
+}
+
+/* How a recorded delivery compares with the one being handled. */
+typedef enum DeliveryMatch
+{
+	DELIVERY_SAME,
+	DELIVERY_OTHER_JOB,
+	DELIVERY_OTHER_PAYLOAD
+} DeliveryMatch;
+
+/*
  * The recorded result of a delivery, marked as a duplicate; NULL if unknown.
+ * Raises 23505 when the id was recorded for another job or another payload.
+ * A part that was not recorded is not compared: deliveries recorded before
+ * 1.1 have no payload digest, and match on the job alone.
  *
  * Every callback with a delivery id asks this, so it reads the primary key
  * of provision.callback_deliveries directly rather than through SPI: the
@@ -381,27 +444,56 @@ check_delivery_id(const char *delivery_id)
  * concurrent twin that committed while this call waited for the lock.
  */
 static Jsonb *
-find_delivery(const char *delivery_id)
+find_delivery(const Delivery *delivery, const pg_uuid_t *job_id)
 {
-	RowProbe probe;
-	Jsonb   *result = NULL;
+	RowProbe      probe;
+	Jsonb        *result = NULL;
+	DeliveryMatch match = DELIVERY_SAME;
 
 	row_probe_begin(&probe, "callback_deliveries", NULL, AccessShareLock);
-	if (row_probe_fetch(&probe, F_TEXTEQ, CStringGetTextDatum(delivery_id)))
+	if (RelationGetDescr(probe.rel)->natts < DELIVERY_PAYLOAD_SHA256_ATTNUM)
+		schema_outdated("callback_deliveries", "payload_sha256");
+	if (row_probe_fetch(&probe, F_TEXTEQ, CStringGetTextDatum(delivery->id)))
 	{
 		bool              isnull;
-		Datum             recorded = slot_getattr(probe.slot, DELIVERY_RESULT_ATTNUM, &isnull);
+		Datum             recorded;
 		JsonObjectBuilder b;
 
+		recorded = slot_getattr(probe.slot, DELIVERY_JOB_ID_ATTNUM, &isnull);
+		if (!isnull && memcmp(DatumGetUUIDP(recorded), job_id, sizeof(pg_uuid_t)) != 0)
+			match = DELIVERY_OTHER_JOB;
+		recorded = slot_getattr(probe.slot, DELIVERY_PAYLOAD_SHA256_ATTNUM, &isnull);
+		if (!isnull && match == DELIVERY_SAME)
+		{
+			bytea *digest = DatumGetByteaPP(recorded);
+
+			if (VARSIZE_ANY_EXHDR(digest) != PG_SHA256_DIGEST_LENGTH ||
+				memcmp(VARDATA_ANY(digest), delivery->payload_sha256, PG_SHA256_DIGEST_LENGTH) != 0)
+				match = DELIVERY_OTHER_PAYLOAD;
+		}
+
+		recorded = slot_getattr(probe.slot, DELIVERY_RESULT_ATTNUM, &isnull);
 		if (isnull)
-			elog(ERROR, "delivery %s has no recorded result", delivery_id);
-		json_begin(&b);
-		json_add_bool(&b, "duplicate", true);
-		result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-													PointerGetDatum(PG_DETOAST_DATUM(recorded)),
-													JsonbPGetDatum(json_end(&b))));
+			elog(ERROR, "delivery %s has no recorded result", delivery->id);
+		if (match == DELIVERY_SAME)
+		{
+			json_begin(&b);
+			json_add_bool(&b, "duplicate", true);
+			result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+														PointerGetDatum(PG_DETOAST_DATUM(recorded)),
+														JsonbPGetDatum(json_end(&b))));
+		}
 	}
 	row_probe_end(&probe);
+
+	if (match != DELIVERY_SAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("delivery id \"%s\" was already used for another callback", delivery->id),
+				 match == DELIVERY_OTHER_JOB
+					 ? errdetail("It was recorded for another job.")
+					 : errdetail("It was recorded for the same job with another payload."),
+				 errhint("A delivery id names one callback; send a new callback with a new id.")));
 
 	/* Out of the SPI procedure context, which SPI_finish frees. */
 	if (result != NULL)

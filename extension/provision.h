@@ -9,6 +9,7 @@
 
 #include "postgres.h"
 
+#include "common/sha2.h"
 #include "executor/spi.h"
 #include "nodes/lockoptions.h"
 #include "storage/lockdefs.h"
@@ -109,6 +110,16 @@ typedef struct InstanceMetadata
 } InstanceMetadata;
 
 /*
+ * A callback delivery: the sender's id and the SHA-256 of the payload's
+ * jsonb text (jsonb_out), which binds the id to what it delivered.
+ */
+typedef struct Delivery
+{
+	const char *id;
+	uint8       payload_sha256[PG_SHA256_DIGEST_LENGTH];
+} Delivery;
+
+/*
  * The outcome of one mutating step: the handle_callback result object (with
  * instance_id) and, when the step wrote them, the new rows. All allocated in
  * the memory context that was current at SPI_connect.
@@ -137,9 +148,9 @@ extern void      job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, Lo
 extern EventKind job_event_kind(JobStatus to);
 extern void  job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind kind,
 					   const char *error, const InstanceMetadata *meta, CallbackAction cb_action,
-					   const char *delivery_id, bool want_rows, StepResult *out);
-extern void  job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out);
-extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id,
+					   const Delivery *delivery, bool want_rows, StepResult *out);
+extern void  job_heartbeat(const LockedJob *job, const Delivery *delivery, StepResult *out);
+extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const Delivery *delivery,
 					  StepResult *out);
 extern void  check_error_text(const char *error, const char *field);
 extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
@@ -165,6 +176,7 @@ extern void row_probe_begin(RowProbe *p, const char *table, const char *index, L
 extern bool row_probe_fetch(RowProbe *p, RegProcedure eqproc, Datum key);
 extern bool row_probe_lock(RowProbe *p, LockTupleMode mode, bool *contended);
 extern void row_probe_end(RowProbe *p);
+extern void schema_outdated(const char *table, const char *column) pg_attribute_noreturn();
 
 /* spi.c: plans prepared once per backend and kept */
 extern SPIPlanPtr spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);

@@ -140,10 +140,11 @@ COMMENT ON INDEX provision.agent_instances_job_id IS 'Instances by job (foreign 
 -- byte (COLLATE "C"), which needs no linguistic order and makes each
 -- comparison in their unique indexes a memcmp.
 CREATE TABLE provision.callback_deliveries (
-    delivery_id  text COLLATE "C" PRIMARY KEY,
-    job_id       uuid,
-    received_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    result       jsonb NOT NULL
+    delivery_id     text COLLATE "C" PRIMARY KEY,
+    job_id          uuid,
+    received_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    result          jsonb NOT NULL,
+    payload_sha256  bytea
 );
 COMMENT ON TABLE provision.callback_deliveries IS
     'Callback deliveries already handled, with their result, so that a redelivery changes nothing';
@@ -151,6 +152,8 @@ COMMENT ON COLUMN provision.callback_deliveries.delivery_id IS 'Sender delivery 
 COMMENT ON COLUMN provision.callback_deliveries.job_id IS 'The job the delivery was about';
 COMMENT ON COLUMN provision.callback_deliveries.received_at IS 'When the delivery was handled; prune_history deletes by it';
 COMMENT ON COLUMN provision.callback_deliveries.result IS 'The handle_callback result returned for it';
+COMMENT ON COLUMN provision.callback_deliveries.payload_sha256 IS
+    'SHA-256 of the payload as jsonb text; the same id with another payload is refused (null: recorded before 1.1)';
 
 -- BRIN: rows arrive in time order, and prune_history is the only reader by time.
 CREATE INDEX callback_deliveries_received_at
