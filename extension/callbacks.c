@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #if PG_VERSION_NUM >= 140000
 #include "common/cryptohash.h"
 #endif
@@ -52,6 +53,8 @@ typedef struct Callback
 	bool             has_metadata;
 	InstanceMetadata metadata;
 	char            *error;
+	bool             has_run; /* run_id given (run_attempt alone is not a run) */
+	WorkflowRun      run;
 } Callback;
 
 static const struct
@@ -78,6 +81,7 @@ static char       *string_field(const JsonbValue *v, const char *key);
 static int         hex_value(char c);
 static bool        parse_uuid(const char *src, pg_uuid_t *uuid);
 static Datum       inet_field(const JsonbValue *v, const char *key);
+static bool        run_number_field(Jsonb *payload, const char *key, int64 *value);
 static void        check_delivery_id(const char *delivery_id);
 static void        payload_sha256(Jsonb *payload, uint8 *digest);
 static Jsonb      *find_delivery(const Delivery *delivery, const pg_uuid_t *job_id);
@@ -88,7 +92,9 @@ static Jsonb      *find_delivery(const Delivery *delivery, const pg_uuid_t *job_
  * action, applied, duplicate, job_status, agent_status, instance_id). The same
  * delivery id is applied at most once; a redelivery returns the recorded
  * result with "duplicate": true, and the same id with another job or
- * payload raises 23505.
+ * payload raises 23505. A callback carrying run_id is refused (55000) when
+ * another workflow run owns the job, and records its run as the owner when
+ * the job has none.
  */
 PG_FUNCTION_INFO_V1(handle_callback);
 Datum
@@ -144,9 +150,15 @@ handle_callback(PG_FUNCTION_ARGS)
 		PG_RETURN_JSONB_P(recorded);
 	}
 
+	/* Another run's callback changes nothing, whatever it says. */
+	if (cb.has_run)
+		run_check(&job, cb.run.run_id);
+
 	if (cb.status == CALLBACK_HEARTBEAT)
 	{
 		job_check_heartbeat(&job);
+		if (cb.has_run && !job.has_run)
+			run_record(&job, &cb.run, delivery ? delivery->id : NULL);
 		job_heartbeat(&job, delivery, &step);
 	}
 	else
@@ -157,6 +169,9 @@ handle_callback(PG_FUNCTION_ARGS)
 															   : ACTION_STATUS;
 		TransitionAction decision = job_decide(&job, to, cb.has_metadata);
 
+		/* The first accepted callback of a run makes it the job's owner. */
+		if (cb.has_run && !job.has_run)
+			run_record(&job, &cb.run, delivery ? delivery->id : NULL);
 		if (decision == TRANSITION_SAME || decision == TRANSITION_STALE)
 			job_noop(&job, action, delivery, &step);
 		else
@@ -215,6 +230,10 @@ parse_callback(Jsonb *payload, Callback *cb)
 
 	cb->has_metadata = false;
 	cb->error = NULL;
+	cb->run.run_url = NULL;
+	cb->has_run = run_number_field(payload, "run_id", &cb->run.run_id);
+	if (!run_number_field(payload, "run_attempt", &cb->run.run_attempt))
+		cb->run.run_attempt = 0;
 
 	if (cb->status == CALLBACK_FAILED && (v = get_field(payload, "error")) != NULL)
 	{
@@ -376,6 +395,49 @@ inet_field(const JsonbValue *v, const char *key)
 	ip_bits(addr) = bits;
 	SET_INET_VARSIZE(addr);
 	return InetPGetDatum(addr);
+}
+
+/*
+ * A run_id or run_attempt field (GitHub's github.run_id and
+ * github.run_attempt): a JSON number or a string of digits, positive, that
+ * fits in 64 bits. False when absent; 22023 naming the field otherwise.
+ */
+static bool
+run_number_field(Jsonb *payload, const char *key, int64 *value)
+{
+	JsonbValue *v = get_field(payload, key);
+	const char *digits;
+	int64       n = 0;
+
+	if (v == NULL)
+		return false;
+	if (v->type == jbvNumeric)
+		digits = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	else if (v->type == jbvString)
+		digits = pnstrdup(v->val.string.val, v->val.string.len);
+	else
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid \"%s\" in callback payload", key),
+						errdetail("Expected a JSON number or a string of digits, got a JSON %s.",
+								  json_type_name(v))));
+
+	for (const char *c = digits;; c++)
+	{
+		if (*c == '\0' && c != digits)
+			break;
+		if (*c < '0' || *c > '9' || pg_mul_s64_overflow(n, 10, &n) ||
+			pg_add_s64_overflow(n, *c - '0', &n))
+		{
+			n = 0;
+			break;
+		}
+	}
+	if (n < 1)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid \"%s\" in callback payload", key),
+						errdetail("Expected a positive integer of at most 64 bits.")));
+	*value = n;
+	return true;
 }
 
 static void

@@ -22,6 +22,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/fmgroids.h"
+#include "utils/resowner.h"
 #include "utils/tuplestore.h"
 
 /* One cell of the state table. */
@@ -262,6 +263,11 @@ static void        step_finish(int rc, const Delivery *delivery, StepResult *out
 static Jsonb      *event_detail(const char *error, const InstanceMetadata *meta,
 								const char *delivery_id);
 
+static bool agent_has_open_job(const pg_uuid_t *agent_id);
+static void refuse_rerun(const LockedJob *job, JobStatus to) pg_attribute_noreturn();
+static int  execute_rerun(SPIPlanPtr plan, Datum *values, const char *nulls, const LockedJob *job,
+						  JobStatus to);
+
 static void init_materialized_srf(FunctionCallInfo fcinfo);
 
 const char *
@@ -361,6 +367,8 @@ job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job)
 	job->agent_id = *DatumGetUUIDP(SPI_getbinval(tuple, desc, 3, &isnull));
 	job->agent_status =
 		agent_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)));
+	job->has_run = false;
+	job->workflow_run_id = 0;
 	job->row = (Datum) 0;
 	job->contended = true;
 }
@@ -378,11 +386,12 @@ probe_column(const RowProbe *p, const char *column)
 }
 
 /*
- * Locks the job row FOR UPDATE and, unless mode is LOCK_JOB, its agent's
- * row FOR NO KEY UPDATE (status changes derive the agent's status from its
- * current one), and fills *job, with job->row only for LOCK_JOB_AGENT_ROW
- * (only update_job_status returns the row of a job it leaves alone); false
- * when there is no such job.
+ * Locks the job row FOR UPDATE and, for LOCK_JOB_AGENT and
+ * LOCK_JOB_AGENT_ROW, its agent's row FOR NO KEY UPDATE (status changes
+ * derive the agent's status from its current one), and fills *job, with
+ * job->row only for the *_ROW modes (update_job_status and record_dispatch
+ * return the row of a job they leave alone); false when there is no such
+ * job.
  *
  * The agent is read with a snapshot taken once the job lock is granted, so
  * under READ COMMITTED it is the agent as the transaction that held the job
@@ -395,26 +404,36 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
 	RowProbe probe;
 	bool     found;
+	bool     lock_agent = (mode == LOCK_JOB_AGENT || mode == LOCK_JOB_AGENT_ROW);
 
 	row_probe_begin(&probe, "provisioning_jobs", NULL, RowShareLock);
 	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(job_id)) &&
 			row_probe_lock(&probe, LockTupleExclusive, &job->contended);
 	if (found)
 	{
+		int   run_attnum = SPI_fnumber(probe.slot->tts_tupleDescriptor, "workflow_run_id");
+		bool  isnull;
+		Datum run;
+
+		if (run_attnum <= 0)
+			schema_outdated("provisioning_jobs", "workflow_run_id");
 		job->job_id = *DatumGetUUIDP(probe_column(&probe, "id"));
 		job->agent_id = *DatumGetUUIDP(probe_column(&probe, "agent_id"));
 		job->status = job_status_from_enum(probe_column(&probe, "status"));
+		run = slot_getattr(probe.slot, run_attnum, &isnull);
+		job->has_run = !isnull;
+		job->workflow_run_id = isnull ? 0 : DatumGetInt64(run);
 		job->row = (Datum) 0;
-		if (mode == LOCK_JOB_AGENT_ROW)
+		if (mode == LOCK_JOB_ROW || mode == LOCK_JOB_AGENT_ROW)
 			job->row = SPI_datumTransfer(ExecFetchSlotHeapTupleDatum(probe.slot), false, -1);
 	}
 	row_probe_end(&probe);
 	if (!found)
 		return false;
 
-	row_probe_begin(&probe, "agents", NULL, mode == LOCK_JOB ? AccessShareLock : RowShareLock);
+	row_probe_begin(&probe, "agents", NULL, lock_agent ? RowShareLock : AccessShareLock);
 	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(&job->agent_id)) &&
-			(mode == LOCK_JOB || row_probe_lock(&probe, LockTupleNoKeyExclusive, NULL));
+			(!lock_agent || row_probe_lock(&probe, LockTupleNoKeyExclusive, NULL));
 	/* the foreign key, checked under the job lock, keeps the agent */
 	if (!found)
 		elog(ERROR, "agent %s of job %s does not exist", uuid_to_cstring(&job->agent_id),
@@ -574,10 +593,82 @@ event_detail(const char *error, const InstanceMetadata *meta, const char *delive
 	return json_end(&b);
 }
 
+/* Whether the agent has an open job, as a new statement would see it. */
+static bool
+agent_has_open_job(const pg_uuid_t *agent_id)
+{
+	RowProbe probe;
+	bool     found;
+
+	row_probe_begin(&probe, "provisioning_jobs", "provisioning_jobs_one_open_per_agent",
+					AccessShareLock);
+	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(agent_id));
+	row_probe_end(&probe);
+	return found;
+}
+
+/*
+ * The refusal of a re-run of a failed job while its agent has another open
+ * job (one that retry_failed_jobs or enqueue_job created meanwhile): an
+ * agent has one open job at a time, and the newer one is it.
+ */
+static void
+refuse_rerun(const LockedJob *job, JobStatus to)
+{
+	ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("cannot move job %s from status %s to %s: agent %s has another open job",
+						   uuid_to_cstring(&job->job_id), job_status_name(job->status),
+						   job_status_name(to), uuid_to_cstring(&job->agent_id)),
+					errdetail("current status: %s", job_status_name(job->status))));
+}
+
+/*
+ * Runs the statement of a re-run in a subtransaction. The open job checked
+ * for just before may be in flight in another transaction (enqueue_job does
+ * not lock the agent); when it commits, the re-run's entry in the
+ * one-open-job index is a unique violation, which is the refusal the check
+ * would have made, and is raised as such.
+ */
+static int
+execute_rerun(SPIPlanPtr plan, Datum *values, const char *nulls, const LockedJob *job, JobStatus to)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	int           rc;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, values, nulls, false, 0);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && edata->constraint_name != NULL &&
+			strcmp(edata->constraint_name, "provisioning_jobs_one_open_per_agent") == 0)
+			refuse_rerun(job, to);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	return rc;
+}
+
 /*
  * Applies a decided change to the locked job in one statement: the job row
  * with its timestamps and attempts, the instance when meta is given, the
  * agent's status, one event, and the delivery. Then queues the NOTIFY.
+ * A re-run is refused (55000) while the agent has another open job.
  * want_rows: also return the new job and instance rows in *out.
  * kind is the event kind when not the one the target status implies
  * (expired).
@@ -597,10 +688,13 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 	bool        entering = (to != job->status);
 	AgentStatus agent_after = agent_follows[to][job->agent_status];
 	Jsonb      *detail;
+	SPIPlanPtr  plan;
 	int         rc;
 
 	Assert(action == TRANSITION_APPLY || action == TRANSITION_RERUN ||
 		   action == TRANSITION_UPDATE_METADATA);
+	if (action == TRANSITION_RERUN && agent_has_open_job(&job->agent_id))
+		refuse_rerun(job, to);
 	if (to != JOB_FAILED)
 		error = NULL;
 
@@ -640,10 +734,12 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
 	}
 #undef SET_ARG
 
-	rc = SPI_execute_plan(spi_plan(&plan_apply[meta != NULL][want_rows],
-								   sql_apply_variants[meta != NULL][want_rows], lengthof(argtypes),
-								   argtypes),
-						  values, nulls, false, 0);
+	plan = spi_plan(&plan_apply[meta != NULL][want_rows],
+					sql_apply_variants[meta != NULL][want_rows], lengthof(argtypes), argtypes);
+	if (action == TRANSITION_RERUN)
+		rc = execute_rerun(plan, values, nulls, job, to);
+	else
+		rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	step_finish(rc, delivery, out);
 	event_notify(&job->job_id, &job->agent_id, kind, to);
 }
