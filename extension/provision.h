@@ -80,6 +80,14 @@ typedef enum CallbackAction
 	ACTION_FAILED
 } CallbackAction;
 
+/* What job_enqueue did: the job it returns stands for the request in one of three ways. */
+typedef enum EnqueueOutcome
+{
+	ENQUEUE_CREATED,   /* a new pending job (and an enqueued event) */
+	ENQUEUE_KEY_KNOWN, /* the job first created with this idempotency key */
+	ENQUEUE_OPEN_JOB   /* the agent's open job; the key was not recorded */
+} EnqueueOutcome;
+
 /* What job_lock locks and fetches. */
 typedef enum JobLockMode
 {
@@ -157,6 +165,7 @@ extern int  provision_history_retention;
 extern int  provision_max_attempts;
 extern int  provision_retry_delay;
 extern void guc_init(void);
+extern bool stripe_event_type_listed(const char *type);
 
 /* jobs.c: the state machine and the steps every entry point shares */
 extern const char      *job_status_name(JobStatus status);
@@ -175,6 +184,9 @@ extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const Deli
 					  StepResult *out);
 extern void  check_error_text(const char *error, const char *field);
 extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
+
+/* jobs.c: enqueueing, shared by enqueue_job and handle_stripe_event */
+extern EnqueueOutcome job_enqueue(const pg_uuid_t *agent_id, const char *key, pg_uuid_t *job_id);
 
 /* runs.c: run fencing */
 extern void  run_check(const LockedJob *job, int64 run_id);
@@ -221,5 +233,11 @@ extern void   json_add_int64(JsonObjectBuilder *b, const char *key, int64 value)
 extern void   json_add_uuid(JsonObjectBuilder *b, const char *key, const pg_uuid_t *value);
 extern Jsonb *json_end(JsonObjectBuilder *b);
 extern char  *uuid_to_cstring(const pg_uuid_t *uuid);
+
+/* json.c: reading the objects the extension is given */
+extern JsonbValue     *json_object_get(JsonbContainer *object, const char *key);
+extern const char     *json_value_type(const JsonbValue *v);
+extern JsonbContainer *json_value_object(const JsonbValue *v);
+extern bool            uuid_from_cstring(const char *src, pg_uuid_t *uuid);
 
 #endif /* PROVISION_H */
