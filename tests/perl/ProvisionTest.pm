@@ -472,32 +472,32 @@ my %catalog_queries = (
 		   AND NOT a.attisdropped
 		 ORDER BY 1, 2},
 	constraints => q{
-		SELECT c.conrelid::pg_catalog.regclass, c.conname, c.contype,
+		SELECT c.conrelid::pg_catalog.regclass::pg_catalog.text, c.conname, c.contype,
 		       c.condeferrable, c.condeferred, pg_catalog.pg_get_constraintdef(c.oid)
 		  FROM pg_catalog.pg_constraint c
 		 WHERE c.connamespace = 'provision'::pg_catalog.regnamespace
 		 ORDER BY 1, 2},
 	indexes => q{
-		SELECT i.indexrelid::pg_catalog.regclass, pg_catalog.pg_get_indexdef(i.indexrelid)
+		SELECT i.indexrelid::pg_catalog.regclass::pg_catalog.text, pg_catalog.pg_get_indexdef(i.indexrelid)
 		  FROM pg_catalog.pg_index i
 		  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
 		 WHERE c.relnamespace = 'provision'::pg_catalog.regnamespace
 		 ORDER BY 1},
 	triggers => q{
-		SELECT t.tgrelid::pg_catalog.regclass, t.tgname, t.tgenabled,
+		SELECT t.tgrelid::pg_catalog.regclass::pg_catalog.text, t.tgname, t.tgenabled,
 		       pg_catalog.pg_get_triggerdef(t.oid)
 		  FROM pg_catalog.pg_trigger t
 		  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
 		 WHERE c.relnamespace = 'provision'::pg_catalog.regnamespace AND NOT t.tgisinternal
 		 ORDER BY 1, 2},
 	functions => q{
-		SELECT p.oid::pg_catalog.regprocedure, p.proacl,
+		SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text, p.proacl,
 		       pg_catalog.pg_get_functiondef(p.oid)
 		  FROM pg_catalog.pg_proc p
 		 WHERE p.pronamespace = 'provision'::pg_catalog.regnamespace
 		 ORDER BY 1},
 	sequences => q{
-		SELECT s.seqrelid::pg_catalog.regclass, s.seqtypid::pg_catalog.regtype, s.seqstart,
+		SELECT s.seqrelid::pg_catalog.regclass::pg_catalog.text, s.seqtypid::pg_catalog.regtype, s.seqstart,
 		       s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle
 		  FROM pg_catalog.pg_sequence s
 		  JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
