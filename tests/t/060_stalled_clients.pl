@@ -120,20 +120,35 @@ close $_ for @late;
 {
 	my $lp = ProvisionTest::start_listener(node => $node,
 		args => [ '--max-connections-per-ip', '3', '--idle-timeout', '30s' ]);
-	my @held = map {
+	# Each held connection is answered once, and kept alive: so it is known
+	# to count.  One refused meanwhile (the start-up probe's connection may
+	# not be closed on the server side yet) is simply tried again.
+	my @held;
+	ProvisionTest::wait_until(sub {
 		my $s = $lp->connect;
-		syswrite($s, "POST /webhooks/github HTTP/1.1\r\nHost: t\r\n");
-		$s
-	} 1 .. 3;
-	sleep(0.2);
+		syswrite($s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+		my $r = ProvisionTest::parse_response(ProvisionTest::Listener::read_response($s, 5));
+		if ($r && $r->{status} == 200) { push @held, $s; }
+		else { close $s; }
+		return @held == 3;
+	}, interval => 0.05);
+	is(scalar @held, 3, 'three kept-alive connections from one address are served');
 	my $from = $lp->log_size;
 	my $extra = $lp->connect;
 	syswrite($extra, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
 	my $sel = IO::Select->new($extra);
-	my ($got, $buf) = (undef, '');
-	$got = sysread($extra, $buf, 4096) if $sel->can_read(5);
-	ok(defined $got && $got == 0, 'a fourth connection from the same address is closed')
-	  or diag "read: " . ($got // 'timeout') . " <$buf>";
+	my ($got, $buf, $readable, $error) = (undef, '', 0, '');
+	if ($sel->can_read(5))
+	{
+		$readable = 1;
+		$got = sysread($extra, $buf, 4096);
+		$error = "$!" unless defined $got;
+	}
+	# closed with the request unread, the kernel may send a reset: EOF or
+	# ECONNRESET, both mean closed
+	ok($readable && ((defined $got && $got == 0) || $error =~ /reset/i),
+		'a fourth connection from the same address is closed')
+	  or diag "read: " . ($readable ? $got // $error : 'timeout') . " <$buf>";
 	is($buf, '', 'without an answer');
 	close $extra;
 	ok($lp->wait_for_log(qr/connection limit/, $from), 'the refusal is logged');
