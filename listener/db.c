@@ -498,7 +498,12 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	struct sqlstate_action action = sqlstate_to_http(sqlstate);
 	char                   status[64];
 
-	metrics_db_error();
+	/*
+	 * A callback the database refused (400, 404, 409) is the sender's error,
+	 * not the database's: provision_db_errors_total would alert on it.
+	 */
+	if (action.retry || action.http_status >= 500)
+		metrics_db_error();
 	if (message == NULL)
 		message = "database error";
 	if (action.retry && !last_attempt)
