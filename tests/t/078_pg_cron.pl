@@ -2,10 +2,10 @@
 # Scheduling with pg_cron exactly as docs/dba-guide.md says: the cluster
 # takes the guide's postgresql.conf lines (pg_cron preloaded, jobs in
 # background workers), the guide's SQL creates provision_cron and schedules
-# expire_stale_jobs and prune_history as that role; the test then waits for
-# pg_cron's runs and sees their effect: a stale job failed with "heartbeat
-# timeout", history older than provision_cron's own retention setting gone,
-# younger history kept. Before that, the stalls the guide warns about: without
+# expire_stale_jobs, prune_history and retry_failed_jobs as that role; the
+# test then waits for pg_cron's runs and sees their effect: a stale job
+# failed with "heartbeat timeout", history older than provision_cron's own
+# retention setting gone, younger history kept, a failed job retried. Before that, the stalls the guide warns about: without
 # the preload CREATE EXTENSION pg_cron fails, and provision_cron cannot
 # schedule for itself.
 
@@ -47,7 +47,7 @@ ok($conf, "the guide shows pg_cron's postgresql.conf lines");
 like($conf, qr/^shared_preload_libraries = 'pg_cron'/m, 'they preload pg_cron');
 my ($schedule) = map { $_->[1] } grep { $_->[0] eq 'sql' && $_->[1] =~ /cron\.schedule_in_database/ }
   blocks_of_section('With pg_cron');
-ok($schedule, 'the guide shows how to schedule the two jobs');
+ok($schedule, 'the guide shows how to schedule the jobs');
 my ($roles) = map { $_->[1] } grep { $_->[0] eq 'sql' && $_->[1] =~ /CREATE ROLE provision_cron/ }
   blocks_of_section('Roles and privileges');
 ok($roles, "the guide shows provision_cron's grants");
@@ -94,8 +94,10 @@ $node->safe_psql('postgres', 'DROP EXTENSION pg_cron');
 # 60 days old (within it, beyond the default 30d).
 my (undef, $stale) = ProvisionTest::new_job($node, status => 'dispatched');
 my (undef, $fresh) = ProvisionTest::new_job($node, status => 'dispatched');
+my (undef, $failed) = ProvisionTest::new_job($node, status => 'failed');
 $node->safe_psql('provision', qq{
 	UPDATE provision.provisioning_jobs SET dispatched_at = now() - interval '1 hour' WHERE id = '$stale';
+	UPDATE provision.provisioning_jobs SET failed_at = now() - interval '10 minutes' WHERE id = '$failed';
 	INSERT INTO provision.callback_deliveries (delivery_id, job_id, received_at, result) VALUES
 	    ('old', '$stale', now() - interval '100 days', '{}'),
 	    ('recent', '$stale', now() - interval '60 days', '{}');
@@ -112,8 +114,9 @@ is($rc, 0, "the guide's scheduling block runs as written") or diag($err);
 is($node->safe_psql('postgres',
 		'SELECT jobname, schedule, database, username, active FROM cron.job ORDER BY jobid'),
 	"provision-expire|* * * * *|provision|provision_cron|t\n"
-	  . "provision-prune|17 3 * * *|provision|provision_cron|t",
-	'both jobs are scheduled in database provision as provision_cron');
+	  . "provision-prune|17 3 * * *|provision|provision_cron|t\n"
+	  . "provision-retry|* * * * *|provision|provision_cron|t",
+	'the jobs are scheduled in database provision as provision_cron');
 
 # The pruning job's daily schedule would not come round during the test: the
 # same job, moved to the next minute like the expiry job.
@@ -125,18 +128,19 @@ my $done = ProvisionTest::wait_until(
 	sub {
 		$node->safe_psql('postgres', q{
 			SELECT count(DISTINCT jobid) FROM cron.job_run_details
-			 WHERE status IN ('succeeded', 'failed')}) == 2;
+			 WHERE status IN ('succeeded', 'failed')}) == 3;
 	},
 	timeout => 150,
 	interval => 1);
-ok($done, 'both jobs ran within the next minute');
+ok($done, 'every job ran within the next minute');
 my $runs = $node->safe_psql('postgres', q{
 	SELECT DISTINCT ON (j.jobname) j.jobname, d.username, d.status, d.return_message
 	  FROM cron.job_run_details d JOIN cron.job j USING (jobid)
 	 ORDER BY j.jobname, d.start_time});
 is($runs,
 	"provision-expire|provision_cron|succeeded|SELECT 1\n"
-	  . "provision-prune|provision_cron|succeeded|SELECT 1",
+	  . "provision-prune|provision_cron|succeeded|SELECT 1\n"
+	  . "provision-retry|provision_cron|succeeded|SELECT 1",
 	'each ran as provision_cron and succeeded');
 
 my $job = ProvisionTest::job_row($node, $stale);
@@ -150,5 +154,8 @@ is($node->safe_psql('provision',
 	't', "and kept the 60-day-old events: provision_cron's 90d retention applied, not the default 30d");
 is($node->safe_psql('provision', 'SELECT string_agg(delivery_id, \',\') FROM provision.callback_deliveries'),
 	'recent', 'the 100-day-old delivery is gone, the 60-day-old one stays');
+is($node->safe_psql('provision',
+		"SELECT status FROM provision.provisioning_jobs WHERE idempotency_key = 'retry:$failed'"),
+	'pending', 'retry_failed_jobs enqueued a new job for the failed one');
 
 done_testing();
