@@ -425,11 +425,12 @@ sub failover
 		"%s: first write on the new primary %.2f s after the kill (monitor: unhealthy +%.1f s, "
 		  . "promoted +%.1f s, wait_primary +%.1f s); 503s from +%.2f to +%.2f s, the last %.2f s "
 		  . "after the first write; %d callbacks answered 200 (applied %d, duplicates %d) in %.1f s "
-		  . "of load (%.0f a second, the outage included), %d answers 503; %d deliveries recorded on the "
-		  . "new primary, %d events for %d jobs; listener pid %d",
+		  . "of load (%.0f a second outside the 503 window), %d answers 503; %d deliveries recorded "
+		  . "on the new primary, %d events for %d jobs; listener pid %d",
 		$what, $f{write}, $ev{unhealthy} // -1, $ev{promoted} // -1, $ev{writable} // -1,
 		$f{first_503}, $f{last_503}, $f{after_write}, $fig->{ok}, $fig->{applied},
-		$fig->{duplicates}, $load->{elapsed}, $fig->{ok} / $load->{elapsed}, $f{n_503},
+		$fig->{duplicates}, $load->{elapsed},
+		$fig->{ok} / ($load->{elapsed} - ($f{last_503} - $f{first_503})), $f{n_503},
 		$fig->{rows}, $fig->{events} // 0, $fig->{jobs}, $pid));
 	return \%f;
 }
