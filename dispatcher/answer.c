@@ -177,6 +177,7 @@ parse_run_details(const char *body, struct dispatch_decision *d)
 	cJSON       *root = cJSON_Parse(body);
 	const cJSON *url = cJSON_GetObjectItemCaseSensitive(root, "html_url");
 
+	/* the id is what fences; a URL that could not go into a log or a link is left out */
 	if (json_id(cJSON_GetObjectItemCaseSensitive(root, "workflow_run_id"), &d->run_id) &&
 		cJSON_IsString(url) && usable_url(url->valuestring, sizeof d->run_url))
 		snprintf(d->run_url, sizeof d->run_url, "%s", url->valuestring);
