@@ -869,7 +869,7 @@ static void
 wait_for_work(struct dispatcher *d, struct dispatcher_signals *sig)
 {
 	double        now = mono();
-	double        until = d->next_poll;
+	double        until = d->poll_now ? now : d->next_poll;
 	bool          is_paused = paused(d);
 	struct pollfd pfd[2];
 	int           nfd = 0;
@@ -995,6 +995,9 @@ dispatcher_run(struct dispatcher *d, struct dispatcher_signals *sig)
 			poll_database(d);
 		send_due(d, sig);
 		publish_readiness(d);
+		/* a notification read along with a statement's result leaves nothing on the socket */
+		if (db_is_up(d->db) && db_take_wakeup(d->db))
+			d->poll_now = true;
 		if (!sig->stop)
 			wait_for_work(d, sig);
 	}
