@@ -137,11 +137,16 @@ sub new
 	croak "fork: $!" unless defined $pid;
 	if ($pid == 0)
 	{
+		# Its own process group, so that stop() ends the connections too;
+		# and never back into the test script, whatever happens.
+		POSIX::setpgid(0, 0);
 		$SIG{CHLD} = 'IGNORE';
 		$SIG{TERM} = sub { POSIX::_exit(0) };
-		$self->_serve($d);
+		eval { $self->_serve($d) };
+		print STDERR "FakeGitHub server: $@" if $@;
 		POSIX::_exit(0);
 	}
+	POSIX::setpgid($pid, $pid);    # also here: whichever runs first
 	close $d;
 	$self->{pid} = $pid;
 	push @running, $self;
@@ -308,6 +313,7 @@ sub stop
 {
 	my ($self) = @_;
 	return unless $self->{pid};
+	kill 'TERM', -$self->{pid};
 	kill 'TERM', $self->{pid};
 	waitpid($self->{pid}, 0);
 	delete $self->{pid};
@@ -446,8 +452,9 @@ sub _serve
 		}
 		if ($pid == 0)
 		{
-			close $d;
-			$self->_connection($c);
+			# $d stays open: HTTP::Daemon asks it for its address
+			eval { $self->_connection($c) };
+			print STDERR "FakeGitHub connection: $@" if $@ && -d $self->{dir};
 			POSIX::_exit(0);
 		}
 		close $c;
