@@ -598,6 +598,7 @@ flush(struct dispatcher *d, bool force)
 struct candidate
 {
 	struct orphan o;
+	bool          sent_lately; /* by this process, less than RESEND_AFTER_S ago */
 	bool          matched;
 	long long     run_id;
 	char          run_url[512];
@@ -716,13 +717,16 @@ reconcile(struct dispatcher *d)
 	{
 		bool locked;
 
-		if (find_job(d, found[i].id) != NULL || recently_sent(d, found[i].id, now))
+		if (find_job(d, found[i].id) != NULL)
 			continue;
 		if (db_lock_job(d->db, found[i].id, &locked, &err) != DB_OK)
 			goto done;
 		/* locked by another session: a live dispatcher is working on it */
-		if (locked)
-			c[nc++].o = found[i];
+		if (!locked)
+			continue;
+		c[nc].o = found[i];
+		c[nc].sent_lately = recently_sent(d, found[i].id, now);
+		nc++;
 	}
 	if (nc == 0)
 		goto done;
@@ -746,7 +750,8 @@ reconcile(struct dispatcher *d)
 					goto done;
 			}
 		}
-		else if (listed && c[i].o.age_s >= RESEND_AFTER_S && d->njobs < 2 * d->cfg->batch)
+		else if (listed && c[i].o.age_s >= RESEND_AFTER_S && !c[i].sent_lately &&
+				 d->njobs < 2 * d->cfg->batch)
 		{
 			if (add_job(d, c[i].o.id, c[i].o.agent_id, true, true) != NULL)
 			{
