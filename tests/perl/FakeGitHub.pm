@@ -177,7 +177,8 @@ sub pid     { return $_[0]{pid}; }
 =item script(@answers)
 
 Queues answers, each a hash ref: C<endpoint> (C<dispatch>, C<runs>,
-C<token>), C<status>, C<body> (a hash ref is sent as JSON, a string as
+C<token>), C<status> (without one the usual answer is given, after the
+C<delay>), C<body> (a hash ref is sent as JSON, a string as
 is), C<headers> (hash ref), C<delay> (seconds before answering), C<hang>
 (never answer; the connection's process waits until the client goes away
 or C<hang> seconds pass), C<create_run> (a dispatch creates its run
@@ -617,12 +618,11 @@ sub _handle
 			$self->_record({ seq => $seq, hung => 1 });
 			return undef;
 		}
-		$res = _answer($entry->{status} // 200, $entry->{body}, %{ $entry->{headers} // {} });
+		$res = _answer($entry->{status}, $entry->{body}, %{ $entry->{headers} // {} })
+		  if defined $entry->{status};
 	}
-	else
-	{
-		$res = $self->_default($endpoint, $state, $bearer, \%rec, $path_repo, $path_wf);
-	}
+	# no status scripted (only a delay): the usual answer, from the state as it is now
+	$res //= $self->_default($endpoint, $self->_read_state, $bearer, \%rec, $path_repo, $path_wf);
 	$self->_record({ seq => $seq, status => $res->code });
 	return $res;
 }
