@@ -156,13 +156,17 @@ db_down_reason(const struct db *db)
 static void
 mark_down(struct db *db, const char *why)
 {
+	char reason[sizeof db->down_reason];
+
+	/* why may be PQerrorMessage(db->conn), which PQfinish frees */
+	snprintf(reason, sizeof reason, "%.*s", first_line(why), why);
 	if (db->conn != NULL)
 	{
-		log_warn("database connection lost: %.*s", first_line(why), why);
+		log_warn("database connection lost: %s", reason);
 		PQfinish(db->conn);
 		db->conn = NULL;
 	}
-	snprintf(db->down_reason, sizeof db->down_reason, "%.*s", first_line(why), why);
+	snprintf(db->down_reason, sizeof db->down_reason, "%s", reason);
 	metrics_db_error();
 	db->next_attempt = monotonic_seconds() + db->backoff_s;
 	db->backoff_s *= 2;
