@@ -6,6 +6,9 @@
 # group (what Ctrl-C sends) stops the listener and the cluster, leaving no
 # process behind. A second run reuses the cluster and the secret; after a
 # crash (everything killed, stale postmaster.pid) a third run still starts.
+# Without a repository and a token it runs no dispatcher and says so; a
+# fourth run with them (against the fake GitHub) dispatches the open demo
+# job and stops the dispatcher with the rest.
 
 use strict;
 use warnings;
@@ -18,6 +21,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use ProvisionTest;
+use DispatcherTest;
 
 my $root = ProvisionTest::repo_root();
 my $timeout = ProvisionTest::timeout();
@@ -38,6 +42,7 @@ my $runs = 0;
 # foreground job), output to a log. Returns (pid, log path).
 sub start_run
 {
+	my (%env) = @_;
 	$runs++;
 	my $log = "$PostgreSQL::Test::Utils::log_path/070_make_run_$runs.log";
 	my $pid = fork();
@@ -48,6 +53,7 @@ sub start_run
 		chdir $copy or POSIX::_exit(126);
 		delete $ENV{$_} for grep { /^(PROVISION_|PG)/ } keys %ENV;
 		$ENV{PROVISION_LISTEN} = $listen;
+		$ENV{$_} = $env{$_} for keys %env;
 		open(STDIN, '<', '/dev/null');
 		open(STDOUT, '>', $log) or POSIX::_exit(127);
 		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(127);
@@ -154,6 +160,8 @@ ready_or_stop($pid, $log, 'make run serves: /readyz answers 200');
 my $out = slurp_file($log);
 like($out, qr/make run: creating the cluster/, 'the first run creates the cluster');
 like($out, qr/make run: creating a random secret/, 'and the secret');
+like($out, qr/make run: no dispatcher: set PROVISION_GITHUB_REPO and PROVISION_GITHUB_TOKEN/,
+	'without a repository and a token: no dispatcher, and it says so');
 is($http->get("http://$listen/healthz")->{status}, 200, '/healthz answers 200');
 
 my ($job) = $out =~ /^JOB_ID=([0-9a-f-]{36})$/m;
@@ -232,5 +240,29 @@ like(slurp_file($log2), qr/make run is already running in this checkout \(pid \d
 is($http->get("http://$listen/readyz")->{status}, 200, 'the first run still serves');
 $runs--;    # stop_run's messages name the run being stopped
 stop_run($pid, $log);
+
+# ---- run 4: with a repository and a token, a dispatcher too ---------------------
+my $gh = FakeGitHub->new(tokens => [$DispatcherTest::TOKEN]);
+($pid, $log) = start_run(
+	PROVISION_GITHUB_REPO  => 'acme/agents',
+	PROVISION_GITHUB_TOKEN => $DispatcherTest::TOKEN,
+	PROVISION_GITHUB_API   => $gh->url);
+ready_or_stop($pid, $log, 'make run with a dispatcher serves');
+like(slurp_file($log), qr{make run: dispatching open jobs to acme/agents \(workflow provision\.yml\)},
+	'it says it dispatches');
+my ($job4) = slurp_file($log) =~ /^JOB_ID=([0-9a-f-]{36})$/m;
+ok(ProvisionTest::wait_until(sub {
+		psql("SELECT workflow_run_id IS NOT NULL FROM provision.provisioning_jobs WHERE id = '$job4'") eq 't';
+	}), 'the open demo job is dispatched and its run recorded');
+my ($call) = $gh->requests(endpoint => 'dispatch');
+is($call->{json}{inputs}{job_id}, $job4, 'GitHub got the demo job');
+is(psql("SELECT count(*) FROM pg_roles WHERE rolname = 'provision_dispatcher' AND NOT rolsuper"),
+	1, 'the dispatcher runs as a role of its own');
+my ($listener_pid) = grep { /provision-listener/ } processes_in_copy();
+($listener_pid) = split / /, $listener_pid // '';
+unlike(slurp_file("/proc/$listener_pid/environ") // '', qr/\Q$DispatcherTest::TOKEN\E/,
+	'the listener does not get the token');
+stop_run($pid, $log);
+like(slurp_file($log), qr/make run: dispatcher stopped/, 'the dispatcher stopped too');
 
 done_testing();
