@@ -35,11 +35,6 @@ struct github
 	time_t app_token_expires;
 };
 
-struct call
-{
-	struct github_answer *ans;
-};
-
 static double
 monotonic_seconds(void)
 {
