@@ -1,9 +1,14 @@
-# provision: the PostgreSQL extension (PGXS) and the webhook listener.
+# provision: the PostgreSQL extension (PGXS), the webhook listener and the
+# dispatcher.
 #
-#   make                 build the extension and listener/provision-listener
-#   make install         install both (PG_CONFIG=..., PREFIX=... override)
+#   make                 build the extension, listener/provision-listener and
+#                        dispatcher/provision-dispatcher
+#   make install         install all three (PG_CONFIG=..., PREFIX=... override)
 #   make run             private cluster under .run/ and a listener on :8080
+#                        (and a dispatcher when a repository and a token are set)
 #   make test            every suite against private clusters it starts itself
+#   make test-cassert    pg_regress and isolation on PostgreSQL built with
+#                        assertions (make test-cassert-valgrind: under valgrind)
 #   make installcheck    the pg_regress and isolation suites on a running server
 
 EXTENSION   = provision
@@ -43,6 +48,7 @@ else
 all install installcheck clean:
 	@echo "PostgreSQL 15 server development files not found ($(PG_CONFIG) --pgxs)." >&2
 	@echo "Run 'scripts/deps run' (as root) or 'make run', or set PG_CONFIG." >&2
+	@echo "On a host that runs only the listener: make -C listener && make -C listener install" >&2
 	@exit 1
 endif
 
@@ -52,22 +58,40 @@ export PG_CONFIG
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-all: listener
-.PHONY: listener listener-install test run lint fuzz test-faults
+all: listener dispatcher
+.PHONY: listener listener-install dispatcher dispatcher-install test run lint fuzz test-faults \
+        test-cassert test-cassert-valgrind
 
 listener:
 	$(MAKE) -C listener VERSION=$(EXTVERSION)
 
-install: listener-install
+dispatcher:
+	$(MAKE) -C dispatcher VERSION=$(EXTVERSION)
+
+install: listener-install dispatcher-install
 listener-install: listener
 	$(MAKE) -C listener install PREFIX=$(PREFIX)
 
-clean: listener-clean
+dispatcher-install: dispatcher
+	$(MAKE) -C dispatcher install PREFIX=$(PREFIX)
+
+clean: listener-clean dispatcher-clean
 listener-clean:
 	$(MAKE) -C listener clean
 
+dispatcher-clean:
+	$(MAKE) -C dispatcher clean
+
 test:
 	tests/run
+
+# The pg_regress and isolation suites on PostgreSQL 15 built from Debian's
+# source package with --enable-cassert (tests/cassert; the build is cached
+# outside the checkout), and the same with that server under valgrind.
+test-cassert:
+	TEST_SUITES=cassert tests/run
+test-cassert-valgrind:
+	TEST_SUITES=cassert-valgrind tests/run
 
 # Every fault-injection test (tests/faults), the slow ones too.
 test-faults:

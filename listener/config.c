@@ -15,8 +15,6 @@
 
 #define SECRET_FILE_MAX 65536
 
-extern char **environ;
-
 struct option_spec;
 
 typedef bool (*option_parser)(const struct option_spec *opt, struct config *cfg, const char *value,
@@ -76,8 +74,9 @@ static const struct option_spec options[] = {
 	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
 	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
 	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
-	 100L * 365 * 24 * 3600,
-	 "how far webhook-timestamp, or a Stripe event's t=, may be from now, either way"},
+	 7L * 24 * 3600,
+	 "how far webhook-timestamp may be from now, either way, 0 to 604800 (a week); a Stripe "
+	 "event's t= too"},
 	{"pool", "PROVISION_POOL", "10", "N", parse_long, F(pool), 1, 1000, "database connections"},
 	{"threads", "PROVISION_THREADS", NULL, "N", parse_long, F(threads), 1, 1000,
 	 "worker threads running database calls (default: same as --pool)"},
@@ -194,6 +193,8 @@ config_parse_duration(const char *value, long *ms)
 		scale = 1;
 	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
 		scale = 60000;
+	else if (strcmp(end, "h") == 0)
+		scale = 3600000;
 	else
 		return false;
 	if (n > LONG_MAX / scale)
@@ -411,7 +412,7 @@ parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char
 	{
 		snprintf(
 			err, errlen,
-			"invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to %lds",
+			"invalid %s \"%s\": expected a duration such as 500ms, 10s, 2m or 1h, from %ldms to %lds",
 			origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
 		return false;
 	}
@@ -558,32 +559,6 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char 
 	return CONFIG_OK;
 }
 
-/*
- * unsetenv() only drops the pointer from environ: the "NAME=value" string
- * itself stays where the kernel put the initial environment, and
- * /proc/PID/environ reads it from there.  So the value is overwritten in
- * place first.  Not thread-safe, like everything that touches environ: the
- * daemon calls it before it starts any thread.
- */
-void
-config_scrub_environment(void)
-{
-	for (int o = 0; o < NOPTIONS; o++)
-	{
-		const char *name = options[o].env;
-		size_t      n;
-
-		if ((options[o].parse != parse_secret && options[o].parse != parse_stripe_secret) ||
-			name == NULL)
-			continue;
-		n = strlen(name);
-		for (char **e = environ; e != NULL && *e != NULL; e++)
-			if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
-				OPENSSL_cleanse(*e + n + 1, strlen(*e + n + 1));
-		unsetenv(name);
-	}
-}
-
 void
 config_free(struct config *cfg)
 {
@@ -633,7 +608,7 @@ config_usage(FILE *out)
 				 "provision.handle_callback() in PostgreSQL; with a Stripe secret, Stripe\n"
 				 "events too, with provision.handle_stripe_event().\n\n"
 				 "Every option may also come from its environment variable; flags win.\n"
-				 "Durations take ms, s (the default unit) or m. SIGHUP re-reads the secret\n"
+				 "Durations take ms, s (the default unit), m or h. SIGHUP re-reads the secret\n"
 				 "files; SIGTERM or SIGINT finishes the requests in progress and exits.\n\n");
 	for (int i = 0; i < NOPTIONS; i++)
 	{

@@ -64,14 +64,6 @@ void config_free(struct config *cfg);
 bool config_read_secret_file(const char *path, enum secret_form form, struct secrets *out,
 							 char *err, size_t errlen);
 
-/*
- * Overwrites the values of the secret environment variables
- * (PROVISION_WEBHOOK_SECRET, PROVISION_STRIPE_WEBHOOK_SECRET) in place and
- * removes them, so that neither /proc/PID/environ nor a child process sees
- * them.  Call it before starting any thread.
- */
-void config_scrub_environment(void);
-
 /* Writes --help text, generated from the option table. */
 void config_usage(FILE *out);
 

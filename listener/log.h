@@ -6,6 +6,7 @@
 #define PROVISION_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_format
 {
@@ -14,6 +15,15 @@ enum log_format
 };
 
 void log_set_format(enum log_format format);
+
+/*
+ * msg on one line, for a log message: its lines joined with "; ", without
+ * the tab-indented lines under them (libpq's hints).  libpq's message after
+ * a multi-host connection attempt has one line per host tried, and each
+ * host's reason matters.  Writes at most len bytes (truncated, always
+ * terminated) and returns buf.
+ */
+const char *log_one_line(const char *msg, char *buf, size_t len);
 
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -27,5 +37,21 @@ void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
 				 const char *delivery_id, const char *job_id, const char *event_id,
 				 const char *event_type);
+
+/* A field of log_event. */
+struct log_field
+{
+	const char *key;
+	const char *value;  /* NULL: the field is left out */
+	bool        number; /* a JSON number in the json format (value is its digits) */
+};
+
+/*
+ * One line with a message and up to LOG_EVENT_FIELDS_MAX fields, in either
+ * format; values are escaped like those of log_request.  level is "info",
+ * "warning" or "error".
+ */
+#define LOG_EVENT_FIELDS_MAX 12
+void log_event(const char *level, const char *msg, const struct log_field *fields, int nfields);
 
 #endif

@@ -8,6 +8,7 @@
  */
 #include "config.h"
 #include "db.h"
+#include "environ.h"
 #include "http.h"
 #include "log.h"
 
@@ -113,8 +114,9 @@ main(int argc, char **argv)
 		case CONFIG_OK:
 			break;
 	}
-	/* the secrets are in cfg now; no thread exists yet */
-	config_scrub_environment();
+	/* the secrets are in cfg now; environ is not thread-safe, and no thread exists yet */
+	env_wipe("PROVISION_WEBHOOK_SECRET");
+	env_wipe("PROVISION_STRIPE_WEBHOOK_SECRET");
 	log_set_format(cfg.log_format);
 
 	/*

@@ -115,11 +115,12 @@ test_precedence(void)
 		   "flags: --prepared-statements=off parses");
 	ok(!cfg.prepared_statements, "flags: --prepared-statements off beats the environment");
 	is_int(parse(&cfg, err, sizeof err, "--statement-timeout", "250ms", "--idle-timeout", "2m",
-				 "--pool-wait", "0", NULL),
+				 "--pool-wait", "0", "--shutdown-timeout", "1h", NULL),
 		   CONFIG_OK, "durations parse");
 	is_int(cfg.statement_timeout_ms, 250, "durations: ms unit");
 	is_int(cfg.idle_timeout_ms, 120000, "durations: m unit");
 	is_int(cfg.pool_wait_ms, 0, "durations: bare number is seconds");
+	is_int(cfg.shutdown_timeout_ms, 3600000, "durations: h unit, the documented maximum");
 	config_free(&cfg);
 }
 
@@ -175,6 +176,7 @@ test_errors(void)
 				 "--schemes", "standard,,github", NULL);
 	expect_error("schemes without commas", "--schemes", "--schemes", "standard github", NULL);
 	expect_error("schemes are case-sensitive", "--schemes", "--schemes", "Standard", NULL);
+	expect_error("unknown duration unit", "--idle-timeout", "--idle-timeout", "1d", NULL);
 	expect_error("unknown option", "--nope", "--nope", NULL);
 	expect_error("missing value", "--pool", "--pool", NULL);
 	expect_error("positional argument", "stray", "stray", NULL);
@@ -255,32 +257,44 @@ test_secret_file(void)
 }
 
 /*
- * putenv() puts the caller's own string into environ, as the kernel's
- * initial environment is: after scrubbing, its value bytes must be gone,
- * not only the pointer.
+ * A week at most: a replay inside the tolerance is answered as a duplicate
+ * only while its delivery id is kept (provision.history_retention, 30 days
+ * by default).
  */
 static void
-test_scrub_environment(void)
+test_tolerance_range(void)
 {
-	static char webhook[] = "PROVISION_WEBHOOK_SECRET=scrub-me-0123456789";
-	static char stripe[] = "PROVISION_STRIPE_WEBHOOK_SECRET=whsec_scrub_me_too_0123";
-	static char other[] = "PROVISION_POOL=4";
-	const char *value = webhook + strlen("PROVISION_WEBHOOK_SECRET=");
-	const char *stripe_value = stripe + strlen("PROVISION_STRIPE_WEBHOOK_SECRET=");
+	struct config cfg = {0};
+	char          err[512];
+	char         *text = NULL;
+	size_t        len = 0;
+	FILE         *out;
 
-	ok(putenv(webhook) == 0 && putenv(stripe) == 0 && putenv(other) == 0, "scrub: variables set");
-	config_scrub_environment();
-	ok(getenv("PROVISION_WEBHOOK_SECRET") == NULL, "scrub: the secret variable is unset");
-	ok(getenv("PROVISION_STRIPE_WEBHOOK_SECRET") == NULL && stripe_value[0] == '\0' &&
-		   memchr(stripe_value, 'w', strlen("whsec_scrub_me_too_0123")) == NULL,
-	   "scrub: the Stripe secret variable is overwritten and unset");
-	ok(value[0] == '\0' && memchr(value, 's', strlen("scrub-me-0123456789")) == NULL &&
-		   memchr(value, '0', strlen("scrub-me-0123456789")) == NULL,
-	   "scrub: the value's bytes are overwritten in place");
-	ok(strncmp(webhook, "PROVISION_WEBHOOK_SECRET=", 25) == 0,
-	   "scrub: the name stays, so the entry reads as an empty value");
-	is_str(getenv("PROVISION_POOL"), "4", "scrub: other variables are left alone");
-	unsetenv("PROVISION_POOL");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
+	is_int(parse(&cfg, err, sizeof err, "--tolerance", "604800", NULL), CONFIG_OK,
+		   "tolerance: 604800 accepted");
+	is_int(cfg.tolerance, 604800, "tolerance: a week");
+	is_int(parse(&cfg, err, sizeof err, "--tolerance", "0", NULL), CONFIG_OK,
+		   "tolerance: 0 accepted");
+	is_int(parse(&cfg, err, sizeof err, "--tolerance", "604801", NULL), CONFIG_ERROR,
+		   "tolerance: 604801 refused");
+	is_str(err, "invalid --tolerance \"604801\": expected an integer from 0 to 604800",
+		   "tolerance: the error names the range");
+	set_env(1, "PROVISION_TOLERANCE", "3153600000");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_ERROR,
+		   "tolerance: PROVISION_TOLERANCE of 100 years refused");
+	is_str(err, "invalid PROVISION_TOLERANCE \"3153600000\": expected an integer from 0 to 604800",
+		   "tolerance: the variable's error names the range");
+	config_free(&cfg);
+
+	out = open_memstream(&text, &len);
+	ok(out != NULL, "tolerance: memory stream opened");
+	if (out == NULL)
+		return;
+	config_usage(out);
+	fclose(out);
+	ok(strstr(text, "0 to 604800 (a week)") != NULL, "tolerance: --help gives the range");
+	free(text);
 }
 
 static void
@@ -430,8 +444,8 @@ main(void)
 	test_defaults();
 	test_precedence();
 	test_errors();
+	test_tolerance_range();
 	test_secret_file();
-	test_scrub_environment();
 	test_help_version();
 	test_help_text();
 	test_schemes();
