@@ -7,6 +7,20 @@
  * down requests get a quick 503 instead of piling up behind connect
  * attempts, and no worker ever waits for another one's reconnect.
  *
+ * Each callback is one explicit transaction, BEGIN ISOLATION LEVEL READ
+ * COMMITTED, the call, COMMIT, sent as one pipeline with a single Sync: one
+ * round trip, and every result of it is read, so that an error raised at
+ * COMMIT (a deferred constraint trigger, a serialization failure) is seen
+ * and never answered 2xx.  The isolation level travels with the
+ * transaction itself because the alternatives do not survive a pooler:
+ * an "options=-c default_transaction_isolation=..." startup parameter is
+ * refused by PgBouncer (or dropped with ignore_startup_parameters), and a
+ * SET at connect stays on whichever server connection ran it while
+ * PgBouncer in transaction pooling mode hands the next transaction to
+ * another one.  So a role or database default of REPEATABLE READ or
+ * SERIALIZABLE never reaches handle_callback, whose exactly-once guarantee
+ * is stated for READ COMMITTED.
+ *
  * Each new connection prepares the callback statement (--prepared-statements
  * auto), which saves the server parsing and planning it on every call.
  * Behind PgBouncer in transaction pooling mode a prepared statement lives on
@@ -44,6 +58,9 @@
 static const char CALLBACK_STMT[] = "provision_handle_callback";
 static const char CALLBACK_SQL[] =
 	"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
+static const char BEGIN_SQL[] = "BEGIN ISOLATION LEVEL READ COMMITTED";
+static const char COMMIT_SQL[] = "COMMIT";
+static const char ROLLBACK_SQL[] = "ROLLBACK";
 static const char READY_SQL[] =
 	"SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
 static const char SET_TIMEOUT_SQL[] =
@@ -108,10 +125,12 @@ ms_until(const struct timespec *t)
 	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
 }
 
+/* A connection left inside a transaction (a failed ROLLBACK) is not reused. */
 static bool
 slot_usable(const struct slot *s)
 {
-	return s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK;
+	return s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK &&
+		   PQtransactionStatus(s->conn) == PQTRANS_IDLE;
 }
 
 /* Length of the first line of a libpq message, for one-line logs. */
@@ -165,9 +184,67 @@ log_notice(void *arg, const PGresult *res)
 }
 
 /*
- * Waits at most until deadline for the result of what was just sent.
- * Results beyond the first are drained so the connection is ready for the
- * next statement.
+ * How much a result says about the outcome: an error decides it, rows are
+ * the answer, and a bare command status (BEGIN, COMMIT, SET) only confirms.
+ */
+static int
+result_weight(const PGresult *r)
+{
+	switch (PQresultStatus(r))
+	{
+		case PGRES_FATAL_ERROR:
+			return 2;
+		case PGRES_TUPLES_OK:
+			return 1;
+		default:
+			return 0;
+	}
+}
+
+/*
+ * Keeps the result that decides the outcome: the first error, else the
+ * first rows, else the first result.  An error may follow a good result
+ * (one raised at COMMIT), so no result is final until the last one has
+ * been read.
+ */
+static void
+keep_result(PGresult **kept, PGresult *r)
+{
+	if (*kept == NULL)
+		*kept = r;
+	else if (result_weight(r) > result_weight(*kept))
+	{
+		PQclear(*kept);
+		*kept = r;
+	}
+	else
+		PQclear(r);
+}
+
+/* Waits at most until deadline for libpq to have a result ready. */
+static bool
+wait_readable(PGconn *conn, const struct timespec *deadline)
+{
+	while (PQisBusy(conn))
+	{
+		struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
+		long          left = ms_until(deadline);
+		int           n;
+
+		if (left <= 0)
+			return false;
+		n = poll(&pfd, 1, (int) left);
+		if (n < 0 && errno != EINTR)
+			return false;
+		if (n > 0 && !PQconsumeInput(conn))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Waits at most until deadline for every result of what was just sent
+ * (until PQgetResult returns NULL); *res is the one keep_result chose.
  */
 static enum exec_outcome
 exec_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
@@ -177,27 +254,16 @@ exec_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
 	*res = NULL;
 	for (;;)
 	{
-		while (PQisBusy(conn))
+		if (!wait_readable(conn, deadline))
 		{
-			struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
-			long          left = ms_until(deadline);
-			int           n;
-
-			if (left <= 0)
-				return EXEC_BROKEN;
-			n = poll(&pfd, 1, (int) left);
-			if (n < 0 && errno != EINTR)
-				return EXEC_BROKEN;
-			if (n > 0 && !PQconsumeInput(conn))
-				return EXEC_BROKEN;
+			PQclear(*res);
+			*res = NULL;
+			return EXEC_BROKEN;
 		}
 		r = PQgetResult(conn);
 		if (r == NULL)
 			break;
-		if (*res == NULL)
-			*res = r;
-		else
-			PQclear(r);
+		keep_result(res, r);
 	}
 	if (*res == NULL || PQstatus(conn) != CONNECTION_OK)
 	{
@@ -209,32 +275,110 @@ exec_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
 }
 
 /*
- * Runs one statement, at most timeout_ms: the prepared statement name when
- * it is not NULL, else the unnamed statement sql.
+ * The pipeline counterpart of exec_wait: reads the results of every query
+ * up to the Sync.  libpq ends each query's results with a NULL; two NULLs in
+ * a row mean nothing more is coming, which only a broken connection does
+ * before the Sync.  Queries skipped after an error report
+ * PGRES_PIPELINE_ABORTED, which says nothing the error did not.
  */
 static enum exec_outcome
-exec_statement(PGconn *conn, const char *name, const char *sql, int nparams,
-			   const char *const *values, long timeout_ms, PGresult **res)
+pipeline_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
 {
-	struct timespec deadline;
-	int             sent;
+	bool ended = false;
 
 	*res = NULL;
-	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
-	if (name != NULL)
-		sent = PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0);
-	else
-		sent = PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
-	if (!sent)
-		return EXEC_BROKEN;
-	return exec_wait(conn, &deadline, res);
+	for (;;)
+	{
+		PGresult *r;
+
+		if (!wait_readable(conn, deadline))
+			goto broken;
+		r = PQgetResult(conn);
+		if (r == NULL)
+		{
+			if (ended || PQstatus(conn) != CONNECTION_OK)
+				goto broken;
+			ended = true;
+			continue;
+		}
+		ended = false;
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+		{
+			PQclear(r);
+			break;
+		}
+		if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED)
+			PQclear(r);
+		else
+			keep_result(res, r);
+	}
+	if (*res == NULL || PQstatus(conn) != CONNECTION_OK || !PQexitPipelineMode(conn))
+		goto broken;
+	return EXEC_RESULT;
+
+broken:
+	PQclear(*res);
+	*res = NULL;
+	return EXEC_BROKEN;
 }
 
+/* Runs one statement outside the callback's transaction, at most timeout_ms. */
 static enum exec_outcome
 exec_params(PGconn *conn, const char *sql, int nparams, const char *const *values, long timeout_ms,
 			PGresult **res)
 {
-	return exec_statement(conn, NULL, sql, nparams, values, timeout_ms, res);
+	struct timespec deadline;
+
+	*res = NULL;
+	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
+	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+		return EXEC_BROKEN;
+	return exec_wait(conn, &deadline, res);
+}
+
+/*
+ * Runs one statement (prepared when name is not NULL) in its own READ
+ * COMMITTED transaction, at most timeout_ms, and returns its result or the
+ * first error of the transaction, COMMIT included (see the top of the
+ * file).  After an error before COMMIT the server keeps the transaction
+ * open and aborted: it is rolled back at once, so that behind a pooler the
+ * server connection is not held, and so that the next call starts clean.
+ */
+static enum exec_outcome
+exec_transaction(PGconn *conn, const char *name, const char *sql, int nparams,
+				 const char *const *values, long timeout_ms, PGresult **res)
+{
+	struct timespec   deadline;
+	enum exec_outcome out;
+	PGresult         *rollback;
+	bool              sent;
+
+	*res = NULL;
+	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
+	if (!PQenterPipelineMode(conn))
+		return EXEC_BROKEN;
+	sent = PQsendQueryParams(conn, BEGIN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
+		   (name != NULL ? PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0)
+						 : PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0)) &&
+		   PQsendQueryParams(conn, COMMIT_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
+		   PQpipelineSync(conn);
+	if (!sent)
+		return EXEC_BROKEN;
+	out = pipeline_wait(conn, &deadline, res);
+	if (out != EXEC_RESULT || PQtransactionStatus(conn) != PQTRANS_INERROR)
+		return out;
+	if (exec_params(conn, ROLLBACK_SQL, 0, NULL, ms_until(&deadline), &rollback) == EXEC_RESULT)
+	{
+		if (PQresultStatus(rollback) != PGRES_COMMAND_OK)
+		{
+			const char *msg = PQresultErrorMessage(rollback);
+
+			log_warn("rollback after a failed call failed: %.*s", first_line(msg), msg);
+		}
+		PQclear(rollback);
+	}
+	/* a connection still in the transaction is dropped on release */
+	return EXEC_RESULT;
 }
 
 /*
@@ -559,8 +703,8 @@ exec_callback(struct db_pool *pool, struct slot *s, const char *const *params, P
 	const char       *sqlstate;
 
 	if (!s->prepared)
-		return exec_statement(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
-	out = exec_statement(s->conn, CALLBACK_STMT, NULL, 2, params, timeout_ms, res);
+		return exec_transaction(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
+	out = exec_transaction(s->conn, CALLBACK_STMT, NULL, 2, params, timeout_ms, res);
 	if (out != EXEC_RESULT || PQresultStatus(*res) != PGRES_FATAL_ERROR)
 		return out;
 	sqlstate = PQresultErrorField(*res, PG_DIAG_SQLSTATE);
@@ -571,7 +715,9 @@ exec_callback(struct db_pool *pool, struct slot *s, const char *const *params, P
 			 CALLBACK_STMT, sqlstate);
 	PQclear(*res);
 	s->prepared = false;
-	return exec_statement(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
+	if (!slot_usable(s))
+		return EXEC_BROKEN;
+	return exec_transaction(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
 }
 
 static void
