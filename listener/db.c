@@ -639,14 +639,23 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	const char            *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	const char            *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char            *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char            *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
 	struct sqlstate_action action = sqlstate_to_http(sqlstate);
 	char                   status[64];
+	char                   run_id[32];
 
 	metrics_db_error();
 	if (message == NULL)
 		message = "database error";
 	if (action.retry && !last_attempt)
 		return true;
+
+	/*
+	 * A unique violation other than the delivery binding's (a constraint a
+	 * DBA added) is nothing the sender can act on.
+	 */
+	if (action.http_status == 422 && !is_delivery_conflict(message, job->delivery_id))
+		action.http_status = 500;
 
 	switch (action.http_status)
 	{
@@ -657,8 +666,12 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 		case 409:
 			set_answer(job, 409,
 					   json_conflict_body(message, job->payload_job_id,
-										  detail_current_status(detail, status, sizeof status)),
+										  detail_current_status(detail, status, sizeof status),
+										  hint_workflow_run_id(hint, run_id, sizeof run_id)),
 					   0);
+			break;
+		case 422:
+			set_answer(job, 422, json_delivery_conflict_body(message, job->delivery_id, detail), 0);
 			break;
 		case 503:
 			log_warn("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
