@@ -3,7 +3,8 @@
  *		The job state machine and the functions that move jobs through it:
  *		enqueue_job, claim_jobs, update_job_status, record_heartbeat and
  *		expire_stale_jobs, plus the locked steps that complete_provisioning_
- *		with_metadata and handle_callback share.
+ *		with_metadata and handle_callback share, and the enqueue step that
+ *		handle_stripe_event shares.
  *
  * Every mutating path is: lock the job row (job_lock), ask the state table
  * (job_decide), then run one statement that makes the whole change, writes
@@ -684,41 +685,19 @@ job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id
 }
 
 /*
- * provision.enqueue_job(agent_id, idempotency_key): creates a pending job for
- * the agent and returns its id. A known idempotency key returns the job first
- * created with it; an agent with an open job gets that job back (and the new
- * key is not recorded).
+ * Creates a pending job for the agent, or finds the job that stands for it,
+ * and says which (see EnqueueOutcome). The caller is connected to SPI and
+ * has checked the key's length. Unknown agent: P0002; a key already used by
+ * another agent's job: 22023.
  */
-PG_FUNCTION_INFO_V1(enqueue_job);
-Datum
-enqueue_job(PG_FUNCTION_ARGS)
+EnqueueOutcome
+job_enqueue(const pg_uuid_t *agent_id, const char *key, pg_uuid_t *job_id)
 {
-	Oid        uuid_type[1] = {UUIDOID};
-	Oid        text_type[1] = {TEXTOID};
-	Oid        insert_types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
-	pg_uuid_t *agent_id;
-	char      *key = NULL;
-	Datum      key_datum = (Datum) 0;
-	pg_uuid_t  found;
-	int        rc;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("agent_id must not be null")));
-	agent_id = PG_GETARG_UUID_P(0);
-	if (!PG_ARGISNULL(1))
-	{
-		key = text_to_cstring(PG_GETARG_TEXT_PP(1));
-		key_datum = CStringGetTextDatum(key);
-		if (key[0] == '\0' ||
-			pg_mbstrlen_with_len(key, strlen(key)) > PROVISION_MAX_IDEMPOTENCY_KEY_CHARS)
-			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							errmsg("idempotency_key must be 1 to %d characters long",
-								   PROVISION_MAX_IDEMPOTENCY_KEY_CHARS)));
-	}
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	Oid   uuid_type[1] = {UUIDOID};
+	Oid   text_type[1] = {TEXTOID};
+	Oid   insert_types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
+	Datum key_datum = key != NULL ? CStringGetTextDatum(key) : (Datum) 0;
+	int   rc;
 
 	rc = SPI_execute_plan(
 		spi_plan(&plan_agent_exists,
@@ -757,14 +736,14 @@ enqueue_job(PG_FUNCTION_ARGS)
 				pg_uuid_t *owner =
 					DatumGetUUIDP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
 
-				found = *DatumGetUUIDP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
+				*job_id = *DatumGetUUIDP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
 				if (memcmp(owner, agent_id, sizeof(pg_uuid_t)) != 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("idempotency_key is already used by a job of another agent"),
-							 errdetail("Job %s belongs to agent %s.", uuid_to_cstring(&found),
+							 errdetail("Job %s belongs to agent %s.", uuid_to_cstring(job_id),
 									   uuid_to_cstring(owner))));
-				break;
+				return ENQUEUE_KEY_KNOWN;
 			}
 		}
 
@@ -781,9 +760,9 @@ enqueue_job(PG_FUNCTION_ARGS)
 		{
 			bool isnull;
 
-			found = *DatumGetUUIDP(
+			*job_id = *DatumGetUUIDP(
 				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			break;
+			return ENQUEUE_OPEN_JOB;
 		}
 
 		{
@@ -820,16 +799,46 @@ enqueue_job(PG_FUNCTION_ARGS)
 			{
 				bool isnull;
 
-				found = *DatumGetUUIDP(
+				*job_id = *DatumGetUUIDP(
 					SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-				event_notify(&found, agent_id, EVENT_ENQUEUED, JOB_PENDING);
-				break;
+				event_notify(job_id, agent_id, EVENT_ENQUEUED, JOB_PENDING);
+				return ENQUEUE_CREATED;
 			}
 		}
 	}
+}
 
+/*
+ * provision.enqueue_job(agent_id, idempotency_key): creates a pending job for
+ * the agent and returns its id. A known idempotency key returns the job first
+ * created with it; an agent with an open job gets that job back (and the new
+ * key is not recorded).
+ */
+PG_FUNCTION_INFO_V1(enqueue_job);
+Datum
+enqueue_job(PG_FUNCTION_ARGS)
+{
+	char      *key = NULL;
+	pg_uuid_t *job_id = palloc(sizeof(pg_uuid_t));
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("agent_id must not be null")));
+	if (!PG_ARGISNULL(1))
+	{
+		key = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		if (key[0] == '\0' ||
+			pg_mbstrlen_with_len(key, strlen(key)) > PROVISION_MAX_IDEMPOTENCY_KEY_CHARS)
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("idempotency_key must be 1 to %d characters long",
+								   PROVISION_MAX_IDEMPOTENCY_KEY_CHARS)));
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	job_enqueue(PG_GETARG_UUID_P(0), key, job_id);
 	SPI_finish();
-	PG_RETURN_UUID_P(memcpy(palloc(sizeof(pg_uuid_t)), &found, sizeof(pg_uuid_t)));
+	PG_RETURN_UUID_P(job_id);
 }
 
 /*

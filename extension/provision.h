@@ -76,6 +76,14 @@ typedef enum CallbackAction
 	ACTION_FAILED
 } CallbackAction;
 
+/* What job_enqueue did: the job it returns stands for the request in one of three ways. */
+typedef enum EnqueueOutcome
+{
+	ENQUEUE_CREATED,   /* a new pending job (and an enqueued event) */
+	ENQUEUE_KEY_KNOWN, /* the job first created with this idempotency key */
+	ENQUEUE_OPEN_JOB   /* the agent's open job; the key was not recorded */
+} EnqueueOutcome;
+
 /* What job_lock locks and fetches. */
 typedef enum JobLockMode
 {
@@ -125,6 +133,7 @@ extern bool provision_notify;
 extern int  provision_heartbeat_timeout;
 extern int  provision_history_retention;
 extern void guc_init(void);
+extern bool stripe_event_type_listed(const char *type);
 
 /* jobs.c: the state machine and the steps every entry point shares */
 extern const char      *job_status_name(JobStatus status);
@@ -143,6 +152,9 @@ extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const char
 					  StepResult *out);
 extern void  check_error_text(const char *error, const char *field);
 extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
+
+/* jobs.c: enqueueing, shared by enqueue_job and handle_stripe_event */
+extern EnqueueOutcome job_enqueue(const pg_uuid_t *agent_id, const char *key, pg_uuid_t *job_id);
 
 /* instances.c */
 extern void check_server_id(const char *server_id, const char *where);
@@ -183,5 +195,11 @@ extern void   json_add_bool(JsonObjectBuilder *b, const char *key, bool value);
 extern void   json_add_uuid(JsonObjectBuilder *b, const char *key, const pg_uuid_t *value);
 extern Jsonb *json_end(JsonObjectBuilder *b);
 extern char  *uuid_to_cstring(const pg_uuid_t *uuid);
+
+/* json.c: reading the objects the extension is given */
+extern JsonbValue     *json_object_get(JsonbContainer *object, const char *key);
+extern const char     *json_value_type(const JsonbValue *v);
+extern JsonbContainer *json_value_object(const JsonbValue *v);
+extern bool            uuid_from_cstring(const char *src, pg_uuid_t *uuid);
 
 #endif /* PROVISION_H */

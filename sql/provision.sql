@@ -276,6 +276,14 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION provision.handle_callback(jsonb, text) IS
     'Applies one workflow callback exactly once per delivery id and returns the result object';
 
+CREATE FUNCTION provision.handle_stripe_event(event jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'handle_stripe_event'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION provision.handle_stripe_event(jsonb) IS
+    'Enqueues a job (key stripe:<event id>) for the agent a paid Checkout Session names; other events are ignored';
+
 CREATE FUNCTION provision.expire_stale_jobs(older_than interval DEFAULT NULL)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'expire_stale_jobs'
@@ -294,8 +302,8 @@ COMMENT ON FUNCTION provision.prune_history(interval) IS
 
 -- The functions run as their owner (SECURITY DEFINER), so EXECUTE is the only
 -- gate: PUBLIC must not get it by default. Grant each function to the role
--- that needs it (the listener: handle_callback only). The two behind the
--- constraints need no grant for the provision functions, which run as the
+-- that needs it (the listener: handle_callback, and handle_stripe_event
+-- when it serves Stripe). The two behind the constraints need no grant for the provision functions, which run as the
 -- owner, nor for a trigger to fire; only a role other than the owner that
 -- writes provisioning_jobs directly needs EXECUTE on job_status_timestamp_set.
 REVOKE ALL ON FUNCTION
@@ -307,6 +315,7 @@ REVOKE ALL ON FUNCTION
     provision.complete_provisioning_with_metadata(uuid, text, inet, inet),
     provision.record_heartbeat(uuid),
     provision.handle_callback(jsonb, text),
+    provision.handle_stripe_event(jsonb),
     provision.expire_stale_jobs(interval),
     provision.prune_history(interval)
 FROM PUBLIC;

@@ -1,7 +1,8 @@
 -- Privileges: EXECUTE is revoked from PUBLIC on every function; the
 -- mutating functions are SECURITY DEFINER with a pinned search_path; a role
 -- granted only USAGE on the schema and EXECUTE on handle_callback can run
--- the listener's one call and nothing else.
+-- the listener's one call and nothing else (and, granted handle_stripe_event
+-- too, the Stripe route's call).
 SET client_min_messages = warning;
 
 -- Every function of the schema: nobody but the owner may execute it by
@@ -95,6 +96,7 @@ SELECT label, regress.try(stmt) AS outcome
     ('update_job_status', $$SELECT provision.update_job_status('d7000000-0000-4000-8000-000000000002', 'cancelled')$$),
     ('complete_provisioning_with_metadata', $$SELECT provision.complete_provisioning_with_metadata('d7000000-0000-4000-8000-000000000002', 's', '203.0.113.1', '100.64.0.1')$$),
     ('record_heartbeat', $$SELECT provision.record_heartbeat('d7000000-0000-4000-8000-000000000001')$$),
+    ('handle_stripe_event', $$SELECT provision.handle_stripe_event('{"id": "evt_priv_0", "type": "customer.created"}')$$),
     ('expire_stale_jobs', $$SELECT provision.expire_stale_jobs('0 seconds')$$),
     ('prune_history', $$SELECT provision.prune_history('0 seconds')$$),
     ('create in schema', 'CREATE TABLE provision.intruder (x int)')
@@ -114,6 +116,33 @@ SELECT regress.try($$SELECT provision.handle_callback(
          '{"job_id": "d7000000-0000-4000-8000-000000000002", "status": "heartbeat"}')$$)
        AS without_usage;
 RESET ROLE;
+
+-- With the Stripe route configured, the listener's role is also granted
+-- EXECUTE on handle_stripe_event: that grant alone lets it enqueue a job
+-- for a paid session, and its errors are the same as anyone's.
+GRANT EXECUTE ON FUNCTION provision.handle_stripe_event(jsonb) TO regress_provision_listener;
+SET ROLE regress_provision_listener;
+SELECT r->>'action' AS action, r->>'duplicate' AS duplicate, r->>'agent_id' AS agent_id
+  FROM provision.handle_stripe_event(
+         '{"id": "evt_priv_1", "type": "checkout.session.completed",
+           "data": {"object": {"client_reference_id": "c7000000-0000-4000-8000-000000000002",
+                               "payment_status": "paid"}}}') AS r;
+SELECT r->>'action' AS action, r->>'duplicate' AS duplicate
+  FROM provision.handle_stripe_event(
+         '{"id": "evt_priv_1", "type": "checkout.session.completed",
+           "data": {"object": {"client_reference_id": "c7000000-0000-4000-8000-000000000002",
+                               "payment_status": "paid"}}}') AS r;
+SELECT provision.handle_stripe_event('{"id": "evt_priv_2", "type": "customer.created"}')
+       ->> 'action' AS other_type;
+SELECT regress.try($$SELECT provision.handle_stripe_event(
+         '{"id": "evt_priv_3", "type": "checkout.session.completed",
+           "data": {"object": {"client_reference_id": "c7000000-0000-4000-8000-0000000000ff",
+                               "payment_status": "paid"}}}')$$) AS unknown_agent;
+RESET ROLE;
+SELECT agent_id, status, idempotency_key
+  FROM provision.provisioning_jobs WHERE idempotency_key LIKE 'stripe:evt_priv_%';
+REVOKE EXECUTE ON FUNCTION provision.handle_stripe_event(jsonb)
+  FROM regress_provision_listener;
 
 -- What the listener role did is all there, attributed to no one else.
 SELECT j.id, j.status, j.attempts, j.error, a.status AS agent_status

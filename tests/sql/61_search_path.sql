@@ -71,6 +71,17 @@ CREATE FUNCTION regress_evil.complete_provisioning_with_metadata(uuid, text, ine
 RETURNS provision.agent_instances
 LANGUAGE sql AS $$ INSERT INTO regress_evil.called VALUES ('complete_provisioning_with_metadata');
                    SELECT * FROM provision.agent_instances LIMIT 0 $$;
+CREATE FUNCTION regress_evil.enqueue_job(uuid, text) RETURNS uuid
+LANGUAGE sql AS $$ INSERT INTO regress_evil.called VALUES ('enqueue_job');
+                   SELECT uuid '00000000-0000-0000-0000-000000000000' $$;
+-- A job holding the key of the Stripe event below, for another agent, where
+-- an unqualified lookup of the key would find it.
+INSERT INTO pg_temp.provisioning_jobs (id, agent_id, idempotency_key)
+VALUES ('d8000000-0000-4000-8000-000000000009',
+        'c8000000-0000-4000-8000-000000000001', 'stripe:evt_sp_1');
+INSERT INTO regress_evil.provisioning_jobs (id, agent_id, idempotency_key)
+VALUES ('d8000000-0000-4000-8000-000000000009',
+        'c8000000-0000-4000-8000-000000000001', 'stripe:evt_sp_1');
 
 -- Operators that would match every row, or compare the wrong way.
 CREATE FUNCTION regress_evil.always_true(uuid, uuid) RETURNS boolean
@@ -159,6 +170,20 @@ SELECT provision.enqueue_job('c8000000-0000-4000-8000-000000000005'::pg_catalog.
        OPERATOR(pg_catalog.=) 'd8000000-0000-4000-8000-000000000005'::pg_catalog.uuid
        AS returns_open_job;
 SELECT provision.expire_stale_jobs('1 hour'::pg_catalog.interval) AS expired;
+-- A Stripe event for agent 3, whose job is cancelled by now: a new job
+-- keyed by the event id, then its replay.
+SELECT provision.handle_stripe_event(
+         pg_catalog.jsonb '{"id": "evt_sp_1", "type": "checkout.session.completed",
+                            "data": {"object": {"client_reference_id":
+                                                  "c8000000-0000-4000-8000-000000000003",
+                                                "payment_status": "paid"}}}')
+       OPERATOR(pg_catalog.-) 'job_id' AS stripe_enqueued;
+SELECT provision.handle_stripe_event(
+         pg_catalog.jsonb '{"id": "evt_sp_1", "type": "checkout.session.completed",
+                            "data": {"object": {"client_reference_id":
+                                                  "c8000000-0000-4000-8000-000000000003",
+                                                "payment_status": "paid"}}}')
+       OPERATOR(pg_catalog.->>) 'duplicate' AS stripe_duplicate;
 -- An error path, too.
 SELECT provision.handle_callback(
          pg_catalog.jsonb '{"job_id": "d8000000-0000-4000-8000-000000000003",
@@ -188,6 +213,9 @@ SELECT j.id, j.status, j.attempts, j.error, a.status AS agent_status,
 SELECT count(*) AS jobs_of_agent_5
   FROM provision.provisioning_jobs
  WHERE agent_id = 'c8000000-0000-4000-8000-000000000005';
+SELECT idempotency_key, status, created_at > now() - interval '1 hour' AS created_now
+  FROM provision.provisioning_jobs
+ WHERE agent_id = 'c8000000-0000-4000-8000-000000000003' AND idempotency_key IS NOT NULL;
 SELECT i.server_id, i.server_ip, i.tailscale_ip,
        i.created_at > now() - interval '1 hour' AS created_now
   FROM provision.agent_instances i
