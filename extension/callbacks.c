@@ -12,16 +12,27 @@
  * effect also records the delivery, with ON CONFLICT DO NOTHING; if that
  * records nothing, a concurrent transaction got there first with the same id
  * (for another job, or under REPEATABLE READ), and 40001 rolls this one back.
+ *
+ * A delivery id is bound to what it delivered: the job and the SHA-256 of
+ * the payload's jsonb text are recorded with it, and both looks compare
+ * them. A known id with another job or another payload is not a redelivery
+ * but a reuse (a forged id, or a sender bug), refused with 23505 before it
+ * can pass for a duplicate and swallow a callback that was never applied.
  */
 #include "provision.h"
 
 #include <sys/socket.h>
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
+#if PG_VERSION_NUM >= 140000
+#include "common/cryptohash.h"
+#endif
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
 #include "utils/inet.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
@@ -42,6 +53,8 @@ typedef struct Callback
 	bool             has_metadata;
 	InstanceMetadata metadata;
 	char            *error;
+	bool             has_run; /* run_id given (run_attempt alone is not a run) */
+	WorkflowRun      run;
 } Callback;
 
 static const struct
@@ -56,8 +69,10 @@ static const struct
 	{"heartbeat", CALLBACK_HEARTBEAT, JOB_STATUS_COUNT},
 };
 
-/* provision.callback_deliveries.result */
-#define DELIVERY_RESULT_ATTNUM 4
+/* Columns of provision.callback_deliveries */
+#define DELIVERY_JOB_ID_ATTNUM         2
+#define DELIVERY_RESULT_ATTNUM         4
+#define DELIVERY_PAYLOAD_SHA256_ATTNUM 5
 
 static void        parse_callback(Jsonb *payload, Callback *cb);
 static JsonbValue *get_field(Jsonb *payload, const char *key);
@@ -66,22 +81,29 @@ static char       *string_field(const JsonbValue *v, const char *key);
 static int         hex_value(char c);
 static bool        parse_uuid(const char *src, pg_uuid_t *uuid);
 static Datum       inet_field(const JsonbValue *v, const char *key);
+static bool        run_number_field(Jsonb *payload, const char *key, int64 *value);
 static void        check_delivery_id(const char *delivery_id);
-static Jsonb      *find_delivery(const char *delivery_id);
+static void        payload_sha256(Jsonb *payload, uint8 *digest);
+static Jsonb      *find_delivery(const Delivery *delivery, const pg_uuid_t *job_id);
 
 /*
  * provision.handle_callback(payload, delivery_id): applies one callback of the
  * provisioning workflow and returns the result object (job_id, agent_id,
  * action, applied, duplicate, job_status, agent_status, instance_id). The same
  * delivery id is applied at most once; a redelivery returns the recorded
- * result with "duplicate": true.
+ * result with "duplicate": true, and the same id with another job or
+ * payload raises 23505. A callback carrying run_id is refused (55000) when
+ * another workflow run owns the job, and records its run as the owner when
+ * the job has none.
  */
 PG_FUNCTION_INFO_V1(handle_callback);
 Datum
 handle_callback(PG_FUNCTION_ARGS)
 {
 	Callback   cb;
-	char      *delivery_id = NULL;
+	Jsonb     *payload;
+	Delivery   delivery_data;
+	Delivery  *delivery = NULL;
 	LockedJob  job;
 	StepResult step;
 	Jsonb     *recorded;
@@ -89,11 +111,14 @@ handle_callback(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("callback payload must not be null")));
-	parse_callback(PG_GETARG_JSONB_P(0), &cb);
+	payload = PG_GETARG_JSONB_P(0);
+	parse_callback(payload, &cb);
 	if (!PG_ARGISNULL(1))
 	{
-		delivery_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
-		check_delivery_id(delivery_id);
+		delivery = &delivery_data;
+		delivery->id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		check_delivery_id(delivery->id);
+		payload_sha256(payload, delivery->payload_sha256);
 	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -103,7 +128,7 @@ handle_callback(PG_FUNCTION_ARGS)
 	 * A redelivery of a recorded callback is answered before the job is
 	 * locked, so it stays a read-only transaction that waits for nobody.
 	 */
-	if (delivery_id != NULL && (recorded = find_delivery(delivery_id)) != NULL)
+	if (delivery != NULL && (recorded = find_delivery(delivery, &cb.job_id)) != NULL)
 	{
 		SPI_finish();
 		PG_RETURN_JSONB_P(recorded);
@@ -118,16 +143,23 @@ handle_callback(PG_FUNCTION_ARGS)
 	 * lock without changing the job row is caught when the delivery is
 	 * recorded (40001, and the retry finds it).
 	 */
-	if (delivery_id != NULL && job.contended && (recorded = find_delivery(delivery_id)) != NULL)
+	if (delivery != NULL && job.contended &&
+		(recorded = find_delivery(delivery, &cb.job_id)) != NULL)
 	{
 		SPI_finish();
 		PG_RETURN_JSONB_P(recorded);
 	}
 
+	/* Another run's callback changes nothing, whatever it says. */
+	if (cb.has_run)
+		run_check(&job, cb.run.run_id);
+
 	if (cb.status == CALLBACK_HEARTBEAT)
 	{
 		job_check_heartbeat(&job);
-		job_heartbeat(&job, delivery_id, &step);
+		if (cb.has_run && !job.has_run)
+			run_record(&job, &cb.run, delivery ? delivery->id : NULL);
+		job_heartbeat(&job, delivery, &step);
 	}
 	else
 	{
@@ -137,11 +169,14 @@ handle_callback(PG_FUNCTION_ARGS)
 															   : ACTION_STATUS;
 		TransitionAction decision = job_decide(&job, to, cb.has_metadata);
 
+		/* The first accepted callback of a run makes it the job's owner. */
+		if (cb.has_run && !job.has_run)
+			run_record(&job, &cb.run, delivery ? delivery->id : NULL);
 		if (decision == TRANSITION_SAME || decision == TRANSITION_STALE)
-			job_noop(&job, action, delivery_id, &step);
+			job_noop(&job, action, delivery, &step);
 		else
 			job_apply(&job, to, decision, job_event_kind(to), cb.error,
-					  cb.has_metadata ? &cb.metadata : NULL, action, delivery_id, false, &step);
+					  cb.has_metadata ? &cb.metadata : NULL, action, delivery, false, &step);
 	}
 
 	SPI_finish();
@@ -195,6 +230,10 @@ parse_callback(Jsonb *payload, Callback *cb)
 
 	cb->has_metadata = false;
 	cb->error = NULL;
+	cb->run.run_url = NULL;
+	cb->has_run = run_number_field(payload, "run_id", &cb->run.run_id);
+	if (!run_number_field(payload, "run_attempt", &cb->run.run_attempt))
+		cb->run.run_attempt = 0;
 
 	if (cb->status == CALLBACK_FAILED && (v = get_field(payload, "error")) != NULL)
 	{
@@ -358,6 +397,49 @@ inet_field(const JsonbValue *v, const char *key)
 	return InetPGetDatum(addr);
 }
 
+/*
+ * A run_id or run_attempt field (GitHub's github.run_id and
+ * github.run_attempt): a JSON number or a string of digits, positive, that
+ * fits in 64 bits. False when absent; 22023 naming the field otherwise.
+ */
+static bool
+run_number_field(Jsonb *payload, const char *key, int64 *value)
+{
+	JsonbValue *v = get_field(payload, key);
+	const char *digits;
+	int64       n = 0;
+
+	if (v == NULL)
+		return false;
+	if (v->type == jbvNumeric)
+		digits = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	else if (v->type == jbvString)
+		digits = pnstrdup(v->val.string.val, v->val.string.len);
+	else
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid \"%s\" in callback payload", key),
+						errdetail("Expected a JSON number or a string of digits, got a JSON %s.",
+								  json_type_name(v))));
+
+	for (const char *c = digits;; c++)
+	{
+		if (*c == '\0' && c != digits)
+			break;
+		if (*c < '0' || *c > '9' || pg_mul_s64_overflow(n, 10, &n) ||
+			pg_add_s64_overflow(n, *c - '0', &n))
+		{
+			n = 0;
+			break;
+		}
+	}
+	if (n < 1)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid \"%s\" in callback payload", key),
+						errdetail("Expected a positive integer of at most 64 bits.")));
+	*value = n;
+	return true;
+}
+
 static void
 check_delivery_id(const char *delivery_id)
 {
@@ -371,7 +453,50 @@ check_delivery_id(const char *delivery_id)
 }
 
 /*
+ * The SHA-256 of the payload's text as jsonb_out writes it: keys sorted and
+ * unique, no insignificant whitespace, so that the same callback re-sent
+ * with other formatting has the same digest.
+ */
+static void
+payload_sha256(Jsonb *payload, uint8 *digest)
+{
+	char  *text = DatumGetCString(DirectFunctionCall1(jsonb_out, JsonbPGetDatum(payload)));
+	size_t len = strlen(text);
+
+#if PG_VERSION_NUM >= 140000
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (pg_cryptohash_init(ctx) < 0 || pg_cryptohash_update(ctx, (const uint8 *) text, len) < 0 ||
+		pg_cryptohash_final(ctx, digest, PG_SHA256_DIGEST_LENGTH) < 0)
+#if PG_VERSION_NUM >= 150000
+		elog(ERROR, "could not compute the SHA-256 of the payload: %s", pg_cryptohash_error(ctx));
+#else
+		elog(ERROR, "could not compute the SHA-256 of the payload");
+#endif
+	pg_cryptohash_free(ctx);
+#else
+	pg_sha256_ctx ctx;
+
+	pg_sha256_init(&ctx);
+	pg_sha256_update(&ctx, (const uint8 *) text, len);
+	pg_sha256_final(&ctx, digest);
+#endif
+	pfree(text);
+}
+
+/* How a recorded delivery compares with the one being handled. */
+typedef enum DeliveryMatch
+{
+	DELIVERY_SAME,
+	DELIVERY_OTHER_JOB,
+	DELIVERY_OTHER_PAYLOAD
+} DeliveryMatch;
+
+/*
  * The recorded result of a delivery, marked as a duplicate; NULL if unknown.
+ * Raises 23505 when the id was recorded for another job or another payload.
+ * A part that was not recorded is not compared: deliveries recorded before
+ * 1.1 have no payload digest, and match on the job alone.
  *
  * Every callback with a delivery id asks this, so it reads the primary key
  * of provision.callback_deliveries directly rather than through SPI: the
@@ -381,27 +506,56 @@ check_delivery_id(const char *delivery_id)
  * concurrent twin that committed while this call waited for the lock.
  */
 static Jsonb *
-find_delivery(const char *delivery_id)
+find_delivery(const Delivery *delivery, const pg_uuid_t *job_id)
 {
-	RowProbe probe;
-	Jsonb   *result = NULL;
+	RowProbe      probe;
+	Jsonb        *result = NULL;
+	DeliveryMatch match = DELIVERY_SAME;
 
 	row_probe_begin(&probe, "callback_deliveries", NULL, AccessShareLock);
-	if (row_probe_fetch(&probe, F_TEXTEQ, CStringGetTextDatum(delivery_id)))
+	if (RelationGetDescr(probe.rel)->natts < DELIVERY_PAYLOAD_SHA256_ATTNUM)
+		schema_outdated("callback_deliveries", "payload_sha256");
+	if (row_probe_fetch(&probe, F_TEXTEQ, CStringGetTextDatum(delivery->id)))
 	{
 		bool              isnull;
-		Datum             recorded = slot_getattr(probe.slot, DELIVERY_RESULT_ATTNUM, &isnull);
+		Datum             recorded;
 		JsonObjectBuilder b;
 
+		recorded = slot_getattr(probe.slot, DELIVERY_JOB_ID_ATTNUM, &isnull);
+		if (!isnull && memcmp(DatumGetUUIDP(recorded), job_id, sizeof(pg_uuid_t)) != 0)
+			match = DELIVERY_OTHER_JOB;
+		recorded = slot_getattr(probe.slot, DELIVERY_PAYLOAD_SHA256_ATTNUM, &isnull);
+		if (!isnull && match == DELIVERY_SAME)
+		{
+			bytea *digest = DatumGetByteaPP(recorded);
+
+			if (VARSIZE_ANY_EXHDR(digest) != PG_SHA256_DIGEST_LENGTH ||
+				memcmp(VARDATA_ANY(digest), delivery->payload_sha256, PG_SHA256_DIGEST_LENGTH) != 0)
+				match = DELIVERY_OTHER_PAYLOAD;
+		}
+
+		recorded = slot_getattr(probe.slot, DELIVERY_RESULT_ATTNUM, &isnull);
 		if (isnull)
-			elog(ERROR, "delivery %s has no recorded result", delivery_id);
-		json_begin(&b);
-		json_add_bool(&b, "duplicate", true);
-		result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-													PointerGetDatum(PG_DETOAST_DATUM(recorded)),
-													JsonbPGetDatum(json_end(&b))));
+			elog(ERROR, "delivery %s has no recorded result", delivery->id);
+		if (match == DELIVERY_SAME)
+		{
+			json_begin(&b);
+			json_add_bool(&b, "duplicate", true);
+			result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+														PointerGetDatum(PG_DETOAST_DATUM(recorded)),
+														JsonbPGetDatum(json_end(&b))));
+		}
 	}
 	row_probe_end(&probe);
+
+	if (match != DELIVERY_SAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("delivery id \"%s\" was already used for another callback", delivery->id),
+				 match == DELIVERY_OTHER_JOB
+					 ? errdetail("It was recorded for another job.")
+					 : errdetail("It was recorded for the same job with another payload."),
+				 errhint("A delivery id names one callback; send a new callback with a new id.")));
 
 	/* Out of the SPI procedure context, which SPI_finish frees. */
 	if (result != NULL)

@@ -20,6 +20,8 @@ static const char *const event_kind_names[] = {
 	[EVENT_COMPLETED] = "completed",
 	[EVENT_FAILED] = "failed",
 	[EVENT_EXPIRED] = "expired",
+	[EVENT_RUN] = "run",
+	[EVENT_RETRIED] = "retried",
 };
 /* clang-format on */
 

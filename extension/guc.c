@@ -24,6 +24,8 @@ typedef struct EventTypeList
 bool provision_notify = true;
 int  provision_heartbeat_timeout = 15 * 60;
 int  provision_history_retention = 30 * 24 * 60 * 60;
+int  provision_max_attempts = 3;
+int  provision_retry_delay = 60;
 
 static char          *provision_stripe_event_types = NULL;
 static EventTypeList *stripe_event_types = NULL;
@@ -61,6 +63,23 @@ guc_init(void)
 							"Used when prune_history is called without an interval.",
 							&provision_history_retention, 30 * 24 * 60 * 60, 1, INT_MAX,
 							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	/*
+	 * User-settable too: they shape only the retries of whoever may run
+	 * retry_failed_jobs, which also takes max_attempts as an argument.
+	 */
+	DefineCustomIntVariable("provision.max_attempts",
+							"Jobs an agent may have in all before retry_failed_jobs stops "
+							"enqueueing new ones.",
+							"Used when retry_failed_jobs is called without max_attempts.",
+							&provision_max_attempts, 3, 1, INT_MAX, PGC_USERSET, 0, NULL, NULL,
+							NULL);
+
+	DefineCustomIntVariable("provision.retry_delay",
+							"Wait after a job's first failure before retry_failed_jobs retries it.",
+							"Doubles with every failed job the agent already has.",
+							&provision_retry_delay, 60, 1, INT_MAX, PGC_USERSET, GUC_UNIT_S, NULL,
+							NULL, NULL);
 
 	/*
 	 * Superuser-only: the listener's role, which may run

@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/fmgroids.h"
+#include "utils/resowner.h"
 #include "utils/tuplestore.h"
 
 /* One cell of the state table. */
@@ -112,9 +113,10 @@ static const char *const callback_action_names[] = {
 };
 
 /*
- * SQL. Every step statement takes the same first five parameters:
+ * SQL. Every step statement takes the same first six parameters:
  * $1 job id, $2 agent id, $3 transaction time, $4 the result object without
- * instance_id, $5 the delivery id or NULL. It returns (result, delivered):
+ * instance_id, $5 the delivery id or NULL, $6 the SHA-256 of the delivered
+ * payload (NULL without a delivery id). It returns (result, delivered):
  * the result with the agent's instance_id added, and whether it recorded the
  * delivery, so that a delivery recorded concurrently is detected.
  */
@@ -131,8 +133,9 @@ static const char *const callback_action_names[] = {
 	"WHERE v.agent_id OPERATOR(pg_catalog.=) $2)"
 
 #define SQL_RECORD_DELIVERY(RESULT) \
-	"d AS (INSERT INTO provision.callback_deliveries (delivery_id, job_id, received_at, result) " \
-	"SELECT $5, $1, $3, " RESULT " WHERE $5 IS NOT NULL " \
+	"d AS (INSERT INTO provision.callback_deliveries " \
+	"(delivery_id, job_id, received_at, payload_sha256, result) " \
+	"SELECT $5, $1, $3, $6, " RESULT " WHERE $5 IS NOT NULL " \
 	"ON CONFLICT (delivery_id) DO NOTHING RETURNING 1) "
 
 #define SQL_RESULT_AND_DELIVERY \
@@ -151,7 +154,7 @@ static const char sql_noop[] =
 
 /*
  * Heartbeats: $4 already carries the instance's id, and the instance is
- * marked too ($6, its id) when this job created it, a variant of its own so
+ * marked too ($7, its id) when this job created it, a variant of its own so
  * that the common heartbeat, before the VM exists, does not set up an
  * update of agent_instances.
  */
@@ -165,13 +168,13 @@ static const char sql_noop[] =
 static const char sql_heartbeat[] = SQL_HEARTBEAT("");
 static const char sql_heartbeat_instance[] = SQL_HEARTBEAT(
 	"h AS (UPDATE provision.agent_instances SET last_heartbeat_at = $3 "
-	"WHERE id OPERATOR(pg_catalog.=) $6 AND job_id OPERATOR(pg_catalog.=) $1), ");
+	"WHERE id OPERATOR(pg_catalog.=) $7 AND job_id OPERATOR(pg_catalog.=) $1), ");
 
 /*
- * $6 to status, $7 attempts added, $8..$11 dispatched_at, started_at,
- * completed_at, failed_at (NULL keeps), $12 error, $13 clear last_heartbeat_at,
- * $14 new agent status (NULL keeps), $15 event kind, $16 from status,
- * $17 event detail, $18..$20 VM metadata.
+ * $7 to status, $8 attempts added, $9..$12 dispatched_at, started_at,
+ * completed_at, failed_at (NULL keeps), $13 error, $14 clear last_heartbeat_at,
+ * $15 new agent status (NULL keeps), $16 event kind, $17 from status,
+ * $18 event detail, $19..$21 VM metadata.
  *
  * Four variants, because the executor sets up every part of a statement
  * whether it runs or not: with VM metadata (the instance upsert, whose id
@@ -181,23 +184,23 @@ static const char sql_heartbeat_instance[] = SQL_HEARTBEAT(
  */
 #define SQL_APPLY_JOB(JOB_RETURNING) \
 	"WITH j AS (UPDATE provision.provisioning_jobs AS t SET " \
-	"status = $6::provision.job_status, " \
-	"attempts = t.attempts OPERATOR(pg_catalog.+) $7, " \
+	"status = $7::provision.job_status, " \
+	"attempts = t.attempts OPERATOR(pg_catalog.+) $8, " \
 	"updated_at = $3, " \
-	"dispatched_at = COALESCE($8, t.dispatched_at), " \
-	"started_at = COALESCE($9, t.started_at), " \
-	"completed_at = COALESCE($10, t.completed_at), " \
-	"failed_at = COALESCE($11, t.failed_at), " \
-	"error = $12, " \
-	"last_heartbeat_at = CASE WHEN $13 THEN NULL ELSE t.last_heartbeat_at END " \
+	"dispatched_at = COALESCE($9, t.dispatched_at), " \
+	"started_at = COALESCE($10, t.started_at), " \
+	"completed_at = COALESCE($11, t.completed_at), " \
+	"failed_at = COALESCE($12, t.failed_at), " \
+	"error = $13, " \
+	"last_heartbeat_at = CASE WHEN $14 THEN NULL ELSE t.last_heartbeat_at END " \
 	"WHERE t.id OPERATOR(pg_catalog.=) $1" JOB_RETURNING "), " \
-	"a AS (UPDATE provision.agents SET status = $14::provision.agent_status, updated_at = $3 " \
-	"WHERE id OPERATOR(pg_catalog.=) $2 AND $14 IS NOT NULL), "
+	"a AS (UPDATE provision.agents SET status = $15::provision.agent_status, updated_at = $3 " \
+	"WHERE id OPERATOR(pg_catalog.=) $2 AND $15 IS NOT NULL), "
 
 #define SQL_APPLY_INSTANCE(INSTANCE_RETURNING) \
 	"i AS (INSERT INTO provision.agent_instances AS x " \
 	"(agent_id, job_id, server_id, server_ip, tailscale_ip, created_at, updated_at) " \
-	"VALUES ($2, $1, $18, $19, $20, $3, $3) " \
+	"VALUES ($2, $1, $19, $20, $21, $3, $3) " \
 	"ON CONFLICT (agent_id) DO UPDATE SET job_id = excluded.job_id, " \
 	"server_id = excluded.server_id, server_ip = excluded.server_ip, " \
 	"tailscale_ip = excluded.tailscale_ip, updated_at = excluded.updated_at " \
@@ -205,21 +208,21 @@ static const char sql_heartbeat_instance[] = SQL_HEARTBEAT(
 
 #define SQL_APPLY_EVENT(DETAIL) \
 	"e AS (INSERT INTO provision.events (at, job_id, agent_id, kind, from_status, to_status, detail) " \
-	"SELECT $3, $1, $2, $15, $16, $6, " DETAIL " FROM s), " \
+	"SELECT $3, $1, $2, $16, $17, $7, " DETAIL " FROM s), " \
 	SQL_RESULT_AND_DELIVERY
 
 #define SQL_APPLY_META(JOB_RETURNING, INSTANCE_RETURNING, INSTANCE_ID, ROWS) \
 	SQL_APPLY_JOB(JOB_RETURNING) \
 	SQL_APPLY_INSTANCE(INSTANCE_RETURNING) \
 	"s AS (SELECT " INSTANCE_ID " AS instance_id FROM i), " \
-	SQL_APPLY_EVENT("$17 OPERATOR(pg_catalog.||) " \
+	SQL_APPLY_EVENT("$18 OPERATOR(pg_catalog.||) " \
 					"pg_catalog.jsonb_build_object('instance_id', s.instance_id)") \
 	SQL_STEP_OUTPUT ROWS " FROM r"
 
 #define SQL_APPLY_STATUS(JOB_RETURNING, ROWS) \
 	SQL_APPLY_JOB(JOB_RETURNING) \
 	"s AS (SELECT " SQL_AGENT_INSTANCE " AS instance_id), " \
-	SQL_APPLY_EVENT("$17") \
+	SQL_APPLY_EVENT("$18") \
 	SQL_STEP_OUTPUT ROWS " FROM r"
 
 static const char sql_apply_meta[] = SQL_APPLY_META("", "x.id", "i.id", "");
@@ -246,7 +249,7 @@ static SPIPlanPtr plan_insert_job;
 static SPIPlanPtr plan_claim;
 static SPIPlanPtr plan_stale;
 
-#define STEP_BASE_ARGS 5
+#define STEP_BASE_ARGS 6
 
 static JobStatus   job_status_from_name(const char *name);
 static AgentStatus agent_status_from_name(const char *name);
@@ -255,11 +258,16 @@ static void        job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *jo
 static Jsonb      *build_result(const LockedJob *job, CallbackAction action, bool applied,
 								JobStatus job_status, AgentStatus agent_status,
 								const pg_uuid_t *instance_id);
-static void        step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id,
+static void        step_base_args(const LockedJob *job, Jsonb *result, const Delivery *delivery,
 								  Datum *values, char *nulls);
-static void        step_finish(int rc, const char *delivery_id, StepResult *out);
+static void        step_finish(int rc, const Delivery *delivery, StepResult *out);
 static Jsonb      *event_detail(const char *error, const InstanceMetadata *meta,
 								const char *delivery_id);
+
+static bool agent_has_open_job(const pg_uuid_t *agent_id);
+static void refuse_rerun(const LockedJob *job, JobStatus to) pg_attribute_noreturn();
+static int  execute_rerun(SPIPlanPtr plan, Datum *values, const char *nulls, const LockedJob *job,
+						  JobStatus to);
 
 static void init_materialized_srf(FunctionCallInfo fcinfo);
 
@@ -360,6 +368,8 @@ job_from_tuple(HeapTuple tuple, TupleDesc desc, LockedJob *job)
 	job->agent_id = *DatumGetUUIDP(SPI_getbinval(tuple, desc, 3, &isnull));
 	job->agent_status =
 		agent_status_from_name(TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)));
+	job->has_run = false;
+	job->workflow_run_id = 0;
 	job->row = (Datum) 0;
 	job->contended = true;
 }
@@ -377,11 +387,12 @@ probe_column(const RowProbe *p, const char *column)
 }
 
 /*
- * Locks the job row FOR UPDATE and, unless mode is LOCK_JOB, its agent's
- * row FOR NO KEY UPDATE (status changes derive the agent's status from its
- * current one), and fills *job, with job->row only for LOCK_JOB_AGENT_ROW
- * (only update_job_status returns the row of a job it leaves alone); false
- * when there is no such job.
+ * Locks the job row FOR UPDATE and, for LOCK_JOB_AGENT and
+ * LOCK_JOB_AGENT_ROW, its agent's row FOR NO KEY UPDATE (status changes
+ * derive the agent's status from its current one), and fills *job, with
+ * job->row only for the *_ROW modes (update_job_status and record_dispatch
+ * return the row of a job they leave alone); false when there is no such
+ * job.
  *
  * The agent is read with a snapshot taken once the job lock is granted, so
  * under READ COMMITTED it is the agent as the transaction that held the job
@@ -394,26 +405,36 @@ job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job)
 {
 	RowProbe probe;
 	bool     found;
+	bool     lock_agent = (mode == LOCK_JOB_AGENT || mode == LOCK_JOB_AGENT_ROW);
 
 	row_probe_begin(&probe, "provisioning_jobs", NULL, RowShareLock);
 	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(job_id)) &&
 			row_probe_lock(&probe, LockTupleExclusive, &job->contended);
 	if (found)
 	{
+		int   run_attnum = SPI_fnumber(probe.slot->tts_tupleDescriptor, "workflow_run_id");
+		bool  isnull;
+		Datum run;
+
+		if (run_attnum <= 0)
+			schema_outdated("provisioning_jobs", "workflow_run_id");
 		job->job_id = *DatumGetUUIDP(probe_column(&probe, "id"));
 		job->agent_id = *DatumGetUUIDP(probe_column(&probe, "agent_id"));
 		job->status = job_status_from_enum(probe_column(&probe, "status"));
+		run = slot_getattr(probe.slot, run_attnum, &isnull);
+		job->has_run = !isnull;
+		job->workflow_run_id = isnull ? 0 : DatumGetInt64(run);
 		job->row = (Datum) 0;
-		if (mode == LOCK_JOB_AGENT_ROW)
+		if (mode == LOCK_JOB_ROW || mode == LOCK_JOB_AGENT_ROW)
 			job->row = SPI_datumTransfer(ExecFetchSlotHeapTupleDatum(probe.slot), false, -1);
 	}
 	row_probe_end(&probe);
 	if (!found)
 		return false;
 
-	row_probe_begin(&probe, "agents", NULL, mode == LOCK_JOB ? AccessShareLock : RowShareLock);
+	row_probe_begin(&probe, "agents", NULL, lock_agent ? RowShareLock : AccessShareLock);
 	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(&job->agent_id)) &&
-			(mode == LOCK_JOB || row_probe_lock(&probe, LockTupleNoKeyExclusive, NULL));
+			(!lock_agent || row_probe_lock(&probe, LockTupleNoKeyExclusive, NULL));
 	/* the foreign key, checked under the job lock, keeps the agent */
 	if (!found)
 		elog(ERROR, "agent %s of job %s does not exist", uuid_to_cstring(&job->agent_id),
@@ -472,17 +493,28 @@ build_result(const LockedJob *job, CallbackAction action, bool applied, JobStatu
 }
 
 static void
-step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id, Datum *values,
+step_base_args(const LockedJob *job, Jsonb *result, const Delivery *delivery, Datum *values,
 			   char *nulls)
 {
 	values[0] = UUIDPGetDatum(&job->job_id);
 	values[1] = UUIDPGetDatum(&job->agent_id);
 	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	values[3] = JsonbPGetDatum(result);
-	values[4] = delivery_id ? CStringGetTextDatum(delivery_id) : (Datum) 0;
 	memset(nulls, ' ', STEP_BASE_ARGS);
-	if (delivery_id == NULL)
-		nulls[4] = 'n';
+	if (delivery != NULL)
+	{
+		bytea *sha256 = palloc(VARHDRSZ + sizeof(delivery->payload_sha256));
+
+		SET_VARSIZE(sha256, VARHDRSZ + sizeof(delivery->payload_sha256));
+		memcpy(VARDATA(sha256), delivery->payload_sha256, sizeof(delivery->payload_sha256));
+		values[4] = CStringGetTextDatum(delivery->id);
+		values[5] = PointerGetDatum(sha256);
+	}
+	else
+	{
+		values[4] = values[5] = (Datum) 0;
+		nulls[4] = nulls[5] = 'n';
+	}
 }
 
 /*
@@ -492,7 +524,7 @@ step_base_args(const LockedJob *job, Jsonb *result, const char *delivery_id, Dat
  * recorded result.
  */
 static void
-step_finish(int rc, const char *delivery_id, StepResult *out)
+step_finish(int rc, const Delivery *delivery, StepResult *out)
 {
 	HeapTuple tuple;
 	TupleDesc desc;
@@ -504,10 +536,11 @@ step_finish(int rc, const char *delivery_id, StepResult *out)
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
-	if (delivery_id != NULL && !DatumGetBool(SPI_getbinval(tuple, desc, 2, &isnull)))
-		ereport(ERROR, (errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						errmsg("delivery %s was recorded by a concurrent transaction", delivery_id),
-						errhint("Retry the callback; the retry returns the recorded result.")));
+	if (delivery != NULL && !DatumGetBool(SPI_getbinval(tuple, desc, 2, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("delivery %s was recorded by a concurrent transaction", delivery->id),
+				 errhint("Retry the callback; the retry returns the recorded result.")));
 
 	out->result =
 		DatumGetJsonbP(SPI_datumTransfer(SPI_getbinval(tuple, desc, 1, &isnull), false, -1));
@@ -561,10 +594,82 @@ event_detail(const char *error, const InstanceMetadata *meta, const char *delive
 	return json_end(&b);
 }
 
+/* Whether the agent has an open job, as a new statement would see it. */
+static bool
+agent_has_open_job(const pg_uuid_t *agent_id)
+{
+	RowProbe probe;
+	bool     found;
+
+	row_probe_begin(&probe, "provisioning_jobs", "provisioning_jobs_one_open_per_agent",
+					AccessShareLock);
+	found = row_probe_fetch(&probe, F_UUID_EQ, UUIDPGetDatum(agent_id));
+	row_probe_end(&probe);
+	return found;
+}
+
+/*
+ * The refusal of a re-run of a failed job while its agent has another open
+ * job (one that retry_failed_jobs or enqueue_job created meanwhile): an
+ * agent has one open job at a time, and the newer one is it.
+ */
+static void
+refuse_rerun(const LockedJob *job, JobStatus to)
+{
+	ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("cannot move job %s from status %s to %s: agent %s has another open job",
+						   uuid_to_cstring(&job->job_id), job_status_name(job->status),
+						   job_status_name(to), uuid_to_cstring(&job->agent_id)),
+					errdetail("current status: %s", job_status_name(job->status))));
+}
+
+/*
+ * Runs the statement of a re-run in a subtransaction. The open job checked
+ * for just before may be in flight in another transaction (enqueue_job does
+ * not lock the agent); when it commits, the re-run's entry in the
+ * one-open-job index is a unique violation, which is the refusal the check
+ * would have made, and is raised as such.
+ */
+static int
+execute_rerun(SPIPlanPtr plan, Datum *values, const char *nulls, const LockedJob *job, JobStatus to)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	int           rc;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, values, nulls, false, 0);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION && edata->constraint_name != NULL &&
+			strcmp(edata->constraint_name, "provisioning_jobs_one_open_per_agent") == 0)
+			refuse_rerun(job, to);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	return rc;
+}
+
 /*
  * Applies a decided change to the locked job in one statement: the job row
  * with its timestamps and attempts, the instance when meta is given, the
  * agent's status, one event, and the delivery. Then queues the NOTIFY.
+ * A re-run is refused (55000) while the agent has another open job.
  * want_rows: also return the new job and instance rows in *out.
  * kind is the event kind when not the one the target status implies
  * (expired).
@@ -572,66 +677,71 @@ event_detail(const char *error, const InstanceMetadata *meta, const char *delive
 void
 job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind kind,
 		  const char *error, const InstanceMetadata *meta, CallbackAction cb_action,
-		  const char *delivery_id, bool want_rows, StepResult *out)
+		  const Delivery *delivery, bool want_rows, StepResult *out)
 {
-	Oid         argtypes[20] = {UUIDOID,        UUIDOID,  TIMESTAMPTZOID, JSONBOID,       TEXTOID,
-								TEXTOID,        INT4OID,  TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-								TIMESTAMPTZOID, TEXTOID,  BOOLOID,        TEXTOID,        TEXTOID,
-								TEXTOID,        JSONBOID, TEXTOID,        INETOID,        INETOID};
-	Datum       values[20];
-	char        nulls[20];
+	Oid argtypes[21] = {
+		UUIDOID, UUIDOID,        TIMESTAMPTZOID, JSONBOID,       TEXTOID,        BYTEAOID, TEXTOID,
+		INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID,  BOOLOID,
+		TEXTOID, TEXTOID,        TEXTOID,        JSONBOID,       TEXTOID,        INETOID,  INETOID};
+	Datum       values[21];
+	char        nulls[21];
 	Datum       now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	bool        entering = (to != job->status);
 	AgentStatus agent_after = agent_follows[to][job->agent_status];
 	Jsonb      *detail;
+	SPIPlanPtr  plan;
 	int         rc;
 
 	Assert(action == TRANSITION_APPLY || action == TRANSITION_RERUN ||
 		   action == TRANSITION_UPDATE_METADATA);
+	if (action == TRANSITION_RERUN && agent_has_open_job(&job->agent_id))
+		refuse_rerun(job, to);
 	if (to != JOB_FAILED)
 		error = NULL;
 
-	step_base_args(job, build_result(job, cb_action, true, to, agent_after, NULL), delivery_id,
-				   values, nulls);
+	step_base_args(job, build_result(job, cb_action, true, to, agent_after, NULL), delivery, values,
+				   nulls);
 	memset(nulls + STEP_BASE_ARGS, 'n', lengthof(nulls) - STEP_BASE_ARGS);
 
 	/* clang-format off */
 #define SET_ARG(n, datum) (values[(n) - 1] = (datum), nulls[(n) - 1] = ' ')
 	/* clang-format on */
-	SET_ARG(6, CStringGetTextDatum(job_status_name(to)));
-	SET_ARG(7, Int32GetDatum(transitions[job->status][to].attempts));
+	SET_ARG(7, CStringGetTextDatum(job_status_name(to)));
+	SET_ARG(8, Int32GetDatum(transitions[job->status][to].attempts));
 	if (entering && to == JOB_DISPATCHED)
-		SET_ARG(8, now);
-	if (entering && to == JOB_PROVISIONING)
 		SET_ARG(9, now);
-	if (entering && to == JOB_RUNNING)
+	if (entering && to == JOB_PROVISIONING)
 		SET_ARG(10, now);
-	if (entering && to == JOB_FAILED)
+	if (entering && to == JOB_RUNNING)
 		SET_ARG(11, now);
+	if (entering && to == JOB_FAILED)
+		SET_ARG(12, now);
 	if (error != NULL)
-		SET_ARG(12, CStringGetTextDatum(error));
+		SET_ARG(13, CStringGetTextDatum(error));
 	/* A new attempt must not inherit the silence of the one that failed. */
-	SET_ARG(13, BoolGetDatum(action == TRANSITION_RERUN));
+	SET_ARG(14, BoolGetDatum(action == TRANSITION_RERUN));
 	if (agent_after != job->agent_status)
-		SET_ARG(14, CStringGetTextDatum(agent_status_name(agent_after)));
-	SET_ARG(15, CStringGetTextDatum(event_kind_name(kind)));
-	SET_ARG(16, CStringGetTextDatum(job_status_name(job->status)));
-	detail = event_detail(error, meta, delivery_id);
+		SET_ARG(15, CStringGetTextDatum(agent_status_name(agent_after)));
+	SET_ARG(16, CStringGetTextDatum(event_kind_name(kind)));
+	SET_ARG(17, CStringGetTextDatum(job_status_name(job->status)));
+	detail = event_detail(error, meta, delivery ? delivery->id : NULL);
 	if (detail != NULL)
-		SET_ARG(17, JsonbPGetDatum(detail));
+		SET_ARG(18, JsonbPGetDatum(detail));
 	if (meta != NULL)
 	{
-		SET_ARG(18, CStringGetTextDatum(meta->server_id));
-		SET_ARG(19, meta->server_ip);
-		SET_ARG(20, meta->tailscale_ip);
+		SET_ARG(19, CStringGetTextDatum(meta->server_id));
+		SET_ARG(20, meta->server_ip);
+		SET_ARG(21, meta->tailscale_ip);
 	}
 #undef SET_ARG
 
-	rc = SPI_execute_plan(spi_plan(&plan_apply[meta != NULL][want_rows],
-								   sql_apply_variants[meta != NULL][want_rows], lengthof(argtypes),
-								   argtypes),
-						  values, nulls, false, 0);
-	step_finish(rc, delivery_id, out);
+	plan = spi_plan(&plan_apply[meta != NULL][want_rows],
+					sql_apply_variants[meta != NULL][want_rows], lengthof(argtypes), argtypes);
+	if (action == TRANSITION_RERUN)
+		rc = execute_rerun(plan, values, nulls, job, to);
+	else
+		rc = SPI_execute_plan(plan, values, nulls, false, 0);
+	step_finish(rc, delivery, out);
 	event_notify(&job->job_id, &job->agent_id, kind, to);
 }
 
@@ -640,10 +750,10 @@ job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind
  * the agent's instance if this job created it. No status change, no event.
  */
 void
-job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out)
+job_heartbeat(const LockedJob *job, const Delivery *delivery, StepResult *out)
 {
-	Oid       argtypes[STEP_BASE_ARGS + 1] = {UUIDOID,  UUIDOID, TIMESTAMPTZOID,
-											  JSONBOID, TEXTOID, UUIDOID};
+	Oid       argtypes[STEP_BASE_ARGS + 1] = {UUIDOID, UUIDOID,  TIMESTAMPTZOID, JSONBOID,
+											  TEXTOID, BYTEAOID, UUIDOID};
 	Datum     values[STEP_BASE_ARGS + 1];
 	char      nulls[STEP_BASE_ARGS + 1];
 	pg_uuid_t instance_id;
@@ -655,7 +765,7 @@ job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out)
 	step_base_args(job,
 				   build_result(job, ACTION_HEARTBEAT, true, job->status, job->agent_status,
 								has_instance ? &instance_id : NULL),
-				   delivery_id, values, nulls);
+				   delivery, values, nulls);
 	values[STEP_BASE_ARGS] = UUIDPGetDatum(&instance_id);
 	nulls[STEP_BASE_ARGS] = ' ';
 	if (mark)
@@ -665,23 +775,23 @@ job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out)
 	else
 		rc = SPI_execute_plan(spi_plan(&plan_heartbeat, sql_heartbeat, STEP_BASE_ARGS, argtypes),
 							  values, nulls, false, 0);
-	step_finish(rc, delivery_id, out);
+	step_finish(rc, delivery, out);
 }
 
 /* A no-op callback: nothing changes, but the delivery and its result are recorded. */
 void
-job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id, StepResult *out)
+job_noop(const LockedJob *job, CallbackAction cb_action, const Delivery *delivery, StepResult *out)
 {
-	Oid   argtypes[STEP_BASE_ARGS] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID};
+	Oid argtypes[STEP_BASE_ARGS] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, JSONBOID, TEXTOID, BYTEAOID};
 	Datum values[STEP_BASE_ARGS];
 	char  nulls[STEP_BASE_ARGS];
 	int   rc;
 
 	step_base_args(job, build_result(job, cb_action, false, job->status, job->agent_status, NULL),
-				   delivery_id, values, nulls);
+				   delivery, values, nulls);
 	rc = SPI_execute_plan(spi_plan(&plan_noop, sql_noop, STEP_BASE_ARGS, argtypes), values, nulls,
 						  false, 0);
-	step_finish(rc, delivery_id, out);
+	step_finish(rc, delivery, out);
 }
 
 /*

@@ -7,6 +7,8 @@
 #include "provision.h"
 
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/numeric.h"
 
 static void json_push_key(JsonObjectBuilder *b, const char *key);
 static int  hex_digit(char c);
@@ -54,6 +56,18 @@ json_add_bool(JsonObjectBuilder *b, const char *key, bool value)
 	json_push_key(b, key);
 	v.type = jbvBool;
 	v.val.boolean = value;
+	pushJsonbValue(&b->state, WJB_VALUE, &v);
+}
+
+/* Adds key: value as a JSON number. */
+void
+json_add_int64(JsonObjectBuilder *b, const char *key, int64 value)
+{
+	JsonbValue v;
+
+	json_push_key(b, key);
+	v.type = jbvNumeric;
+	v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(value)));
 	pushJsonbValue(&b->state, WJB_VALUE, &v);
 }
 

@@ -9,6 +9,7 @@
 
 #include "postgres.h"
 
+#include "common/sha2.h"
 #include "executor/spi.h"
 #include "nodes/lockoptions.h"
 #include "storage/lockdefs.h"
@@ -22,6 +23,7 @@
 #define PROVISION_MAX_SERVER_ID_CHARS       255
 #define PROVISION_MAX_ERROR_CHARS           4096
 #define PROVISION_MAX_IDEMPOTENCY_KEY_CHARS 255
+#define PROVISION_MAX_RUN_URL_CHARS         2048
 
 /* provision.job_status, in enum order. */
 typedef enum JobStatus
@@ -64,7 +66,9 @@ typedef enum EventKind
 	EVENT_STATUS,
 	EVENT_COMPLETED,
 	EVENT_FAILED,
-	EVENT_EXPIRED
+	EVENT_EXPIRED,
+	EVENT_RUN,
+	EVENT_RETRIED
 } EventKind;
 
 /* The "action" of a handle_callback result. */
@@ -88,15 +92,18 @@ typedef enum EnqueueOutcome
 typedef enum JobLockMode
 {
 	LOCK_JOB,          /* the job row only (heartbeats) */
+	LOCK_JOB_ROW,      /* the same, and LockedJob.row (record_dispatch) */
 	LOCK_JOB_AGENT,    /* the job and its agent (status changes) */
 	LOCK_JOB_AGENT_ROW /* the same, and LockedJob.row */
 } JobLockMode;
 
 /*
- * A job row locked FOR UPDATE, with what the state machine needs to decide.
- * row is the whole provision.provisioning_jobs row (LOCK_JOB_AGENT_ROW only,
- * else (Datum) 0), allocated in the memory context that was current at
- * SPI_connect (it outlives SPI_finish).
+ * A job row locked FOR UPDATE, with what the state machine and run fencing
+ * need to decide. row is the whole provision.provisioning_jobs row
+ * (LOCK_JOB_ROW and LOCK_JOB_AGENT_ROW only, else (Datum) 0), allocated in
+ * the memory context that was current at SPI_connect (it outlives
+ * SPI_finish). The run is read by job_lock only; the jobs claim_jobs and
+ * expire_stale_jobs lock have has_run false.
  */
 typedef struct LockedJob
 {
@@ -104,9 +111,22 @@ typedef struct LockedJob
 	pg_uuid_t   agent_id;
 	JobStatus   status;
 	AgentStatus agent_status;
+	bool        has_run; /* workflow_run_id is set */
+	int64       workflow_run_id;
 	Datum       row;
 	bool        contended; /* job_lock waited, or the row changed since its snapshot */
 } LockedJob;
+
+/*
+ * A GitHub Actions workflow run acting on a job: from a callback (run_id,
+ * run_attempt) or from the dispatcher (run_id, run_url).
+ */
+typedef struct WorkflowRun
+{
+	int64       run_id;      /* positive */
+	int64       run_attempt; /* 0: not given */
+	const char *run_url;     /* NULL: not given */
+} WorkflowRun;
 
 /* VM metadata of a running callback. */
 typedef struct InstanceMetadata
@@ -115,6 +135,16 @@ typedef struct InstanceMetadata
 	Datum       server_ip;    /* inet */
 	Datum       tailscale_ip; /* inet */
 } InstanceMetadata;
+
+/*
+ * A callback delivery: the sender's id and the SHA-256 of the payload's
+ * jsonb text (jsonb_out), which binds the id to what it delivered.
+ */
+typedef struct Delivery
+{
+	const char *id;
+	uint8       payload_sha256[PG_SHA256_DIGEST_LENGTH];
+} Delivery;
 
 /*
  * The outcome of one mutating step: the handle_callback result object (with
@@ -132,6 +162,8 @@ typedef struct StepResult
 extern bool provision_notify;
 extern int  provision_heartbeat_timeout;
 extern int  provision_history_retention;
+extern int  provision_max_attempts;
+extern int  provision_retry_delay;
 extern void guc_init(void);
 extern bool stripe_event_type_listed(const char *type);
 
@@ -146,15 +178,19 @@ extern void      job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, Lo
 extern EventKind job_event_kind(JobStatus to);
 extern void  job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind kind,
 					   const char *error, const InstanceMetadata *meta, CallbackAction cb_action,
-					   const char *delivery_id, bool want_rows, StepResult *out);
-extern void  job_heartbeat(const LockedJob *job, const char *delivery_id, StepResult *out);
-extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const char *delivery_id,
+					   const Delivery *delivery, bool want_rows, StepResult *out);
+extern void  job_heartbeat(const LockedJob *job, const Delivery *delivery, StepResult *out);
+extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const Delivery *delivery,
 					  StepResult *out);
 extern void  check_error_text(const char *error, const char *field);
 extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
 
 /* jobs.c: enqueueing, shared by enqueue_job and handle_stripe_event */
 extern EnqueueOutcome job_enqueue(const pg_uuid_t *agent_id, const char *key, pg_uuid_t *job_id);
+
+/* runs.c: run fencing */
+extern void  run_check(const LockedJob *job, int64 run_id);
+extern Datum run_record(const LockedJob *job, const WorkflowRun *run, const char *delivery_id);
 
 /* instances.c */
 extern void check_server_id(const char *server_id, const char *where);
@@ -177,6 +213,7 @@ extern void row_probe_begin(RowProbe *p, const char *table, const char *index, L
 extern bool row_probe_fetch(RowProbe *p, RegProcedure eqproc, Datum key);
 extern bool row_probe_lock(RowProbe *p, LockTupleMode mode, bool *contended);
 extern void row_probe_end(RowProbe *p);
+extern void schema_outdated(const char *table, const char *column) pg_attribute_noreturn();
 
 /* spi.c: plans prepared once per backend and kept */
 extern SPIPlanPtr spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);
@@ -192,6 +229,7 @@ typedef struct JsonObjectBuilder
 extern void   json_begin(JsonObjectBuilder *b);
 extern void   json_add_text(JsonObjectBuilder *b, const char *key, const char *value);
 extern void   json_add_bool(JsonObjectBuilder *b, const char *key, bool value);
+extern void   json_add_int64(JsonObjectBuilder *b, const char *key, int64 value);
 extern void   json_add_uuid(JsonObjectBuilder *b, const char *key, const pg_uuid_t *value);
 extern Jsonb *json_end(JsonObjectBuilder *b);
 extern char  *uuid_to_cstring(const pg_uuid_t *uuid);

@@ -154,3 +154,21 @@ row_probe_lock(RowProbe *p, LockTupleMode mode, bool *contended)
 	}
 	return false;
 }
+
+/*
+ * Raises the error of a library newer than the extension's objects in this
+ * database: the files of a new version are installed, but ALTER EXTENSION
+ * provision UPDATE has not run here yet. Without it the first statement
+ * naming a new column would fail with an error that does not say why.
+ */
+void
+schema_outdated(const char *table, const char *column)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_COLUMN),
+			 errmsg("column provision.%s.%s does not exist", table, column),
+			 errdetail("The provision library is version %s; this database has an earlier version "
+					   "of the extension.",
+					   PROVISION_VERSION),
+			 errhint("Run ALTER EXTENSION provision UPDATE.")));
+}

@@ -72,6 +72,8 @@ CREATE TABLE provision.provisioning_jobs (
     completed_at       timestamptz,
     failed_at          timestamptz,
     last_heartbeat_at  timestamptz,
+    workflow_run_id    bigint,
+    workflow_run_url   text,
     CONSTRAINT provisioning_jobs_status_timestamp
         CHECK (provision.job_status_timestamp_set(status, completed_at, failed_at))
 ) WITH (fillfactor = 80);
@@ -92,6 +94,10 @@ COMMENT ON COLUMN provision.provisioning_jobs.started_at IS 'When the job last e
 COMMENT ON COLUMN provision.provisioning_jobs.completed_at IS 'When the job last entered running';
 COMMENT ON COLUMN provision.provisioning_jobs.failed_at IS 'When the job last entered failed';
 COMMENT ON COLUMN provision.provisioning_jobs.last_heartbeat_at IS 'Last heartbeat of the current attempt';
+COMMENT ON COLUMN provision.provisioning_jobs.workflow_run_id IS
+    'The GitHub Actions run that owns the job; callbacks of other runs are refused (null until known)';
+COMMENT ON COLUMN provision.provisioning_jobs.workflow_run_url IS
+    'Web address of that run, as record_dispatch got it from GitHub (null if not given)';
 
 CREATE UNIQUE INDEX provisioning_jobs_one_open_per_agent
     ON provision.provisioning_jobs (agent_id)
@@ -140,10 +146,11 @@ COMMENT ON INDEX provision.agent_instances_job_id IS 'Instances by job (foreign 
 -- byte (COLLATE "C"), which needs no linguistic order and makes each
 -- comparison in their unique indexes a memcmp.
 CREATE TABLE provision.callback_deliveries (
-    delivery_id  text COLLATE "C" PRIMARY KEY,
-    job_id       uuid,
-    received_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    result       jsonb NOT NULL
+    delivery_id     text COLLATE "C" PRIMARY KEY,
+    job_id          uuid,
+    received_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    result          jsonb NOT NULL,
+    payload_sha256  bytea
 );
 COMMENT ON TABLE provision.callback_deliveries IS
     'Callback deliveries already handled, with their result, so that a redelivery changes nothing';
@@ -151,6 +158,8 @@ COMMENT ON COLUMN provision.callback_deliveries.delivery_id IS 'Sender delivery 
 COMMENT ON COLUMN provision.callback_deliveries.job_id IS 'The job the delivery was about';
 COMMENT ON COLUMN provision.callback_deliveries.received_at IS 'When the delivery was handled; prune_history deletes by it';
 COMMENT ON COLUMN provision.callback_deliveries.result IS 'The handle_callback result returned for it';
+COMMENT ON COLUMN provision.callback_deliveries.payload_sha256 IS
+    'SHA-256 of the payload as jsonb text; the same id with another payload is refused (null: recorded before 1.1)';
 
 -- BRIN: rows arrive in time order, and prune_history is the only reader by time.
 CREATE INDEX callback_deliveries_received_at
@@ -173,10 +182,12 @@ COMMENT ON COLUMN provision.events.id IS 'Increasing id; consumers read new even
 COMMENT ON COLUMN provision.events.at IS 'Transaction time of the change';
 COMMENT ON COLUMN provision.events.job_id IS 'The job that changed';
 COMMENT ON COLUMN provision.events.agent_id IS 'The agent of that job';
-COMMENT ON COLUMN provision.events.kind IS 'enqueued, dispatched, status, completed, failed or expired';
+COMMENT ON COLUMN provision.events.kind IS
+    'enqueued, dispatched, status, completed, failed, expired, run or retried';
 COMMENT ON COLUMN provision.events.from_status IS 'Job status before the change (null for enqueued)';
 COMMENT ON COLUMN provision.events.to_status IS 'Job status after the change';
-COMMENT ON COLUMN provision.events.detail IS 'Error text, VM metadata, delivery id, as applicable';
+COMMENT ON COLUMN provision.events.detail IS
+    'Error text, VM metadata, delivery id, workflow run, retried job, as applicable';
 
 CREATE INDEX events_at ON provision.events USING brin (at);
 COMMENT ON INDEX provision.events_at IS 'prune_history: events by age';
@@ -300,10 +311,29 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION provision.prune_history(interval) IS
     'Deletes deliveries and events older than older_than (default provision.history_retention)';
 
+CREATE FUNCTION provision.record_dispatch(job_id uuid, run_id bigint DEFAULT NULL,
+    run_url text DEFAULT NULL)
+RETURNS provision.provisioning_jobs
+AS 'MODULE_PATHNAME', 'record_dispatch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION provision.record_dispatch(uuid, bigint, text) IS
+    'Records the workflow run a dispatch started as the owner of the job; other runs'' callbacks are then refused';
+
+CREATE FUNCTION provision.retry_failed_jobs(max_attempts integer DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'retry_failed_jobs'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION provision.retry_failed_jobs(integer) IS
+    'Enqueues a new job for agents whose newest job failed, with backoff, up to max_attempts jobs (default provision.max_attempts)';
+
 -- The functions run as their owner (SECURITY DEFINER), so EXECUTE is the only
 -- gate: PUBLIC must not get it by default. Grant each function to the role
 -- that needs it (the listener: handle_callback, and handle_stripe_event
--- when it serves Stripe). The two behind the constraints need no grant for the provision functions, which run as the
+-- when it serves Stripe; the dispatcher: claim_jobs, record_dispatch,
+-- retry_failed_jobs, update_job_status). The two behind the
+-- constraints need no grant for the provision functions, which run as the
 -- owner, nor for a trigger to fire; only a role other than the owner that
 -- writes provisioning_jobs directly needs EXECUTE on job_status_timestamp_set.
 REVOKE ALL ON FUNCTION
@@ -317,5 +347,7 @@ REVOKE ALL ON FUNCTION
     provision.handle_callback(jsonb, text),
     provision.handle_stripe_event(jsonb),
     provision.expire_stale_jobs(interval),
-    provision.prune_history(interval)
+    provision.prune_history(interval),
+    provision.record_dispatch(uuid, bigint, text),
+    provision.retry_failed_jobs(integer)
 FROM PUBLIC;

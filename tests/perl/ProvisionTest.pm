@@ -423,6 +423,123 @@ sub events_for_job
 
 =pod
 
+=item extension_catalog($node, $dbname)
+
+What the C<provision> extension installed in database C<$dbname>, as a hash
+of aspect => text, each text one line per object and free of OIDs and data,
+so that two databases compare aspect by aspect: C<members> (every object
+of the extension), C<types> (with enum labels), C<relations> (kind,
+options, ACL, row security), C<columns> (position, type, NOT NULL,
+identity, collation, default, ACL), C<constraints>, C<indexes>,
+C<triggers> (user-visible ones), C<functions> (full definition, ACL),
+C<sequences> (parameters), C<comments> (of every member, column and
+constraint), C<schema> (ACL and comment) and C<extension> (version and the
+tables registered with C<pg_extension_config_dump>, with their
+conditions).
+
+=cut
+
+my %catalog_queries = (
+	members => q{
+		SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+		  FROM pg_catalog.pg_depend d
+		 WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+		   AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'provision')
+		   AND d.deptype = 'e'
+		 ORDER BY 1},
+	types => q{
+		SELECT t.typname, t.typtype,
+		       (SELECT pg_catalog.string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
+		          FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid)
+		  FROM pg_catalog.pg_type t
+		 WHERE t.typnamespace = 'provision'::pg_catalog.regnamespace
+		 ORDER BY 1},
+	relations => q{
+		SELECT c.relname, c.relkind, c.relpersistence, c.reloptions, c.relacl,
+		       c.relrowsecurity, c.relhasindex, c.relhastriggers
+		  FROM pg_catalog.pg_class c
+		 WHERE c.relnamespace = 'provision'::pg_catalog.regnamespace
+		 ORDER BY 1},
+	columns => q{
+		SELECT c.relname, a.attnum, a.attname,
+		       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
+		       a.attidentity, a.attgenerated, a.attcollation::pg_catalog.regcollation,
+		       pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attacl
+		  FROM pg_catalog.pg_class c
+		  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+		  LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+		 WHERE c.relnamespace = 'provision'::pg_catalog.regnamespace
+		   AND NOT a.attisdropped
+		 ORDER BY 1, 2},
+	constraints => q{
+		SELECT c.conrelid::pg_catalog.regclass::pg_catalog.text, c.conname, c.contype,
+		       c.condeferrable, c.condeferred, pg_catalog.pg_get_constraintdef(c.oid)
+		  FROM pg_catalog.pg_constraint c
+		 WHERE c.connamespace = 'provision'::pg_catalog.regnamespace
+		 ORDER BY 1, 2},
+	indexes => q{
+		SELECT i.indexrelid::pg_catalog.regclass::pg_catalog.text, pg_catalog.pg_get_indexdef(i.indexrelid)
+		  FROM pg_catalog.pg_index i
+		  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+		 WHERE c.relnamespace = 'provision'::pg_catalog.regnamespace
+		 ORDER BY 1},
+	triggers => q{
+		SELECT t.tgrelid::pg_catalog.regclass::pg_catalog.text, t.tgname, t.tgenabled,
+		       pg_catalog.pg_get_triggerdef(t.oid)
+		  FROM pg_catalog.pg_trigger t
+		  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+		 WHERE c.relnamespace = 'provision'::pg_catalog.regnamespace AND NOT t.tgisinternal
+		 ORDER BY 1, 2},
+	functions => q{
+		SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text, p.proacl,
+		       pg_catalog.pg_get_functiondef(p.oid)
+		  FROM pg_catalog.pg_proc p
+		 WHERE p.pronamespace = 'provision'::pg_catalog.regnamespace
+		 ORDER BY 1},
+	sequences => q{
+		SELECT s.seqrelid::pg_catalog.regclass::pg_catalog.text, s.seqtypid::pg_catalog.regtype, s.seqstart,
+		       s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle
+		  FROM pg_catalog.pg_sequence s
+		  JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
+		 WHERE c.relnamespace = 'provision'::pg_catalog.regnamespace
+		 ORDER BY 1},
+	comments => q{
+		SELECT pg_catalog.pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description
+		  FROM pg_catalog.pg_description d
+		 WHERE (d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+		        AND d.objoid IN (SELECT oid FROM pg_catalog.pg_class
+		                          WHERE relnamespace = 'provision'::pg_catalog.regnamespace))
+		    OR (d.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+		        AND d.objoid IN (SELECT oid FROM pg_catalog.pg_proc
+		                          WHERE pronamespace = 'provision'::pg_catalog.regnamespace))
+		    OR (d.classoid = 'pg_catalog.pg_type'::pg_catalog.regclass
+		        AND d.objoid IN (SELECT oid FROM pg_catalog.pg_type
+		                          WHERE typnamespace = 'provision'::pg_catalog.regnamespace))
+		    OR (d.classoid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+		        AND d.objoid IN (SELECT oid FROM pg_catalog.pg_constraint
+		                          WHERE connamespace = 'provision'::pg_catalog.regnamespace))
+		 ORDER BY 1},
+	schema => q{
+		SELECT n.nspname, n.nspacl, pg_catalog.obj_description(n.oid, 'pg_namespace')
+		  FROM pg_catalog.pg_namespace n WHERE n.nspname = 'provision'},
+	extension => q{
+		SELECT e.extversion, e.extrelocatable, e.extnamespace::pg_catalog.regnamespace,
+		       e.extconfig::pg_catalog.regclass[], e.extcondition
+		  FROM pg_catalog.pg_extension e WHERE e.extname = 'provision'},);
+
+sub extension_catalog
+{
+	my ($node, $dbname) = @_;
+	my %catalog;
+	for my $aspect (sort keys %catalog_queries)
+	{
+		$catalog{$aspect} = $node->safe_psql($dbname, $catalog_queries{$aspect});
+	}
+	return \%catalog;
+}
+
+=pod
+
 =back
 
 =head1 SECRETS AND SIGNATURES

@@ -78,19 +78,21 @@ SELECT pg_temp.bad('{"job_id": "40000000-0000-4000-8000-000000000003", "status":
 SELECT job_id, kind, from_status, to_status, detail - 'instance_id' AS detail
   FROM provision.events ORDER BY id;
 
--- Dedup: a known delivery id returns the recorded result with duplicate
--- true and changes nothing, whatever the payload says now.
+-- Dedup: a known delivery id with its payload returns the recorded result
+-- with duplicate true and changes nothing, whatever the job's state now
+-- (the same id with another payload: 80_delivery_binding).
 SELECT count(*) AS events_before FROM provision.events \gset
 SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "provisioning"}', 'gh-1');
 SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "running",
-                    "server_id": "hz-X", "server_ip": "198.51.100.1", "tailscale_ip": "100.64.9.9"}', 'gh-4');
-SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "heartbeat"}', 'gh-6');
+                    "server_id": 12345678, "server_ip": "203.0.113.5", "tailscale_ip": "100.64.1.5",
+                    "extra": {"ignored": true}}', 'gh-4');
+SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "running"}', 'gh-6');
 SELECT count(*) = :events_before AS no_new_events FROM provision.events;
 SELECT server_id FROM provision.agent_instances WHERE agent_id = '4a000000-0000-4000-8000-000000000001';
 -- A redelivery is answered before the job is locked: no transaction id,
 -- no row lock, nothing written.
 BEGIN;
-SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "heartbeat"}', 'gh-6')->>'duplicate' AS duplicate;
+SELECT pg_temp.cb('{"job_id": "40000000-0000-4000-8000-000000000001", "status": "running"}', 'gh-6')->>'duplicate' AS duplicate;
 SELECT pg_current_xact_id_if_assigned() IS NULL AS read_only;
 COMMIT;
 -- Every delivery is recorded once with its result (duplicate false) and job.

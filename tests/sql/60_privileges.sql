@@ -99,6 +99,8 @@ SELECT label, regress.try(stmt) AS outcome
     ('handle_stripe_event', $$SELECT provision.handle_stripe_event('{"id": "evt_priv_0", "type": "customer.created"}')$$),
     ('expire_stale_jobs', $$SELECT provision.expire_stale_jobs('0 seconds')$$),
     ('prune_history', $$SELECT provision.prune_history('0 seconds')$$),
+    ('record_dispatch', $$SELECT provision.record_dispatch('d7000000-0000-4000-8000-000000000001', 1)$$),
+    ('retry_failed_jobs', 'SELECT provision.retry_failed_jobs()'),
     ('create in schema', 'CREATE TABLE provision.intruder (x int)')
   ) AS t(label, stmt);
 RESET ROLE;

@@ -125,6 +125,12 @@ INSERT INTO provision.provisioning_jobs (id, agent_id)
 SELECT ('d8000000-0000-4000-8000-00000000000' || n)::uuid,
        ('c8000000-0000-4000-8000-00000000000' || n)::uuid
   FROM generate_series(1, 5) AS n;
+-- A dispatched job for record_dispatch.
+INSERT INTO provision.agents (id, name)
+VALUES ('c8000000-0000-4000-8000-000000000007', 'search-path-7');
+INSERT INTO provision.provisioning_jobs (id, agent_id, status, dispatched_at)
+VALUES ('d8000000-0000-4000-8000-000000000007', 'c8000000-0000-4000-8000-000000000007',
+        'dispatched', pg_catalog.now());
 -- A stale job for expire_stale_jobs.
 INSERT INTO provision.provisioning_jobs
        (id, agent_id, status, attempts, dispatched_at, started_at)
@@ -184,6 +190,28 @@ SELECT provision.handle_stripe_event(
                                                   "c8000000-0000-4000-8000-000000000003",
                                                 "payment_status": "paid"}}}')
        OPERATOR(pg_catalog.->>) 'duplicate' AS stripe_duplicate;
+-- 1.1: a callback that records its workflow run, the dispatcher's record
+-- of another job's run, a delivery id reused for another payload, a
+-- retry of a failed job, and a re-run refused because of it.
+SELECT provision.handle_callback(
+         pg_catalog.jsonb '{"job_id": "d8000000-0000-4000-8000-000000000005",
+                            "status": "provisioning", "run_id": 5005}', 'sp-5')
+       OPERATOR(pg_catalog.->>) 'job_status' AS run_recorded;
+SELECT (provision.record_dispatch('d8000000-0000-4000-8000-000000000007'::pg_catalog.uuid,
+                                  7007::pg_catalog.int8,
+                                  'https://github.com/acme/infra/actions/runs/7007')).workflow_run_id
+       AS dispatch_recorded;
+SELECT provision.handle_callback(
+         pg_catalog.jsonb '{"job_id": "d8000000-0000-4000-8000-000000000005",
+                            "status": "heartbeat", "run_id": 5005}', 'sp-5');
+UPDATE provision.provisioning_jobs SET failed_at = pg_catalog.timestamptz '2000-01-01 00:00:00+00'
+ WHERE id OPERATOR(pg_catalog.=) 'd8000000-0000-4000-8000-000000000002'::pg_catalog.uuid;
+SET provision.retry_delay = '1h';
+SELECT provision.retry_failed_jobs() OPERATOR(pg_catalog.>=) 1 AS retried;
+RESET provision.retry_delay;
+SELECT provision.handle_callback(
+         pg_catalog.jsonb '{"job_id": "d8000000-0000-4000-8000-000000000002",
+                            "status": "provisioning"}');
 -- An error path, too.
 SELECT provision.handle_callback(
          pg_catalog.jsonb '{"job_id": "d8000000-0000-4000-8000-000000000003",
@@ -228,6 +256,10 @@ SELECT job_id, kind, from_status, to_status, at > now() - interval '1 hour' AS a
   FROM provision.events
  WHERE job_id::text LIKE 'd8000000-%'
  ORDER BY id;
+
+SELECT e.kind, e.from_status, e.to_status, e.detail OPERATOR(pg_catalog.->>) 'failed_job_id' AS failed_job_id
+  FROM provision.events e
+ WHERE e.agent_id = 'c8000000-0000-4000-8000-000000000002' AND e.kind = 'retried';
 
 DROP SCHEMA regress_evil CASCADE;
 RESET client_min_messages;

@@ -1,9 +1,11 @@
 
 # Delivery deduplication over HTTP: the same X-GitHub-Delivery or webhook-id
-# twice has one effect and the second answer is the stored result with
-# "duplicate": true; the same delivery sent by several clients at the same
-# moment is applied exactly once; a failed attempt records nothing, so the
-# sender's retry is applied; without a delivery id nothing is deduplicated.
+# twice with the same body has one effect and the second answer is the
+# stored result with "duplicate": true; the same id with another body is no
+# duplicate and changes nothing; the same delivery sent by several clients
+# at the same moment is applied exactly once; a failed attempt records
+# nothing, so the sender's retry is applied; without a delivery id nothing
+# is deduplicated.
 
 use strict;
 use warnings;
@@ -43,9 +45,8 @@ for my $scheme ('github', 'standard')
 	ok($first->{json}{applied}, "$scheme: first delivery applied");
 	ok(!$first->{json}{duplicate}, "$scheme: first delivery not a duplicate");
 
-	# The retry is signed afresh (Standard Webhooks: a new timestamp), with
-	# different metadata that must not be applied.
-	my $second = $l->callback(metadata($job, 2), scheme => $scheme, delivery => $delivery,
+	# The retry is signed afresh (Standard Webhooks: a new timestamp).
+	my $second = $l->callback(metadata($job, 1), scheme => $scheme, delivery => $delivery,
 		$scheme eq 'standard' ? (timestamp => time() + 1) : ());
 	is($second->{status}, 200, "$scheme: repeated delivery 200") or diag explain $second;
 	ok($second->{json}{duplicate}, "$scheme: repeated delivery has duplicate true");
@@ -53,9 +54,18 @@ for my $scheme ('github', 'standard')
 	is($second->{json}{action},      $first->{json}{action},      "$scheme: stored action");
 	is($second->{json}{instance_id}, $first->{json}{instance_id}, "$scheme: stored instance_id");
 
+	# The same id with other metadata is not a redelivery: refused, and
+	# neither applied nor answered with the stored result.
+	my $reused = $l->callback(metadata($job, 2), scheme => $scheme, delivery => $delivery,
+		$scheme eq 'standard' ? (timestamp => time() + 2) : ());
+	isnt($reused->{status}, 200, "$scheme: the id with another body is refused")
+	  or diag explain $reused;
+	ok(!($reused->{json} && $reused->{json}{duplicate}),
+		"$scheme: the id with another body is not answered as a duplicate");
+
 	is(completed_events($job), 1, "$scheme: one completed event");
 	my $inst = ProvisionTest::instance_row($node, $agent);
-	is($inst->{server_id}, 'srv-1', "$scheme: the duplicate's metadata was not applied");
+	is($inst->{server_id}, 'srv-1', "$scheme: the other body's metadata was not applied");
 	my $d = ProvisionTest::delivery_row($node, $delivery);
 	ok($d, "$scheme: delivery recorded");
 	is($d->{job_id}, $job, "$scheme: delivery row names the job");
