@@ -1,10 +1,13 @@
 
-# scripts/provision-callback against the real listener: both signature
-# schemes, raw and whsec_ secrets from a file or the environment, the
-# response on stdout and exit 0 on success; a 503 while the database is down
-# is retried with the same delivery id until it lands, exactly once; 401,
-# 409 and 413 are final (one request each, exit 1); a listener that is not
-# there is retried a bounded number of times (exit 3); usage errors exit 2.
+# scripts/provision-callback against the real listener: Standard Webhooks by
+# default and the GitHub scheme on request, raw and whsec_ secrets from a
+# file or the environment, the response on stdout and exit 0 on success;
+# run_id and run_attempt added from GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT
+# (seen through a relay that records the bodies); a 503 while the database
+# is down is retried with the same delivery id until it lands, exactly once;
+# 401 and 413 are final (one request each, exit 1), 409 too with its own
+# exit status 4; a listener that is not there is retried a bounded number of
+# times (exit 3); usage errors exit 2.
 
 use strict;
 use warnings;
@@ -13,6 +16,7 @@ use IPC::Run ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ProvisionTest;
+use FakeCloud;
 
 my $sender = ProvisionTest::repo_root() . '/scripts/provision-callback';
 
@@ -73,7 +77,7 @@ sub json_of { return ProvisionTest::decode_json($_[0]{stdout}) // {}; }
 
 # --- GitHub scheme, raw secret from the environment --------------------------
 my ($agent, $job) = ProvisionTest::new_job($node, status => 'dispatched');
-my $r = sender([ '--data', qq({"job_id":"$job","status":"provisioning"}) ],
+my $r = sender([ '--scheme', 'github', '--data', qq({"job_id":"$job","status":"provisioning"}) ],
 	env => { PROVISION_WEBHOOK_SECRET => $raw_secret });
 is($r->{exit}, 0, 'github scheme, secret from PROVISION_WEBHOOK_SECRET: exit 0')
   or diag($r->{stderr});
@@ -94,6 +98,67 @@ ok(defined ProvisionTest::job_row($node, $job)->{last_heartbeat_at},
 ok(ProvisionTest::delivery_row($node, 'msg_sender_hb_1'),
 	'the given delivery id is the webhook-id');
 
+# --- the default scheme and the run's identity, seen through a relay --------
+my $relay = FakeCloud->start(relay_to => $l->base_url);
+my $relay_url = $relay->url('/relay/webhooks/github');
+sub relayed { return $relay->calls->[-1] // {}; }
+my %run_env = (
+	PROVISION_WEBHOOK_SECRET => $whsec_secret,
+	GITHUB_RUN_ID            => '9876543210',
+	GITHUB_RUN_ATTEMPT       => '3');
+
+my (undef, $job_r) = ProvisionTest::new_job($node, status => 'dispatched');
+my $plain = qq({"job_id":"$job_r","status":"provisioning"});
+$r = sender([ '--url', $relay_url, '--data', $plain ],
+	env => { PROVISION_WEBHOOK_SECRET => $whsec_secret });
+is($r->{exit}, 0, 'no --scheme: exit 0') or diag($r->{stderr});
+my $h = relayed()->{headers};
+ok($h->{'webhook-id'} && $h->{'webhook-timestamp'} && $h->{'webhook-signature'},
+	'no --scheme: signed with Standard Webhooks');
+ok(!exists $h->{'x-hub-signature-256'}, 'and without the GitHub scheme');
+is(relayed()->{raw}, $plain, 'outside a workflow run the body is sent as given');
+
+$r = sender([ '--url', $relay_url, '--data', qq({"job_id":"$job_r","status":"heartbeat","n":12345678901234567890}) ],
+	env => \%run_env);
+is($r->{exit}, 0, 'with GITHUB_RUN_ID: exit 0') or diag($r->{stderr});
+is(relayed()->{raw},
+	qq({"run_id":"9876543210","run_attempt":"3","job_id":"$job_r","status":"heartbeat","n":12345678901234567890}),
+	'run_id and run_attempt are added in front, the rest of the body as given');
+
+$r = sender([ '--url', $relay_url, '--data', qq(\n  {"run_id":"9876543210", "job_id":"$job_r","status":"heartbeat"}\n) ],
+	env => \%run_env);
+is($r->{exit}, 0, 'a body with its own run_id: exit 0') or diag($r->{stderr});
+is(relayed()->{raw},
+	qq(\n  {"run_attempt":"3","run_id":"9876543210", "job_id":"$job_r","status":"heartbeat"}\n),
+	'keeps its run_id and gets run_attempt');
+
+$r = sender([ '--url', $relay_url, '--data', '{}' ], env => \%run_env);
+is($r->{exit}, 1, 'an empty object with the run added: the listener refuses it, exit 1');
+is(relayed()->{raw}, '{"run_id":"9876543210","run_attempt":"3"}',
+	'an empty object becomes the run alone');
+
+my $n = scalar @{ $relay->calls };
+for my $bad ([ '[1]', qr/the body is not a JSON object/ ],
+	[ '{"a":1} {"b":2}', qr/the body is more than one JSON value/ ],
+	[ '{"a":', qr/the body is not JSON/ ])
+{
+	$r = sender([ '--url', $relay_url, '--data', $bad->[0] ], env => \%run_env);
+	is($r->{exit}, 2, "body '$bad->[0]' with GITHUB_RUN_ID: exit 2");
+	like($r->{stderr}, $bad->[1], 'and says why');
+}
+for my $bad ([ GITHUB_RUN_ID => '12x' ], [ GITHUB_RUN_ID => '0' ],
+	[ GITHUB_RUN_ID => '9223372036854775808' ], [ GITHUB_RUN_ATTEMPT => '-1' ])
+{
+	$r = sender([ '--url', $relay_url, '--data', '{}' ], env => { %run_env, @$bad });
+	is($r->{exit}, 2, "$bad->[0]=$bad->[1]: exit 2");
+	like($r->{stderr}, qr/$bad->[0] must be a positive/, 'and names the variable');
+}
+$r = sender([ '--url', $relay_url, '--data', qq({"job_id":"$job_r","status":"heartbeat"}) ],
+	env => { %run_env, GITHUB_RUN_ID => '9223372036854775807' });
+like(relayed()->{raw}, qr/^\{"run_id":"9223372036854775807",/, 'the largest 64-bit run id is taken');
+is(scalar @{ $relay->calls }, $n + 1, 'a bad body or run id sends nothing');
+$relay->stop;
+
 # --- GitHub scheme keyed with a decoded whsec_ secret, body from a file, with
 # --- bytes outside ASCII and a trailing newline -----------------------------
 my $dir = PostgreSQL::Test::Utils::tempdir();
@@ -105,7 +170,7 @@ my $body_file = "$dir/running.json";
 	  . qq("note":"\xc3\xa9t\xc3\xa9 \xe2\x9c\x93"}\n);
 	close $fh;
 }
-$r = sender([ '--delivery-id', 'gh-sender-run-1', $body_file ],
+$r = sender([ '--scheme', 'github', '--delivery-id', 'gh-sender-run-1', $body_file ],
 	env => { PROVISION_WEBHOOK_SECRET_FILE => $whsec_file });
 is($r->{exit}, 0, 'github scheme with a whsec_ secret, UTF-8 body file: exit 0')
   or diag($r->{stderr});
@@ -116,7 +181,7 @@ is($inst->{server_id}, '4711', 'numeric server_id stored as text');
 is($inst->{server_ip}, '203.0.113.7', 'server_ip stored');
 
 # The same delivery again: a duplicate, still exit 0.
-$r = sender([ '--delivery-id', 'gh-sender-run-1', $body_file ],
+$r = sender([ '--scheme', 'github', '--delivery-id', 'gh-sender-run-1', $body_file ],
 	env => { PROVISION_WEBHOOK_SECRET_FILE => $whsec_file });
 is($r->{exit}, 0, 'a repeated delivery id: exit 0');
 ok(json_of($r)->{duplicate}, 'and the listener reports a duplicate');
@@ -132,10 +197,14 @@ is($r->{stdout}, '', 'nothing on stdout');
 is(requests_with_code(401) - $before, 1, '401 is not retried: one request');
 
 $before = requests_with_code(409);
-$r = sender([ '--data', qq({"job_id":"$job","status":"failed","error":"late"}) ],
+my $response_file = PostgreSQL::Test::Utils::tempdir() . '/response.json';
+$r = sender([ '--response', $response_file,
+		'--data', qq({"job_id":"$job","status":"failed","error":"late"}) ],
 	env => { PROVISION_WEBHOOK_SECRET => $raw_secret });
-is($r->{exit}, 1, 'refused transition (running -> failed): exit 1');
-like($r->{stderr}, qr/HTTP 409/, 'stderr names 409');
+is($r->{exit}, 4, 'refused transition (running -> failed): exit 4, the conflict status');
+like($r->{stderr}, qr/HTTP 409 .*: the job refused this callback/, 'stderr names 409 and what it means');
+is(ProvisionTest::decode_json(slurp_file($response_file))->{status}, 'running',
+	'--response holds the 409 body');
 like($r->{stderr}, qr/"status"\s*:\s*"running"/, 'stderr holds the 409 body with the current status');
 is(requests_with_code(409) - $before, 1, '409 is not retried: one request');
 is(ProvisionTest::job_row($node, $job)->{status}, 'running', 'job still running');
