@@ -4,6 +4,8 @@
 #   make install         install both (PG_CONFIG=..., PREFIX=... override)
 #   make run             private cluster under .run/ and a listener on :8080
 #   make test            every suite against private clusters it starts itself
+#   make test-cassert    pg_regress and isolation on PostgreSQL built with
+#                        assertions (make test-cassert-valgrind: under valgrind)
 #   make installcheck    the pg_regress and isolation suites on a running server
 
 EXTENSION   = provision
@@ -53,7 +55,8 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
 all: listener
-.PHONY: listener listener-install test run lint fuzz test-faults
+.PHONY: listener listener-install test run lint fuzz test-faults test-cassert \
+        test-cassert-valgrind
 
 listener:
 	$(MAKE) -C listener VERSION=$(EXTVERSION)
@@ -68,6 +71,14 @@ listener-clean:
 
 test:
 	tests/run
+
+# The pg_regress and isolation suites on PostgreSQL 15 built from Debian's
+# source package with --enable-cassert (tests/cassert; the build is cached
+# outside the checkout), and the same with that server under valgrind.
+test-cassert:
+	TEST_SUITES=cassert tests/run
+test-cassert-valgrind:
+	TEST_SUITES=cassert-valgrind tests/run
 
 # Every fault-injection test (tests/faults), the slow ones too.
 test-faults:

@@ -69,22 +69,17 @@ static const struct
 	{"heartbeat", CALLBACK_HEARTBEAT, JOB_STATUS_COUNT},
 };
 
-/* Columns of provision.callback_deliveries */
-#define DELIVERY_JOB_ID_ATTNUM         2
-#define DELIVERY_RESULT_ATTNUM         4
-#define DELIVERY_PAYLOAD_SHA256_ATTNUM 5
-
-static void        parse_callback(Jsonb *payload, Callback *cb);
-static JsonbValue *get_field(Jsonb *payload, const char *key);
-static const char *json_type_name(const JsonbValue *v);
-static char       *string_field(const JsonbValue *v, const char *key);
-static int         hex_value(char c);
-static bool        parse_uuid(const char *src, pg_uuid_t *uuid);
-static Datum       inet_field(const JsonbValue *v, const char *key);
-static bool        run_number_field(Jsonb *payload, const char *key, int64 *value);
-static void        check_delivery_id(const char *delivery_id);
-static void        payload_sha256(Jsonb *payload, uint8 *digest);
-static Jsonb      *find_delivery(const Delivery *delivery, const pg_uuid_t *job_id);
+static void           parse_callback(Jsonb *payload, Callback *cb);
+static JsonbValue    *required_field(Jsonb *payload, const char *key);
+static CallbackStatus status_field(const JsonbValue *v);
+static bool           metadata_fields(Jsonb *payload, InstanceMetadata *meta);
+static char          *server_id_field(const JsonbValue *v);
+static char          *string_field(const JsonbValue *v, const char *key);
+static Datum          inet_field(const JsonbValue *v, const char *key);
+static bool           run_number_field(Jsonb *payload, const char *key, int64 *value);
+static void           check_delivery_id(const char *delivery_id);
+static void           payload_sha256(Jsonb *payload, uint8 *digest);
+static Jsonb         *find_delivery(const Delivery *delivery, const pg_uuid_t *job_id);
 
 /*
  * provision.handle_callback(payload, delivery_id): applies one callback of the
@@ -175,8 +170,15 @@ handle_callback(PG_FUNCTION_ARGS)
 		if (decision == TRANSITION_SAME || decision == TRANSITION_STALE)
 			job_noop(&job, action, delivery, &step);
 		else
-			job_apply(&job, to, decision, job_event_kind(to), cb.error,
-					  cb.has_metadata ? &cb.metadata : NULL, action, delivery, false, &step);
+			job_apply(&job,
+					  &(JobStep){.to = to,
+								 .action = decision,
+								 .event = job_event_kind(to),
+								 .error = cb.error,
+								 .meta = cb.has_metadata ? &cb.metadata : NULL,
+								 .result_action = action,
+								 .delivery = delivery},
+					  &step);
 	}
 
 	SPI_finish();
@@ -191,12 +193,7 @@ handle_callback(PG_FUNCTION_ARGS)
 static void
 parse_callback(Jsonb *payload, Callback *cb)
 {
-	static const char *const metadata_keys[] = {"server_id", "server_ip", "tailscale_ip"};
-	JsonbValue              *metadata[lengthof(metadata_keys)];
-	JsonbValue              *v;
-	char                    *text;
-	int                      present = 0;
-	int                      i;
+	JsonbValue *v;
 
 	if (!JB_ROOT_IS_OBJECT(payload))
 		ereport(ERROR,
@@ -204,112 +201,103 @@ parse_callback(Jsonb *payload, Callback *cb)
 				 errmsg("callback payload must be a JSON object"),
 				 errdetail("Got a JSON %s.", JB_ROOT_IS_SCALAR(payload) ? "scalar" : "array")));
 
-	v = get_field(payload, "job_id");
-	if (v == NULL)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("missing \"job_id\" in callback payload")));
-	text = string_field(v, "job_id");
-	if (!parse_uuid(text, &cb->job_id))
+	if (!uuid_from_cstring(string_field(required_field(payload, "job_id"), "job_id"), &cb->job_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("invalid \"job_id\" in callback payload"), errdetail("Expected a uuid.")));
+	cb->status = status_field(required_field(payload, "status"));
 
-	v = get_field(payload, "status");
-	if (v == NULL)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("missing \"status\" in callback payload")));
-	text = string_field(v, "status");
-	for (i = 0; i < lengthof(callback_statuses); i++)
-		if (strcmp(text, callback_statuses[i].name) == 0)
-			break;
-	if (i == lengthof(callback_statuses))
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("invalid \"status\" in callback payload"),
-						errdetail("Expected one of provisioning, running, failed, heartbeat.")));
-	cb->status = callback_statuses[i].status;
-
-	cb->has_metadata = false;
 	cb->error = NULL;
 	cb->run.run_url = NULL;
 	cb->has_run = run_number_field(payload, "run_id", &cb->run.run_id);
 	if (!run_number_field(payload, "run_attempt", &cb->run.run_attempt))
 		cb->run.run_attempt = 0;
 
-	if (cb->status == CALLBACK_FAILED && (v = get_field(payload, "error")) != NULL)
+	if (cb->status == CALLBACK_FAILED && (v = json_object_get(&payload->root, "error")) != NULL)
 	{
 		cb->error = string_field(v, "error");
 		check_error_text(cb->error, "\"error\" in callback payload");
 	}
 
-	if (cb->status != CALLBACK_RUNNING)
-		return;
+	cb->has_metadata = cb->status == CALLBACK_RUNNING && metadata_fields(payload, &cb->metadata);
+}
 
-	for (i = 0; i < lengthof(metadata_keys); i++)
-	{
-		metadata[i] = get_field(payload, metadata_keys[i]);
-		if (metadata[i] != NULL)
+/* The value of a key the payload must have; 22023 when absent or JSON null. */
+static JsonbValue *
+required_field(Jsonb *payload, const char *key)
+{
+	JsonbValue *v = json_object_get(&payload->root, key);
+
+	if (v == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("missing \"%s\" in callback payload", key)));
+	return v;
+}
+
+/* The "status" field; 22023 unless it names a status a callback may carry. */
+static CallbackStatus
+status_field(const JsonbValue *v)
+{
+	char *text = string_field(v, "status");
+
+	for (int i = 0; i < lengthof(callback_statuses); i++)
+		if (strcmp(text, callback_statuses[i].name) == 0)
+			return callback_statuses[i].status;
+	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("invalid \"status\" in callback payload"),
+					errdetail("Expected one of provisioning, running, failed, heartbeat.")));
+	pg_unreachable();
+}
+
+/*
+ * The VM metadata of a running callback: all three fields or none (false);
+ * 22023 for some but not all.
+ */
+static bool
+metadata_fields(Jsonb *payload, InstanceMetadata *meta)
+{
+	static const char *const keys[] = {"server_id", "server_ip", "tailscale_ip"};
+	JsonbValue              *fields[lengthof(keys)];
+	int                      present = 0;
+
+	for (int i = 0; i < lengthof(keys); i++)
+		if ((fields[i] = json_object_get(&payload->root, keys[i])) != NULL)
 			present++;
-	}
 	if (present == 0)
-		return;
-	for (i = 0; i < lengthof(metadata_keys); i++)
-		if (metadata[i] == NULL)
+		return false;
+	for (int i = 0; i < lengthof(keys); i++)
+		if (fields[i] == NULL)
 			ereport(
 				ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("missing \"%s\" in callback payload", metadata_keys[i]),
+				 errmsg("missing \"%s\" in callback payload", keys[i]),
 				 errdetail(
 					 "A running callback carries all of server_id, server_ip and tailscale_ip, or none of them.")));
 
-	/* Hetzner sends server ids as numbers; they are stored as their text. */
-	if (metadata[0]->type == jbvNumeric)
-		cb->metadata.server_id = DatumGetCString(
-			DirectFunctionCall1(numeric_out, NumericGetDatum(metadata[0]->val.numeric)));
-	else if (metadata[0]->type == jbvString)
-		cb->metadata.server_id = string_field(metadata[0], "server_id");
+	meta->server_id = server_id_field(fields[0]);
+	meta->server_ip = inet_field(fields[1], "server_ip");
+	meta->tailscale_ip = inet_field(fields[2], "tailscale_ip");
+	return true;
+}
+
+/* Hetzner sends server ids as numbers; they are stored as their text. */
+static char *
+server_id_field(const JsonbValue *v)
+{
+	char *server_id;
+
+	if (v->type == jbvNumeric)
+		server_id =
+			DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	else if (v->type == jbvString)
+		server_id = string_field(v, "server_id");
 	else
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("invalid \"server_id\" in callback payload"),
 						errdetail("Expected a JSON string or number, got a JSON %s.",
-								  json_type_name(metadata[0]))));
-	check_server_id(cb->metadata.server_id, " in callback payload");
-	cb->metadata.server_ip = inet_field(metadata[1], "server_ip");
-	cb->metadata.tailscale_ip = inet_field(metadata[2], "tailscale_ip");
-	cb->has_metadata = true;
-}
-
-/* The value of a top-level key; NULL when absent or JSON null. */
-static JsonbValue *
-get_field(Jsonb *payload, const char *key)
-{
-	JsonbValue  k;
-	JsonbValue *v;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	v = findJsonbValueFromContainer(&payload->root, JB_FOBJECT, &k);
-	if (v != NULL && v->type == jbvNull)
-		return NULL;
-	return v;
-}
-
-static const char *
-json_type_name(const JsonbValue *v)
-{
-	switch (v->type)
-	{
-		case jbvString:
-			return "string";
-		case jbvNumeric:
-			return "number";
-		case jbvBool:
-			return "boolean";
-		case jbvBinary:
-			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
-		default:
-			return "value";
-	}
+								  json_value_type(v))));
+	check_server_id(server_id, " in callback payload");
+	return server_id;
 }
 
 /* The field as a C string; 22023 unless it is a JSON string. */
@@ -319,59 +307,8 @@ string_field(const JsonbValue *v, const char *key)
 	if (v->type != jbvString)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("invalid \"%s\" in callback payload", key),
-						errdetail("Expected a JSON string, got a JSON %s.", json_type_name(v))));
+						errdetail("Expected a JSON string, got a JSON %s.", json_value_type(v))));
 	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/*
- * Parses a uuid with the syntax uuid_in accepts (optional braces, a hyphen
- * allowed after any group of four hex digits) without raising its generic
- * error, so the message can name the field.
- */
-static bool
-parse_uuid(const char *src, pg_uuid_t *uuid)
-{
-	bool braces = false;
-
-	if (*src == '{')
-	{
-		src++;
-		braces = true;
-	}
-	for (int i = 0; i < UUID_LEN; i++)
-	{
-		int hi, lo;
-
-		if (src[0] == '\0' || src[1] == '\0')
-			return false;
-		hi = hex_value(src[0]);
-		lo = hex_value(src[1]);
-		if (hi < 0 || lo < 0)
-			return false;
-		uuid->data[i] = (unsigned char) (hi << 4 | lo);
-		src += 2;
-		if (src[0] == '-' && (i % 2) == 1 && i < UUID_LEN - 1)
-			src++;
-	}
-	if (braces)
-	{
-		if (*src != '}')
-			return false;
-		src++;
-	}
-	return *src == '\0';
 }
 
 /*
@@ -405,7 +342,7 @@ inet_field(const JsonbValue *v, const char *key)
 static bool
 run_number_field(Jsonb *payload, const char *key, int64 *value)
 {
-	JsonbValue *v = get_field(payload, key);
+	JsonbValue *v = json_object_get(&payload->root, key);
 	const char *digits;
 	int64       n = 0;
 
@@ -419,7 +356,7 @@ run_number_field(Jsonb *payload, const char *key, int64 *value)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("invalid \"%s\" in callback payload", key),
 						errdetail("Expected a JSON number or a string of digits, got a JSON %s.",
-								  json_type_name(v))));
+								  json_value_type(v))));
 
 	for (const char *c = digits;; c++)
 	{
@@ -497,56 +434,26 @@ typedef enum DeliveryMatch
  * Raises 23505 when the id was recorded for another job or another payload.
  * A part that was not recorded is not compared: deliveries recorded before
  * 1.1 have no payload digest, and match on the job alone.
- *
- * Every callback with a delivery id asks this, so it reads the primary key
- * of provision.callback_deliveries directly rather than through SPI: the
- * executor's set-up and tear-down for one index probe cost several times the
- * probe itself. The snapshot is the one a new SQL statement would get (under
- * READ COMMITTED, taken now, after the job lock was granted), so it sees a
- * concurrent twin that committed while this call waited for the lock.
+ * Asked before the job lock and, when another transaction was in the way,
+ * again after it (delivery_fetch sees what committed meanwhile).
  */
 static Jsonb *
 find_delivery(const Delivery *delivery, const pg_uuid_t *job_id)
 {
-	RowProbe      probe;
-	Jsonb        *result = NULL;
-	DeliveryMatch match = DELIVERY_SAME;
+	RecordedDelivery  recorded;
+	DeliveryMatch     match = DELIVERY_SAME;
+	JsonObjectBuilder b;
+	Jsonb            *result;
 
-	row_probe_begin(&probe, "callback_deliveries", NULL, AccessShareLock);
-	if (RelationGetDescr(probe.rel)->natts < DELIVERY_PAYLOAD_SHA256_ATTNUM)
-		schema_outdated("callback_deliveries", "payload_sha256");
-	if (row_probe_fetch(&probe, F_TEXTEQ, CStringGetTextDatum(delivery->id)))
-	{
-		bool              isnull;
-		Datum             recorded;
-		JsonObjectBuilder b;
-
-		recorded = slot_getattr(probe.slot, DELIVERY_JOB_ID_ATTNUM, &isnull);
-		if (!isnull && memcmp(DatumGetUUIDP(recorded), job_id, sizeof(pg_uuid_t)) != 0)
-			match = DELIVERY_OTHER_JOB;
-		recorded = slot_getattr(probe.slot, DELIVERY_PAYLOAD_SHA256_ATTNUM, &isnull);
-		if (!isnull && match == DELIVERY_SAME)
-		{
-			bytea *digest = DatumGetByteaPP(recorded);
-
-			if (VARSIZE_ANY_EXHDR(digest) != PG_SHA256_DIGEST_LENGTH ||
-				memcmp(VARDATA_ANY(digest), delivery->payload_sha256, PG_SHA256_DIGEST_LENGTH) != 0)
-				match = DELIVERY_OTHER_PAYLOAD;
-		}
-
-		recorded = slot_getattr(probe.slot, DELIVERY_RESULT_ATTNUM, &isnull);
-		if (isnull)
-			elog(ERROR, "delivery %s has no recorded result", delivery->id);
-		if (match == DELIVERY_SAME)
-		{
-			json_begin(&b);
-			json_add_bool(&b, "duplicate", true);
-			result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-														PointerGetDatum(PG_DETOAST_DATUM(recorded)),
-														JsonbPGetDatum(json_end(&b))));
-		}
-	}
-	row_probe_end(&probe);
+	if (!delivery_fetch(delivery->id, &recorded))
+		return NULL;
+	if (recorded.has_job && memcmp(&recorded.job_id, job_id, sizeof(pg_uuid_t)) != 0)
+		match = DELIVERY_OTHER_JOB;
+	else if (recorded.payload_sha256 != NULL &&
+			 (VARSIZE_ANY_EXHDR(recorded.payload_sha256) != PG_SHA256_DIGEST_LENGTH ||
+			  memcmp(VARDATA_ANY(recorded.payload_sha256), delivery->payload_sha256,
+					 PG_SHA256_DIGEST_LENGTH) != 0))
+		match = DELIVERY_OTHER_PAYLOAD;
 
 	if (match != DELIVERY_SAME)
 		ereport(ERROR,
@@ -557,8 +464,10 @@ find_delivery(const Delivery *delivery, const pg_uuid_t *job_id)
 					 : errdetail("It was recorded for the same job with another payload."),
 				 errhint("A delivery id names one callback; send a new callback with a new id.")));
 
+	json_begin(&b);
+	json_add_bool(&b, "duplicate", true);
+	result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(recorded.result),
+												JsonbPGetDatum(json_end(&b))));
 	/* Out of the SPI procedure context, which SPI_finish frees. */
-	if (result != NULL)
-		result = DatumGetJsonbP(SPI_datumTransfer(JsonbPGetDatum(result), false, -1));
-	return result;
+	return DatumGetJsonbP(SPI_datumTransfer(JsonbPGetDatum(result), false, -1));
 }

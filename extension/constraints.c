@@ -19,8 +19,9 @@
 
 /*
  * The timestamp a job in each status must have, as the argument of
- * job_status_timestamp_set that carries it (0: none). The steps of jobs.c set
- * completed_at on entering running and failed_at on entering failed.
+ * job_status_timestamp_set that carries it (0: none). The statements of
+ * steps.c and instances.c set completed_at on entering running and failed_at
+ * on entering failed.
  */
 /* clang-format off */
 static const int status_timestamp_arg[JOB_STATUS_COUNT] = {

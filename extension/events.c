@@ -1,34 +1,40 @@
 /*
  * events.c
- *		Event kinds and the NOTIFY that announces each event.
- *
- * The event rows themselves are written by the same SQL statement that makes
- * the state change (see jobs.c), so a change and its event commit together.
+ *		What an event says: its detail object and the NOTIFY that announces
+ *		it. The event row itself is a part of the statement that makes the
+ *		change it records (steps.c, instances.c, runs.c, jobs.c, dispatch.c),
+ *		so that a change and its event commit together or not at all.
  */
 #include "provision.h"
 
 #include "commands/async.h"
 #include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 
 #define PROVISION_CHANNEL "provision_events"
 
-/* clang-format off */
-static const char *const event_kind_names[] = {
-	[EVENT_ENQUEUED] = "enqueued",
-	[EVENT_DISPATCHED] = "dispatched",
-	[EVENT_STATUS] = "status",
-	[EVENT_COMPLETED] = "completed",
-	[EVENT_FAILED] = "failed",
-	[EVENT_EXPIRED] = "expired",
-	[EVENT_RUN] = "run",
-	[EVENT_RETRIED] = "retried",
-};
-/* clang-format on */
-
-const char *
-event_kind_name(EventKind kind)
+/*
+ * The detail of a status change event: the error, the VM metadata and the
+ * delivery id, those given; NULL when none is.
+ */
+Jsonb *
+event_detail(const char *error, const InstanceMetadata *meta, const char *delivery_id)
 {
-	return event_kind_names[kind];
+	JsonObjectBuilder b;
+
+	json_begin(&b);
+	json_add_text(&b, "error", error);
+	if (meta != NULL)
+	{
+		json_add_text(&b, "server_id", meta->server_id);
+		json_add_text(&b, "server_ip",
+					  DatumGetCString(DirectFunctionCall1(inet_out, meta->server_ip)));
+		json_add_text(&b, "tailscale_ip",
+					  DatumGetCString(DirectFunctionCall1(inet_out, meta->tailscale_ip)));
+	}
+	json_add_text(&b, "delivery_id", delivery_id);
+	return json_end(&b);
 }
 
 /*

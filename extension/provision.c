@@ -15,4 +15,5 @@ void
 _PG_init(void)
 {
 	guc_init();
+	locks_init();
 }

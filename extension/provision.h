@@ -1,8 +1,8 @@
 /*
  * provision.h
  *		Shared declarations of the provision extension: the job state machine,
- *		the locked job snapshot every mutating function works on, events,
- *		cached SPI plans and small JSON helpers.
+ *		the locked job snapshot every mutating function works on, the steps
+ *		that change it, events, cached SPI plans and small JSON helpers.
  */
 #ifndef PROVISION_H
 #define PROVISION_H
@@ -146,6 +146,65 @@ typedef struct Delivery
 	uint8       payload_sha256[PG_SHA256_DIGEST_LENGTH];
 } Delivery;
 
+/* A row of provision.callback_deliveries, as delivery_fetch reads it. */
+typedef struct RecordedDelivery
+{
+	bool      has_job; /* job_id is not NULL */
+	pg_uuid_t job_id;
+	bytea    *payload_sha256; /* NULL: recorded before 1.1 */
+	Jsonb    *result;
+} RecordedDelivery;
+
+/*
+ * What a decided move changes, from the state tables alone (job_change):
+ * the job's status, attempts, the timestamp it stamps, its error and
+ * heartbeat, and the agent's status.
+ */
+typedef struct JobChange
+{
+	JobStatus   from;
+	JobStatus   to;
+	int         attempts_added;
+	JobStatus   stamped; /* the status whose timestamp column is set; JOB_STATUS_COUNT: none */
+	const char *error;   /* kept for failed only */
+	bool        clear_heartbeat;
+	AgentStatus agent_from;
+	AgentStatus agent_to;
+} JobChange;
+
+/* A decided move for job_apply to make. Fields left zero are absent. */
+typedef struct JobStep
+{
+	JobStatus               to;
+	TransitionAction        action; /* what job_decide said: apply, rerun or update metadata */
+	EventKind               event;  /* job_event_kind(to), or expired */
+	const char             *error;  /* recorded with failed */
+	const InstanceMetadata *meta;   /* record the agent's VM */
+	CallbackAction          result_action;
+	const Delivery         *delivery;
+	bool                    want_rows; /* also return the new job and instance rows */
+} JobStep;
+
+/*
+ * The parameters of the statements that apply a change (steps.c and
+ * instances.c), by name, with the $n each one fills.
+ */
+typedef struct ChangeParams
+{
+	const LockedJob        *job;      /* $1 job id, $2 agent id ($3: the transaction time) */
+	Jsonb                  *result;   /* $4 the result object, without instance_id */
+	const Delivery         *delivery; /* $5 delivery id, $6 payload SHA-256; NULL: none */
+	const JobChange        *change;   /* $7 to, $8 attempts added, $9..$12 dispatched_at,
+									   * started_at, completed_at, failed_at (NULL keeps),
+									   * $13 error, $14 clear last_heartbeat_at, $15 new agent
+									   * status (NULL keeps), $17 from */
+	EventKind               event;    /* $16 */
+	Jsonb                  *detail;   /* $18 event detail, NULL: none */
+	const InstanceMetadata *meta;     /* $19 server id, $20 server ip, $21 tailscale ip */
+} ChangeParams;
+
+#define CHANGE_NARGS 21
+
 /*
  * The outcome of one mutating step: the handle_callback result object (with
  * instance_id) and, when the step wrote them, the new rows. All allocated in
@@ -167,53 +226,56 @@ extern int  provision_retry_delay;
 extern void guc_init(void);
 extern bool stripe_event_type_listed(const char *type);
 
-/* jobs.c: the state machine and the steps every entry point shares */
+/* machine.c: the state machine, pure data and decisions */
 extern const char      *job_status_name(JobStatus status);
-extern JobStatus        job_status_from_enum(Datum value);
+extern JobStatus        job_status_from_name(const char *name);
 extern const char      *agent_status_name(AgentStatus status);
+extern AgentStatus      agent_status_from_name(const char *name);
+extern const char      *event_kind_name(EventKind kind);
+extern const char      *callback_action_name(CallbackAction action);
 extern TransitionAction job_decide(const LockedJob *job, JobStatus to, bool with_metadata);
+extern void             job_change(const LockedJob *job, JobStatus to, TransitionAction action,
+								   const char *error, JobChange *change);
 extern void             job_check_heartbeat(const LockedJob *job);
-extern bool             job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
-extern void      job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
-extern EventKind job_event_kind(JobStatus to);
-extern void  job_apply(const LockedJob *job, JobStatus to, TransitionAction action, EventKind kind,
-					   const char *error, const InstanceMetadata *meta, CallbackAction cb_action,
-					   const Delivery *delivery, bool want_rows, StepResult *out);
-extern void  job_heartbeat(const LockedJob *job, const Delivery *delivery, StepResult *out);
-extern void  job_noop(const LockedJob *job, CallbackAction cb_action, const Delivery *delivery,
-					  StepResult *out);
-extern void  check_error_text(const char *error, const char *field);
-extern Datum interval_cutoff(Interval *older_than, int default_seconds, const char *field);
+extern EventKind        job_event_kind(JobStatus to);
 
-/* jobs.c: enqueueing, shared by enqueue_job and handle_stripe_event */
+/* locks.c: locking a job and its agent, and the other probes of a callback */
+extern void        locks_init(void);
+extern JobStatus   job_status_from_enum(Datum value);
+extern AgentStatus agent_status_from_enum(Datum value);
+extern bool        job_lock(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
+extern void        job_lock_or_error(const pg_uuid_t *job_id, JobLockMode mode, LockedJob *job);
+extern bool        agent_instance(const pg_uuid_t *agent_id, pg_uuid_t *instance_id,
+								  pg_uuid_t *instance_job);
+extern bool        agent_has_open_job(const pg_uuid_t *agent_id);
+extern bool        delivery_fetch(const char *delivery_id, RecordedDelivery *out);
+extern void        schema_outdated(const char *table, const char *column) pg_attribute_noreturn();
+
+/* steps.c: the statement of one locked step */
+extern const Oid change_argtypes[CHANGE_NARGS];
+extern void      job_apply(const LockedJob *job, const JobStep *step, StepResult *out);
+extern void      job_heartbeat(const LockedJob *job, const Delivery *delivery, StepResult *out);
+extern void      job_noop(const LockedJob *job, CallbackAction action, const Delivery *delivery,
+						  StepResult *out);
+
+/* jobs.c: the job functions, and enqueueing, shared by enqueue_job and handle_stripe_event */
 extern EnqueueOutcome job_enqueue(const pg_uuid_t *agent_id, const char *key, pg_uuid_t *job_id);
+extern void           check_error_text(const char *error, const char *field);
+extern Datum          interval_cutoff(Interval *older_than, int default_seconds, const char *field);
 
 /* runs.c: run fencing */
 extern void  run_check(const LockedJob *job, int64 run_id);
 extern Datum run_record(const LockedJob *job, const WorkflowRun *run, const char *delivery_id);
 
-/* instances.c */
-extern void check_server_id(const char *server_id, const char *where);
+/* instances.c: the agent's VM */
+extern void       check_server_id(const char *server_id, const char *where);
+extern SPIPlanPtr instance_change_plan(bool want_rows);
 
-/* events.c */
-extern const char *event_kind_name(EventKind kind);
-extern void        event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id, EventKind kind,
-								JobStatus to);
-
-/* rows.c: unique-key probes and row locks without the executor */
-typedef struct RowProbe
-{
-	Relation        rel;
-	Relation        index;
-	TupleTableSlot *slot;     /* the row found */
-	Snapshot        snapshot; /* registered */
-} RowProbe;
-
-extern void row_probe_begin(RowProbe *p, const char *table, const char *index, LOCKMODE lockmode);
-extern bool row_probe_fetch(RowProbe *p, RegProcedure eqproc, Datum key);
-extern bool row_probe_lock(RowProbe *p, LockTupleMode mode, bool *contended);
-extern void row_probe_end(RowProbe *p);
-extern void schema_outdated(const char *table, const char *column) pg_attribute_noreturn();
+/* events.c: event details and NOTIFY */
+extern Jsonb *event_detail(const char *error, const InstanceMetadata *meta,
+						   const char *delivery_id);
+extern void   event_notify(const pg_uuid_t *job_id, const pg_uuid_t *agent_id, EventKind kind,
+						   JobStatus to);
 
 /* spi.c: plans prepared once per backend and kept */
 extern SPIPlanPtr spi_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes);

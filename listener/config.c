@@ -61,7 +61,7 @@ static const struct option_spec options[] = {
 	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
 	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
 	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
-	 100L * 365 * 24 * 3600, "how far webhook-timestamp may be from now, either way"},
+	 7L * 24 * 3600, "how far webhook-timestamp may be from now, either way, 0 to 604800 (a week)"},
 	{"pool", "PROVISION_POOL", "10", "N", parse_long, F(pool), 1, 1000, "database connections"},
 	{"threads", "PROVISION_THREADS", NULL, "N", parse_long, F(threads), 1, 1000,
 	 "worker threads running database calls (default: same as --pool)"},

@@ -5,7 +5,11 @@
  * closed and re-opened by the next worker that borrows its slot, no sooner
  * than its backoff allows (100ms doubling to 5s), so while the database is
  * down requests get a quick 503 instead of piling up behind connect
- * attempts, and no worker ever waits for another one's reconnect.
+ * attempts, and no worker ever waits for another one's reconnect.  Two
+ * things cut a backoff short, so that the pool is whole again soon after a
+ * restart or a failover: the pool as a whole tries a connection at least
+ * once a second, and a connection that succeeds starts a new generation, in
+ * which every slot that failed in an older one may retry at once.
  *
  * Each callback is one explicit transaction, BEGIN ISOLATION LEVEL READ
  * COMMITTED, the call, COMMIT, sent as one pipeline with a single Sync: one
@@ -63,6 +67,7 @@
 
 #define BACKOFF_MIN_MS         100
 #define BACKOFF_MAX_MS         5000
+#define PROBE_INTERVAL_MS      1000
 #define SERIALIZATION_ATTEMPTS 3
 #define CLIENT_GRACE_MS        5000
 #define CONNECT_TIMEOUT_S      "5"
@@ -109,6 +114,7 @@ struct slot
 	bool            prepared; /* CALLBACK_STMT is prepared on conn */
 	long            backoff_ms;
 	struct timespec next_attempt;
+	unsigned long   failed_generation; /* pool generation when last released broken */
 };
 
 struct db_pool
@@ -131,6 +137,8 @@ struct db_pool
 	bool            expirer_idle;  /* waiting for a job, with no deadline */
 	bool            expirer_timed; /* waiting until expirer_until */
 	struct timespec expirer_until;
+	unsigned long   generation; /* counts the connections made */
+	struct timespec next_probe; /* any broken slot may try from then on */
 	char           *conninfo;
 	long            statement_timeout_ms;
 	long            pool_wait_ms;
@@ -477,9 +485,7 @@ open_connection(const struct db_pool *pool, const char *application_name, char *
 
 	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
 	{
-		const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
-
-		snprintf(err, errlen, "%.*s", first_line(msg), msg);
+		log_one_line(conn ? PQerrorMessage(conn) : "out of memory", err, errlen);
 		PQfinish(conn);
 		return NULL;
 	}
@@ -496,7 +502,7 @@ slot_connect(struct db_pool *pool, struct slot *s)
 {
 	char        timeout[32];
 	const char *params[1] = {timeout};
-	char        err[256];
+	char        err[1024];
 	PGresult   *res;
 	PGconn     *conn;
 
@@ -548,6 +554,9 @@ slot_connect(struct db_pool *pool, struct slot *s)
 	s->ever_connected = true;
 	s->conn = conn;
 	s->backoff_ms = 0;
+	pthread_mutex_lock(&pool->lock);
+	pool->generation++;
+	pthread_mutex_unlock(&pool->lock);
 	return true;
 }
 
@@ -568,9 +577,21 @@ slot_fail(struct slot *s)
 }
 
 /*
- * Borrows a slot: a healthy free one if any, else a broken free one whose
- * backoff has passed (the caller reconnects it).  When every free slot is
- * still backing off the database is down and waiting would not help.
+ * A broken slot may reconnect when its backoff has passed, when a connection
+ * was made since it failed, or when the pool has tried none for
+ * PROBE_INTERVAL_MS.  Called with the pool locked.
+ */
+static bool
+slot_may_retry(const struct db_pool *pool, const struct slot *s)
+{
+	return ms_until(&s->next_attempt) <= 0 || s->failed_generation != pool->generation ||
+		   ms_until(&pool->next_probe) <= 0;
+}
+
+/*
+ * Borrows a slot: a healthy free one if any, else a broken free one that may
+ * retry (the caller reconnects it).  When every free slot is still backing
+ * off the database is down and waiting would not help.
  */
 static enum borrow_outcome
 pool_borrow(struct db_pool *pool, const struct timespec *deadline, struct slot **out)
@@ -596,11 +617,12 @@ pool_borrow(struct db_pool *pool, const struct timespec *deadline, struct slot *
 				result = BORROW_OK;
 				goto done;
 			}
-			if (retry == NULL && ms_until(&s->next_attempt) <= 0)
+			if (retry == NULL && slot_may_retry(pool, s))
 				retry = s;
 		}
 		if (retry != NULL)
 		{
+			deadline_after_ms(&pool->next_probe, CLOCK_MONOTONIC, PROBE_INTERVAL_MS);
 			*out = retry;
 			result = BORROW_OK;
 			goto done;
@@ -631,6 +653,8 @@ pool_release(struct db_pool *pool, struct slot *s)
 {
 	pthread_mutex_lock(&pool->lock);
 	s->busy = false;
+	if (s->conn == NULL)
+		s->failed_generation = pool->generation;
 	metrics_pool_in_use_add(-1);
 	pthread_cond_signal(&pool->slot_free);
 	pthread_mutex_unlock(&pool->lock);
@@ -986,7 +1010,7 @@ prober_main(void *arg)
 	{
 		struct timespec started;
 		char            reason[sizeof pool->probe_reason];
-		char            detail[320];
+		char            detail[1024];
 		unsigned int    status;
 		struct db_job  *waiters;
 

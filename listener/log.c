@@ -166,6 +166,37 @@ emit_json(const char *level, const char *msg, const char *const *fields, int nfi
 	cJSON_free(text);
 }
 
+const char *
+log_one_line(const char *msg, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	if (len == 0)
+		return buf;
+	buf[0] = '\0';
+	while (*msg != '\0')
+	{
+		size_t n = strcspn(msg, "\n");
+
+		if (msg[0] != '\t' && n > 0)
+		{
+			int w = snprintf(buf + used, len - used, "%s%.*s", used > 0 ? "; " : "", (int) n, msg);
+
+			if (w < 0 || (size_t) w >= len - used)
+			{
+				used = len - 1;
+				break;
+			}
+			used += (size_t) w;
+		}
+		msg += n;
+		if (*msg == '\n')
+			msg++;
+	}
+	buf[used] = '\0';
+	return buf;
+}
+
 static void
 log_message(const char *level, const char *fmt, va_list ap)
 {

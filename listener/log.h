@@ -6,6 +6,7 @@
 #define PROVISION_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_format
 {
@@ -14,6 +15,15 @@ enum log_format
 };
 
 void log_set_format(enum log_format format);
+
+/*
+ * msg on one line, for a log message: its lines joined with "; ", without
+ * the tab-indented lines under them (libpq's hints).  libpq's message after
+ * a multi-host connection attempt has one line per host tried, and each
+ * host's reason matters.  Writes at most len bytes (truncated, always
+ * terminated) and returns buf.
+ */
+const char *log_one_line(const char *msg, char *buf, size_t len);
 
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -77,7 +77,8 @@ CREATE TABLE provision_plpgsql.callback_deliveries (
     delivery_id  text COLLATE "C" PRIMARY KEY,
     job_id       uuid,
     received_at  timestamptz NOT NULL DEFAULT now(),
-    result       jsonb NOT NULL
+    result       jsonb NOT NULL,
+    payload_sha256 bytea
 );
 CREATE INDEX ON provision_plpgsql.callback_deliveries USING brin (received_at);
 
@@ -142,6 +143,8 @@ DECLARE
   v_instance    uuid;
   v_kind        text;
   v_result      jsonb;
+  v_sha256      bytea;
+  v_recorded    provision_plpgsql.callback_deliveries;
 BEGIN
   IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
     RAISE EXCEPTION 'callback payload must be a JSON object' USING ERRCODE = '22023';
@@ -167,10 +170,17 @@ BEGIN
 
   -- Checked under the job lock: a concurrent twin has committed by now.
   IF delivery_id IS NOT NULL THEN
-    SELECT d.result INTO v_result FROM provision_plpgsql.callback_deliveries d
+    -- 1.1 delivery binding: the id is bound to its job and payload digest.
+    v_sha256 := sha256(convert_to(payload::text, 'UTF8'));
+    SELECT * INTO v_recorded FROM provision_plpgsql.callback_deliveries d
      WHERE d.delivery_id = handle_callback.delivery_id;
     IF FOUND THEN
-      RETURN v_result || '{"duplicate": true}';
+      IF v_recorded.job_id IS DISTINCT FROM v_job.id
+         OR v_recorded.payload_sha256 IS DISTINCT FROM v_sha256 THEN
+        RAISE EXCEPTION 'delivery id "%" was already used for another callback', delivery_id
+          USING ERRCODE = '23505';
+      END IF;
+      RETURN v_recorded.result || '{"duplicate": true}';
     END IF;
   END IF;
 
@@ -273,8 +283,8 @@ BEGIN
     v_result := v_result || jsonb_build_object('instance_id', v_instance);
   END IF;
   IF delivery_id IS NOT NULL THEN
-    INSERT INTO provision_plpgsql.callback_deliveries (delivery_id, job_id, result)
-    VALUES (delivery_id, v_job.id, v_result);
+    INSERT INTO provision_plpgsql.callback_deliveries (delivery_id, job_id, result, payload_sha256)
+    VALUES (delivery_id, v_job.id, v_result, v_sha256);
   END IF;
   RETURN v_result;
 END

@@ -1,15 +1,21 @@
 
 # The listener behind PgBouncer in transaction pooling mode (started here on
-# a Unix socket, auth_type trust with a userlist): the HTTP suite passes
-# through it (/readyz, applied, heartbeat, duplicate, 409, 404, 400, 401),
-# and parallel callbacks and a burst of identical deliveries keep their
+# a Unix socket, auth_type trust with a userlist): both ways a listener
+# connection falls back to unnamed statements happen and are logged (a call
+# whose prepared statement is not on the server connection it lands on,
+# 26000, is sent again and answered; a PREPARE that lands on a server
+# connection which has the statement, 42P05), the HTTP suite passes through
+# it (/readyz, applied, heartbeat, duplicate, 409, 404, 400, 401), and
+# parallel callbacks and a burst of identical deliveries keep their
 # exactly-once accounting while six listener connections share two server
-# connections.
+# connections. PgBouncer missing fails the test: make test installs it
+# (scripts/deps test).
 
 use strict;
 use warnings;
 
 use FindBin;
+use IPC::Run ();
 use lib $FindBin::RealBin;
 
 use PostgreSQL::Test::Utils;
@@ -19,8 +25,12 @@ use ProvisionTest;
 use FaultLoad;
 
 my $pgbouncer = '/usr/sbin/pgbouncer';
-plan skip_all => "PgBouncer not installed ($pgbouncer; Debian package pgbouncer)"
-  unless -x $pgbouncer;
+if (!-x $pgbouncer)
+{
+	fail("PgBouncer installed ($pgbouncer; scripts/deps test installs Debian's pgbouncer)");
+	done_testing();
+	exit;
+}
 
 my $node = ProvisionTest::new_node('bouncer');
 my $role = ProvisionTest::create_listener_role($node);
@@ -93,9 +103,39 @@ ok(ProvisionTest::wait_until(sub {
 is(`psql -XAtq -d "$via" -c 'SHOW default_transaction_isolation' 2>&1`, "serializable\n",
 	'sessions through PgBouncer start at SERIALIZABLE');
 
+# The call-time fallback, made certain: PgBouncer has one server connection
+# (the one the check above opened), the listener's only connection prepares
+# there, and a client holds that server connection in a transaction, so
+# the next call runs on a second server connection, where the statement
+# does not exist.
+my $l1 = ProvisionTest::start_listener(database => $via, args => [ '--pool', '1' ]);
+is($l1->get('/readyz')->{status}, 200, 'one listener connection: /readyz 200 through PgBouncer');
+unlike($l1->log_content, qr/preparing provision_handle_callback failed/,
+	'one listener connection: its PREPARE succeeded');
+my ($pin_in, $pin_out, $pin_err) = ('', '', '');
+my $pin_timer = IPC::Run::timeout(ProvisionTest::timeout());
+my $pin = IPC::Run::start([ 'psql', '-XAtq', '-d', $via, '-f', '-' ],
+	'<', \$pin_in, '>', \$pin_out, '2>', \$pin_err, $pin_timer);
+$pin_in .= "BEGIN;\nSELECT 'held', count(*) FROM pg_prepared_statements"
+  . " WHERE name = 'provision_handle_callback';\n";
+$pin->pump until $pin_out =~ /^held\|\d+$/m || $pin_timer->is_expired;
+like($pin_out, qr/^held\|1$/m, 'a client holds the server connection with the prepared statement');
+my (undef, $pjob) = ProvisionTest::new_job($node, status => 'dispatched');
+my $from = $l1->log_size;
+my $r = $l1->callback({ job_id => $pjob, status => 'provisioning' }, delivery => 'pinned-1');
+is($r->{status}, 200, 'a call on a server connection without the statement: 200');
+ok($r->{json}{applied}, 'a call on a server connection without the statement: applied');
+like($l1->log_content($from),
+	qr/prepared statement provision_handle_callback failed \(SQLSTATE 26000\); this connection now uses unnamed statements/,
+	'the call was sent again as an unnamed statement (26000 logged)');
+is(ProvisionTest::job_row($node, $pjob)->{status}, 'provisioning', 'the job moved');
+$pin_in .= "COMMIT;\n";
+$pin->finish;
+is($l1->stop, 0, 'one listener connection: exits 0 on SIGTERM');
+
 my $l = ProvisionTest::start_listener(database => $via, args => [ '--pool', '6' ]);
 
-my $r = $l->get('/readyz');
+$r = $l->get('/readyz');
 is($r->{status}, 200, '/readyz 200 through PgBouncer');
 
 # Six listener connections prepare the callback statement over two server

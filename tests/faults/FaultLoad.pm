@@ -129,7 +129,8 @@ Sends one delivery until it is answered 200 or C<deadline> (seconds, default
 array ref of listeners, tried in turn from C<start> (the index of the first
 one). C<scheme> as for C<callback> (default C<github>). Returns the record:
 C<id>, C<kind>, C<codes> (every answer, 599 for a transport error),
-C<ports> (the listener port of every attempt), C<final>, C<duplicate>,
+C<at> (when each answer arrived, epoch seconds), C<ports> (the listener port
+of every attempt), C<final>, C<duplicate>,
 C<applied>, C<no_retry_after> (503s without C<Retry-After>), C<refused>
 (599s where the connection itself failed, as opposed to an answer lost on
 an open connection), C<t> (when it was first sent), C<elapsed>,
@@ -144,7 +145,7 @@ sub deliver
 	my $t0 = time();
 	my $deadline = $t0 + ($opts{deadline} // 90);
 	my $k = $opts{start} // 0;
-	my %rec = (id => $d->{id}, kind => $d->{kind}, codes => [], no_retry_after => 0,
+	my %rec = (id => $d->{id}, kind => $d->{kind}, codes => [], at => [], no_retry_after => 0,
 		max_latency => 0, t => $t0, ports => [], refused => 0);
 	while (1)
 	{
@@ -153,9 +154,11 @@ sub deliver
 		my $r = $l->callback($d->{payload},
 			delivery => $d->{id}, scheme => $opts{scheme} // 'github',
 			timeout => $opts{timeout} // 20);
-		my $lat = time() - $t1;
+		my $t2 = time();
+		my $lat = $t2 - $t1;
 		$rec{max_latency} = $lat if $lat > $rec{max_latency};
 		push @{ $rec{codes} }, $r->{status};
+		push @{ $rec{at} }, $t2;
 		push @{ $rec{ports} }, $l->port;
 		if ($r->{status} == 200)
 		{

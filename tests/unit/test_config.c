@@ -213,6 +213,47 @@ test_secret_file(void)
 	config_free(&cfg);
 }
 
+/*
+ * A week at most: a replay inside the tolerance is answered as a duplicate
+ * only while its delivery id is kept (provision.history_retention, 30 days
+ * by default).
+ */
+static void
+test_tolerance_range(void)
+{
+	struct config cfg = {0};
+	char          err[512];
+	char         *text = NULL;
+	size_t        len = 0;
+	FILE         *out;
+
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	is_int(parse(&cfg, err, sizeof err, "--tolerance", "604800", NULL), CONFIG_OK,
+		   "tolerance: 604800 accepted");
+	is_int(cfg.tolerance, 604800, "tolerance: a week");
+	is_int(parse(&cfg, err, sizeof err, "--tolerance", "0", NULL), CONFIG_OK,
+		   "tolerance: 0 accepted");
+	is_int(parse(&cfg, err, sizeof err, "--tolerance", "604801", NULL), CONFIG_ERROR,
+		   "tolerance: 604801 refused");
+	is_str(err, "invalid --tolerance \"604801\": expected an integer from 0 to 604800",
+		   "tolerance: the error names the range");
+	set_env(1, "PROVISION_TOLERANCE", "3153600000");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_ERROR,
+		   "tolerance: PROVISION_TOLERANCE of 100 years refused");
+	is_str(err, "invalid PROVISION_TOLERANCE \"3153600000\": expected an integer from 0 to 604800",
+		   "tolerance: the variable's error names the range");
+	config_free(&cfg);
+
+	out = open_memstream(&text, &len);
+	ok(out != NULL, "tolerance: memory stream opened");
+	if (out == NULL)
+		return;
+	config_usage(out);
+	fclose(out);
+	ok(strstr(text, "0 to 604800 (a week)") != NULL, "tolerance: --help gives the range");
+	free(text);
+}
+
 static void
 test_help_version(void)
 {
@@ -272,6 +313,7 @@ main(void)
 	test_defaults();
 	test_precedence();
 	test_errors();
+	test_tolerance_range();
 	test_secret_file();
 	test_help_version();
 	test_help_text();

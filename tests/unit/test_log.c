@@ -1,6 +1,7 @@
 /*
  * test_log.c - request log lines in both formats: the fields, escaping of
- * client-chosen values so they cannot forge a line, and valid JSON.
+ * client-chosen values so they cannot forge a line, and valid JSON; libpq's
+ * multi-line messages on one line.
  */
 #include "log.h"
 #include "tap.h"
@@ -114,5 +115,27 @@ main(void)
 	obj = cJSON_Parse(buf);
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "level")), "warning", "json: level");
 	cJSON_Delete(obj);
+
+	/* libpq's message after trying two hosts, as PQerrorMessage returns it */
+	is_str(log_one_line("connection to server at \"127.0.0.1\", port 5501 failed: Connection "
+						"refused\n\tIs the server running on that host and accepting TCP/IP "
+						"connections?\nconnection to server at \"127.0.0.1\", port 5502 failed: "
+						"session is read-only\n",
+						buf, sizeof buf),
+		   "connection to server at \"127.0.0.1\", port 5501 failed: Connection refused; "
+		   "connection to server at \"127.0.0.1\", port 5502 failed: session is read-only",
+		   "one line: every host's reason, without libpq's hints");
+	is_str(log_one_line("could not translate host name \"db\" to address", buf, sizeof buf),
+		   "could not translate host name \"db\" to address", "one line: a single line unchanged");
+	is_str(log_one_line("a\n\nb\n\n", buf, sizeof buf), "a; b", "one line: empty lines dropped");
+	is_str(log_one_line("", buf, sizeof buf), "", "one line: empty message");
+	{
+		char small[10];
+
+		is_str(log_one_line("abcdefghijkl\nmore\n", small, sizeof small), "abcdefghi",
+			   "one line: truncated to the buffer");
+		is_str(log_one_line("abc\ndefghijkl\n", small, sizeof small), "abc; defg",
+			   "one line: truncated within a later line");
+	}
 	return done_testing();
 }
