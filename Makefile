@@ -45,6 +45,7 @@ else
 all install installcheck clean:
 	@echo "PostgreSQL 15 server development files not found ($(PG_CONFIG) --pgxs)." >&2
 	@echo "Run 'scripts/deps run' (as root) or 'make run', or set PG_CONFIG." >&2
+	@echo "On a host that runs only the listener: make -C listener && make -C listener install" >&2
 	@exit 1
 endif
 

@@ -174,6 +174,8 @@ config_parse_duration(const char *value, long *ms)
 		scale = 1;
 	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
 		scale = 60000;
+	else if (strcmp(end, "h") == 0)
+		scale = 3600000;
 	else
 		return false;
 	if (n > LONG_MAX / scale)
@@ -321,7 +323,7 @@ parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char
 	{
 		snprintf(
 			err, errlen,
-			"invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to %lds",
+			"invalid %s \"%s\": expected a duration such as 500ms, 10s, 2m or 1h, from %ldms to %lds",
 			origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
 		return false;
 	}
@@ -496,7 +498,7 @@ config_usage(FILE *out)
 				 "Receives signed provisioning callbacks over HTTP and applies each one with\n"
 				 "provision.handle_callback() in PostgreSQL.\n\n"
 				 "Every option may also come from its environment variable; flags win.\n"
-				 "Durations take ms, s (the default unit) or m.\n\n");
+				 "Durations take ms, s (the default unit), m or h.\n\n");
 	for (int i = 0; i < NOPTIONS; i++)
 	{
 		const struct option_spec *opt = &options[i];

@@ -733,7 +733,12 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	char                   status[64];
 	char                   run_id[32];
 
-	metrics_db_error();
+	/*
+	 * A callback the database refused (400, 404, 409) is the sender's error,
+	 * not the database's: provision_db_errors_total would alert on it.
+	 */
+	if (action.retry || action.http_status >= 500)
+		metrics_db_error();
 	if (message == NULL)
 		message = "database error";
 	if (action.retry && !last_attempt)

@@ -215,7 +215,8 @@ metrics_render(size_t *len)
 	counter(&b, "provision_duplicate_deliveries_total",
 			"Callbacks whose delivery id had already been applied.", &duplicates);
 	counter(&b, "provision_db_errors_total",
-			"Database calls and connection attempts that failed (including calls later retried).",
+			"Database calls and connection attempts that failed (including calls later retried; "
+			"not callbacks the database refused with a 4xx answer).",
 			&db_errors);
 	counter(&b, "provision_db_reconnects_total",
 			"Database connections re-established after a failure.", &db_reconnects);

@@ -3,7 +3,8 @@
 # by exactly the expected amount (requests by endpoint and code, signature
 # failures, duplicates), the duration histogram's _count matches the request
 # counter of its endpoint and its buckets are cumulative, and the pool gauges
-# show the configured size with nothing borrowed at rest.
+# show the configured size with nothing borrowed at rest. Callbacks the
+# database refuses (400, 404, 409) are not counted as database errors.
 
 use strict;
 use warnings;
@@ -128,6 +129,19 @@ for my $ep (sort keys %endpoints)
 
 is(ProvisionTest::metric_sum($after, 'provision_db_pool_size'),   3, 'pool size gauge is --pool');
 is(ProvisionTest::metric_sum($after, 'provision_db_pool_in_use'), 0, 'no connection in use at rest');
+
+# Callbacks the database refuses are the sender's errors, not the database's:
+# they are answered 400, 404 and 409 and leave provision_db_errors_total alone.
+$before = $l->metrics;
+my (undef, $running) = ProvisionTest::new_job($node, status => 'running');
+my @refused = (
+	$l->callback({ job_id => $job, status => 'exploded' })->{status},
+	$l->callback({ job_id => '00000000-0000-4000-8000-000000000000', status => 'provisioning' })
+	  ->{status},
+	$l->callback({ job_id => $running, status => 'failed' })->{status});
+is_deeply(\@refused, [ 400, 404, 409 ], 'the database refused three callbacks (22023, P0002, 55000)');
+$after = $l->metrics;
+is(delta('provision_db_errors_total'), 0, 'refused callbacks are not database errors');
 
 is($l->stop, 0, 'listener exits 0');
 

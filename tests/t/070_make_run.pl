@@ -4,14 +4,19 @@
 # example identical to the README's, and that example, pasted as printed,
 # moves the demo job to running and activates its agent. SIGINT to its process
 # group (what Ctrl-C sends) stops the listener and the cluster, leaving no
-# process behind. A second run reuses the cluster and the secret; after a
-# crash (everything killed, stale postmaster.pid) a third run still starts.
+# process behind. A second run reuses the cluster, the secret and the demo
+# agent; after a crash (everything killed, stale postmaster.pid) a third run
+# still starts. With another process answering on the port, make run stops
+# before starting anything and never prints its banner. Started the way a
+# script starts a background job (SIGINT ignored), make run stops on SIGTERM
+# to make, and scripts/run on SIGINT.
 
 use strict;
 use warnings;
 
 use File::Temp ();
 use HTTP::Tiny;
+use IO::Socket::INET;
 use IPC::Run ();
 use POSIX ();
 use PostgreSQL::Test::Utils;
@@ -34,10 +39,13 @@ my $listen = "127.0.0.1:$port";
 my $http = HTTP::Tiny->new(timeout => 5);
 my $runs = 0;
 
-# start_run(): `make run` in its own process group (like a terminal's
-# foreground job), output to a log. Returns (pid, log path).
+# start_run(%opts): `make run` in its own process group (like a terminal's
+# foreground job), output to a log. Options: command => [...] instead of
+# make run; background => 1 starts it with SIGINT ignored, as a shell script
+# starts a background job. Returns (pid, log path).
 sub start_run
 {
+	my (%opts) = @_;
 	$runs++;
 	my $log = "$PostgreSQL::Test::Utils::log_path/070_make_run_$runs.log";
 	my $pid = fork();
@@ -47,11 +55,13 @@ sub start_run
 		setpgrp(0, 0);
 		chdir $copy or POSIX::_exit(126);
 		delete $ENV{$_} for grep { /^(PROVISION_|PG)/ } keys %ENV;
-		$ENV{PROVISION_LISTEN} = $listen;
+		$ENV{PROVISION_LISTEN} = $opts{listen} // $listen;
+		$SIG{INT} = 'IGNORE' if $opts{background};
 		open(STDIN, '<', '/dev/null');
 		open(STDOUT, '>', $log) or POSIX::_exit(127);
 		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(127);
-		exec('make', 'run') or POSIX::_exit(127);
+		my @cmd = @{ $opts{command} // [ 'make', 'run' ] };
+		exec(@cmd) or POSIX::_exit(127);
 	}
 	return ($pid, $log);
 }
@@ -107,13 +117,16 @@ sub processes_in_copy
 	return @found;
 }
 
-# stop_run($pid): SIGINT to the process group, then wait for make to exit.
+# stop_run($pid, $log, $signal, $target): by default SIGINT to the process
+# group (Ctrl-C), else $signal to $target; then wait for make to exit.
 sub stop_run
 {
-	my ($pid, $log) = @_;
-	kill 'INT', -$pid;
+	my ($pid, $log, $signal, $target) = @_;
+	$signal //= 'INT';
+	$target //= -$pid;
+	kill $signal, $target;
 	my $gone = ProvisionTest::wait_until(sub { !alive($pid) }, timeout => 2 * $timeout);
-	ok($gone, "make run exits after SIGINT (run $runs)") or do {
+	ok($gone, "make run exits after SIG$signal (run $runs)") or do {
 		kill 'KILL', -$pid;
 		waitpid($pid, 0);
 	};
@@ -141,6 +154,7 @@ sub psql
 
 # The README's example block: what make run prints, with a sample job id and
 # the default address.
+my $out;
 my $readme = slurp_file("$root/README.md");
 my ($readme_block) =
   $readme =~ /<!-- make-run-example -->\s*```sh\n(.*?)```\s*<!-- \/make-run-example -->/s;
@@ -148,10 +162,44 @@ ok($readme_block, 'the README has the make run example block');
 $readme_block //= '';
 like($readme_block, qr/^JOB_ID=[0-9a-f-]{36}$/m, 'it starts from a JOB_ID line');
 
+# ---- another process on the port ---------------------------------------------
+# It answers every request with 200, as another listener's /readyz would.
+my $busy_port = PostgreSQL::Test::Cluster::get_free_port();
+my $occupant = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $busy_port,
+	Listen => 16, ReuseAddr => 1) or die "listen on $busy_port: $!";
+my $occupant_pid = fork();
+die "fork: $!" unless defined $occupant_pid;
+if ($occupant_pid == 0)
+{
+	while (my $c = $occupant->accept)
+	{
+		my $req = '';
+		while (defined(my $line = <$c>)) { last if $line =~ /^\r?\n$/; }
+		print $c "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		  . "Content-Length: 19\r\nConnection: close\r\n\r\n{\"status\":\"ready\"}\n";
+		close $c;
+	}
+	POSIX::_exit(0);
+}
+close $occupant;
+my ($pid, $log) = start_run(listen => "127.0.0.1:$busy_port");
+ok(ProvisionTest::wait_until(sub { !alive($pid) }, timeout => 4 * $timeout),
+	'make run exits when another process listens on its port');
+isnt($?, 0, 'with a failure status');
+$out = slurp_file($log);
+like($out, qr/make run: another process already listens on 127\.0\.0\.1:$busy_port/,
+	'saying that another process listens there');
+unlike($out, qr/provision is serving|JOB_ID=/, 'without printing the serving banner');
+unlike($out, qr/starting PostgreSQL/, 'before starting the cluster');
+is_deeply([ processes_in_copy() ], [], 'leaving no process behind');
+kill 'KILL', $occupant_pid;
+waitpid($occupant_pid, 0);
+$runs--;
+
 # ---- run 1: fresh ------------------------------------------------------------
-my ($pid, $log) = start_run();
+($pid, $log) = start_run();
 ready_or_stop($pid, $log, 'make run serves: /readyz answers 200');
-my $out = slurp_file($log);
+$out = slurp_file($log);
 like($out, qr/make run: creating the cluster/, 'the first run creates the cluster');
 like($out, qr/make run: creating a random secret/, 'and the secret');
 is($http->get("http://$listen/healthz")->{status}, 200, '/healthz answers 200');
@@ -208,6 +256,10 @@ is(psql("SELECT status FROM provision.provisioning_jobs WHERE id = '$job'"),
 	'running', 'the first run\'s data is still there');
 my ($job2) = $out =~ /^JOB_ID=([0-9a-f-]{36})$/m;
 isnt($job2 // $job, $job, 'a new open demo job is offered');
+is(psql("SELECT count(*) FROM provision.agents WHERE name = 'demo'"), 1,
+	'still one demo agent');
+is(psql("SELECT count(DISTINCT agent_id) FROM provision.provisioning_jobs WHERE id IN ('$job', '$job2')"),
+	1, 'the new job is the same agent\'s');
 
 # A crash: everything killed at once, leaving a stale postmaster.pid.
 my $pm = (split /\n/, slurp_file("$copy/.run/pgdata/postmaster.pid"))[0];
@@ -232,5 +284,16 @@ like(slurp_file($log2), qr/make run is already running in this checkout \(pid \d
 is($http->get("http://$listen/readyz")->{status}, 200, 'the first run still serves');
 $runs--;    # stop_run's messages name the run being stopped
 stop_run($pid, $log);
+
+# ---- runs 4 and 5: background jobs of a script --------------------------------
+# make keeps an ignored SIGINT ignored; SIGTERM to make reaches scripts/run.
+($pid, $log) = start_run(background => 1);
+ready_or_stop($pid, $log, 'make run started with SIGINT ignored serves');
+stop_run($pid, $log, 'TERM', $pid);
+
+# scripts/run itself takes SIGINT even when started with it ignored.
+($pid, $log) = start_run(background => 1, command => ['scripts/run']);
+ready_or_stop($pid, $log, 'scripts/run started with SIGINT ignored serves');
+stop_run($pid, $log, 'INT', $pid);
 
 done_testing();

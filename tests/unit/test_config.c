@@ -112,11 +112,12 @@ test_precedence(void)
 		   "flags: --prepared-statements=off parses");
 	ok(!cfg.prepared_statements, "flags: --prepared-statements off beats the environment");
 	is_int(parse(&cfg, err, sizeof err, "--statement-timeout", "250ms", "--idle-timeout", "2m",
-				 "--pool-wait", "0", NULL),
+				 "--pool-wait", "0", "--shutdown-timeout", "1h", NULL),
 		   CONFIG_OK, "durations parse");
 	is_int(cfg.statement_timeout_ms, 250, "durations: ms unit");
 	is_int(cfg.idle_timeout_ms, 120000, "durations: m unit");
 	is_int(cfg.pool_wait_ms, 0, "durations: bare number is seconds");
+	is_int(cfg.shutdown_timeout_ms, 3600000, "durations: h unit, the documented maximum");
 	config_free(&cfg);
 }
 
@@ -162,6 +163,7 @@ test_errors(void)
 	expect_error("prepared-statements is case-sensitive", "expected auto or off",
 				 "--prepared-statements", "AUTO", NULL);
 	expect_error("bad duration", "--statement-timeout", "--statement-timeout", "10h", NULL);
+	expect_error("unknown duration unit", "--idle-timeout", "--idle-timeout", "1d", NULL);
 	expect_error("unknown option", "--nope", "--nope", NULL);
 	expect_error("missing value", "--pool", "--pool", NULL);
 	expect_error("positional argument", "stray", "stray", NULL);
