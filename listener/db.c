@@ -733,16 +733,8 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	char                   status[64];
 	char                   run_id[32];
 
-	/*
-	 * A callback the database refused (400, 404, 409) is the sender's error,
-	 * not the database's: provision_db_errors_total would alert on it.
-	 */
-	if (action.retry || action.http_status >= 500)
-		metrics_db_error();
 	if (message == NULL)
 		message = "database error";
-	if (action.retry && !last_attempt)
-		return true;
 
 	/*
 	 * A unique violation other than the delivery binding's (a constraint a
@@ -750,6 +742,15 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	 */
 	if (action.http_status == 422 && !is_delivery_conflict(message, job->delivery_id))
 		action.http_status = 500;
+
+	/*
+	 * A callback the database refused (400, 404, 409, 422) is the sender's
+	 * error, not the database's: provision_db_errors_total would alert on it.
+	 */
+	if (action.retry || action.http_status >= 500)
+		metrics_db_error();
+	if (action.retry && !last_attempt)
+		return true;
 
 	switch (action.http_status)
 	{

@@ -92,6 +92,8 @@ is_deeply($r->{json},
 	'a refusal without a hint: the 1.0 body');
 
 # --- the delivery binding: 422 naming the delivery id ---
+sub db_errors { return ProvisionTest::metric_sum($l->metrics, 'provision_db_errors_total') // 0; }
+my $errors0 = db_errors();
 inject('23505', 'delivery id "bound-1" was already used for another callback',
 	'The payload differs from the one first delivered with this id.', undef);
 for my $scheme ('github', 'standard')
@@ -114,6 +116,8 @@ is_deeply($r->{json},
 	{ error => 'delivery id "bound-2" was already used for another callback', delivery_id => 'bound-2' },
 	'422 without a detail');
 
+is(db_errors(), $errors0, 'a 422 is the sender\'s error, not counted as a database error');
+
 # Any other unique violation is no refusal the sender can act on.
 my $from = $l->log_size;
 inject('23505', 'duplicate key value violates unique constraint "dba_unique"',
@@ -123,6 +127,7 @@ is($r->{status}, 500, 'another unique violation: 500');
 is_deeply($r->{json}, { error => 'internal error' }, 'another unique violation: nothing internal');
 like($l->log_content($from), qr/SQLSTATE 23505: duplicate key value violates unique constraint/,
 	'another unique violation: the log has it');
+is(db_errors(), $errors0 + 1, 'another unique violation: counted as a database error');
 
 inject('23505', 'delivery id "other" was already used for another callback', undef, undef);
 $r = provisioning(delivery => 'bound-4');
