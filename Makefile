@@ -1,8 +1,11 @@
-# provision: the PostgreSQL extension (PGXS) and the webhook listener.
+# provision: the PostgreSQL extension (PGXS), the webhook listener and the
+# dispatcher.
 #
-#   make                 build the extension and listener/provision-listener
-#   make install         install both (PG_CONFIG=..., PREFIX=... override)
+#   make                 build the extension, listener/provision-listener and
+#                        dispatcher/provision-dispatcher
+#   make install         install all three (PG_CONFIG=..., PREFIX=... override)
 #   make run             private cluster under .run/ and a listener on :8080
+#                        (and a dispatcher when a repository and a token are set)
 #   make test            every suite against private clusters it starts itself
 #   make test-cassert    pg_regress and isolation on PostgreSQL built with
 #                        assertions (make test-cassert-valgrind: under valgrind)
@@ -55,20 +58,29 @@ export PG_CONFIG
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-all: listener
-.PHONY: listener listener-install test run lint fuzz test-faults test-cassert \
-        test-cassert-valgrind
+all: listener dispatcher
+.PHONY: listener listener-install dispatcher dispatcher-install test run lint fuzz test-faults \
+        test-cassert test-cassert-valgrind
 
 listener:
 	$(MAKE) -C listener VERSION=$(EXTVERSION)
 
-install: listener-install
+dispatcher:
+	$(MAKE) -C dispatcher VERSION=$(EXTVERSION)
+
+install: listener-install dispatcher-install
 listener-install: listener
 	$(MAKE) -C listener install PREFIX=$(PREFIX)
 
-clean: listener-clean
+dispatcher-install: dispatcher
+	$(MAKE) -C dispatcher install PREFIX=$(PREFIX)
+
+clean: listener-clean dispatcher-clean
 listener-clean:
 	$(MAKE) -C listener clean
+
+dispatcher-clean:
+	$(MAKE) -C dispatcher clean
 
 test:
 	tests/run

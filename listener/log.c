@@ -265,3 +265,95 @@ log_request(const char *method, const char *path, unsigned int status, double du
 		emit_text("info", "request", fields, (int) (sizeof fields / sizeof fields[0]));
 	}
 }
+
+/* Room as in LOG_LINE_MAX, for ts, level and LOG_EVENT_FIELDS_MAX fields. */
+#define LOG_EVENT_LINE_MAX                                                                         \
+	(LOG_MSG_MAX * 4 + (LOG_EVENT_FIELDS_MAX + 2) * (LOG_VALUE_MAX * 4 + 32) + 64)
+
+/* A JSON number as strict JSON writes it, so it can go into a line raw. */
+static bool
+json_number_text(const char *s)
+{
+	if (*s == '-')
+		s++;
+	if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
+		return false;
+	while (*s >= '0' && *s <= '9')
+		s++;
+	if (*s == '.')
+	{
+		s++;
+		if (*s < '0' || *s > '9')
+			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	return *s == '\0';
+}
+
+void
+log_event(const char *level, const char *msg, const struct log_field *fields, int nfields)
+{
+	if (nfields > LOG_EVENT_FIELDS_MAX)
+		nfields = LOG_EVENT_FIELDS_MAX;
+	if (log_format == LOG_FORMAT_JSON)
+	{
+		cJSON *obj = cJSON_CreateObject();
+		char   ts[32];
+		char  *text;
+		char  *line;
+		size_t len;
+
+		if (obj == NULL)
+			return;
+		format_timestamp(ts, sizeof ts);
+		cJSON_AddStringToObject(obj, "ts", ts);
+		cJSON_AddStringToObject(obj, "level", level);
+		cJSON_AddStringToObject(obj, "msg", msg);
+		for (int i = 0; i < nfields; i++)
+		{
+			if (fields[i].value == NULL)
+				continue;
+			/* raw digits keep 64-bit ids exact, which a double would not */
+			if (fields[i].number && json_number_text(fields[i].value))
+				cJSON_AddRawToObject(obj, fields[i].key, fields[i].value);
+			else
+				cJSON_AddStringToObject(obj, fields[i].key, fields[i].value);
+		}
+		text = cJSON_PrintUnformatted(obj);
+		cJSON_Delete(obj);
+		if (text == NULL)
+			return;
+		len = strlen(text);
+		line = malloc(len + 1);
+		if (line != NULL)
+		{
+			memcpy(line, text, len);
+			line[len] = '\n';
+			write_line(line, len + 1);
+			free(line);
+		}
+		cJSON_free(text);
+	}
+	else
+	{
+		char  *line = malloc(LOG_EVENT_LINE_MAX);
+		char   ts[32];
+		size_t used = 0;
+		size_t cap = LOG_EVENT_LINE_MAX - 1;
+
+		if (line == NULL)
+			return;
+		format_timestamp(ts, sizeof ts);
+		line[0] = '\0';
+		append_field(line, &used, cap, "ts", ts, LOG_VALUE_MAX);
+		append_field(line, &used, cap, "level", level, LOG_VALUE_MAX);
+		append_field(line, &used, cap, "msg", msg, LOG_MSG_MAX);
+		for (int i = 0; i < nfields; i++)
+			if (fields[i].value != NULL)
+				append_field(line, &used, cap, fields[i].key, fields[i].value, LOG_VALUE_MAX);
+		line[used++] = '\n';
+		write_line(line + 1, used - 1);
+		free(line);
+	}
+}

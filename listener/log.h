@@ -36,4 +36,20 @@ void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
 				 const char *delivery_id, const char *job_id);
 
+/* A field of log_event. */
+struct log_field
+{
+	const char *key;
+	const char *value;  /* NULL: the field is left out */
+	bool        number; /* a JSON number in the json format (value is its digits) */
+};
+
+/*
+ * One line with a message and up to LOG_EVENT_FIELDS_MAX fields, in either
+ * format; values are escaped like those of log_request.  level is "info",
+ * "warning" or "error".
+ */
+#define LOG_EVENT_FIELDS_MAX 12
+void log_event(const char *level, const char *msg, const struct log_field *fields, int nfields);
+
 #endif

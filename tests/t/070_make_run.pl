@@ -10,6 +10,9 @@
 # before starting anything and never prints its banner. Started the way a
 # script starts a background job (SIGINT ignored), make run stops on SIGTERM
 # to make, and scripts/run on SIGINT.
+# Without a repository and a token it runs no dispatcher and says so; a
+# last run with them (against the fake GitHub) dispatches the open demo
+# job and stops the dispatcher with the rest.
 
 use strict;
 use warnings;
@@ -23,6 +26,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use ProvisionTest;
+use DispatcherTest;
 
 my $root = ProvisionTest::repo_root();
 my $timeout = ProvisionTest::timeout();
@@ -42,7 +46,8 @@ my $runs = 0;
 # start_run(%opts): `make run` in its own process group (like a terminal's
 # foreground job), output to a log. Options: command => [...] instead of
 # make run; background => 1 starts it with SIGINT ignored, as a shell script
-# starts a background job. Returns (pid, log path).
+# starts a background job; env => {...} adds to its environment. Returns
+# (pid, log path).
 sub start_run
 {
 	my (%opts) = @_;
@@ -57,6 +62,7 @@ sub start_run
 		delete $ENV{$_} for grep { /^(PROVISION_|PG)/ } keys %ENV;
 		$ENV{PROVISION_LISTEN} = $opts{listen} // $listen;
 		$SIG{INT} = 'IGNORE' if $opts{background};
+		$ENV{$_} = $opts{env}{$_} for keys %{ $opts{env} // {} };
 		open(STDIN, '<', '/dev/null');
 		open(STDOUT, '>', $log) or POSIX::_exit(127);
 		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(127);
@@ -202,6 +208,8 @@ ready_or_stop($pid, $log, 'make run serves: /readyz answers 200');
 $out = slurp_file($log);
 like($out, qr/make run: creating the cluster/, 'the first run creates the cluster');
 like($out, qr/make run: creating a random secret/, 'and the secret');
+like($out, qr/make run: no dispatcher: set PROVISION_GITHUB_REPO and PROVISION_GITHUB_TOKEN/,
+	'without a repository and a token: no dispatcher, and it says so');
 is($http->get("http://$listen/healthz")->{status}, 200, '/healthz answers 200');
 
 my ($job) = $out =~ /^JOB_ID=([0-9a-f-]{36})$/m;
@@ -295,5 +303,29 @@ stop_run($pid, $log, 'TERM', $pid);
 ($pid, $log) = start_run(background => 1, command => ['scripts/run']);
 ready_or_stop($pid, $log, 'scripts/run started with SIGINT ignored serves');
 stop_run($pid, $log, 'INT', $pid);
+
+# ---- run 6: with a repository and a token, a dispatcher too ---------------------
+my $gh = FakeGitHub->new(tokens => [$DispatcherTest::TOKEN]);
+($pid, $log) = start_run(env => {
+	PROVISION_GITHUB_REPO  => 'acme/agents',
+	PROVISION_GITHUB_TOKEN => $DispatcherTest::TOKEN,
+	PROVISION_GITHUB_API   => $gh->url });
+ready_or_stop($pid, $log, 'make run with a dispatcher serves');
+like(slurp_file($log), qr{make run: dispatching open jobs to acme/agents \(workflow provision\.yml\)},
+	'it says it dispatches');
+my ($job4) = slurp_file($log) =~ /^JOB_ID=([0-9a-f-]{36})$/m;
+ok(ProvisionTest::wait_until(sub {
+		psql("SELECT workflow_run_id IS NOT NULL FROM provision.provisioning_jobs WHERE id = '$job4'") eq 't';
+	}), 'the open demo job is dispatched and its run recorded');
+my ($call) = $gh->requests(endpoint => 'dispatch');
+is($call->{json}{inputs}{job_id}, $job4, 'GitHub got the demo job');
+is(psql("SELECT count(*) FROM pg_roles WHERE rolname = 'provision_dispatcher' AND NOT rolsuper"),
+	1, 'the dispatcher runs as a role of its own');
+my ($listener_pid) = grep { /provision-listener/ } processes_in_copy();
+($listener_pid) = split / /, $listener_pid // '';
+unlike(slurp_file("/proc/$listener_pid/environ") // '', qr/\Q$DispatcherTest::TOKEN\E/,
+	'the listener does not get the token');
+stop_run($pid, $log);
+like(slurp_file($log), qr/make run: dispatcher stopped/, 'the dispatcher stopped too');
 
 done_testing();
