@@ -10,7 +10,8 @@
 # an open job gets that job back, no agent reference is 422, a reference
 # that is not a uuid 400; the log names the event id and type, never the
 # body; metrics by endpoint; the secret from PROVISION_STRIPE_WEBHOOK_SECRET
-# is gone from /proc/PID/environ.
+# is gone from /proc/PID/environ; /readyz requires EXECUTE on
+# handle_stripe_event once the route is configured.
 
 use strict;
 use warnings;
@@ -291,6 +292,17 @@ is($l->stop, 0, 'listener exits 0');
 	ok($r->{status} == 200 && $r->{json}{action} eq 'enqueued',
 		'PROVISION_STRIPE_WEBHOOK_SECRET verifies, as a role granted only the two functions')
 	  or diag explain $r;
+	is($le->get('/readyz')->{status}, 200, '/readyz 200 with EXECUTE on both functions');
+	$node->safe_psql('provision',
+		"REVOKE EXECUTE ON FUNCTION provision.handle_stripe_event(jsonb) FROM $role");
+	ok(ProvisionTest::wait_until(sub { $le->get('/readyz')->{status} == 503 }),
+		'/readyz 503 once the role may not run handle_stripe_event');
+	like($le->get('/readyz')->{json}{error} // '', qr/handle_stripe_event/,
+		'and its error names the function');
+	$node->safe_psql('provision',
+		"GRANT EXECUTE ON FUNCTION provision.handle_stripe_event(jsonb) TO $role");
+	ok(ProvisionTest::wait_until(sub { $le->get('/readyz')->{status} == 200 }),
+		'/readyz 200 again after the GRANT');
 	my $pid = $le->pid;
 	open(my $fh, '<:raw', "/proc/$pid/environ") or die "/proc/$pid/environ: $!";
 	local $/;
