@@ -53,7 +53,6 @@
 #include "deadline.h"
 #include "log.h"
 #include "metrics.h"
-#include "respond.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -75,9 +74,19 @@
 #define PROBE_TIMEOUT_MS       5000
 
 static const char CALLBACK_STMT[] = "provision_handle_callback";
+/*
+ * Each call returns the result as the server prints it, passed through to
+ * the client, with the two members the listener needs (the job id for the
+ * log line, the duplicate flag for the metric) taken out by the server, so
+ * the listener never parses or prints the result itself.
+ */
+#define RESULT_COLUMNS                                                                             \
+	"SELECT r::pg_catalog.text, pg_catalog.jsonb_extract_path_text(r, 'job_id'),"                  \
+	" pg_catalog.jsonb_extract_path_text(r, 'duplicate') FROM "
 static const char CALLBACK_SQL[] =
-	"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
-static const char STRIPE_SQL[] = "SELECT provision.handle_stripe_event($1::pg_catalog.jsonb)";
+	RESULT_COLUMNS "provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text) AS r";
+static const char STRIPE_SQL[] =
+	RESULT_COLUMNS "provision.handle_stripe_event($1::pg_catalog.jsonb) AS r";
 static const char BEGIN_SQL[] = "BEGIN ISOLATION LEVEL READ COMMITTED";
 static const char COMMIT_SQL[] = "COMMIT";
 static const char ROLLBACK_SQL[] = "ROLLBACK";
@@ -661,13 +670,12 @@ pool_release(struct db_pool *pool, struct slot *s)
 	pthread_mutex_unlock(&pool->lock);
 }
 
-/* Borrows a slot with a live connection, or fills in a 503 and returns NULL. */
+/* Borrows a slot with a live connection, or sets the outcome and returns NULL. */
 static struct slot *
 borrow_connected(struct db_pool *pool, struct db_job *job)
 {
 	struct slot        *s = NULL;
 	enum borrow_outcome b = pool_borrow(pool, &job->deadline, &s);
-	char               *body;
 
 	if (b == BORROW_OK)
 	{
@@ -677,21 +685,15 @@ borrow_connected(struct db_pool *pool, struct db_job *job)
 		pool_release(pool, s);
 		b = BORROW_DOWN;
 	}
-	body = json_error_body(b == BORROW_TIMEOUT
-							   ? "no database connection became free in time; retry later"
-							   : "database unavailable; retry later");
-	job->status = 503;
-	job->retry_after = b == BORROW_TIMEOUT ? 1 : 2;
-	job->body = body;
+	job->outcome.kind = b == BORROW_TIMEOUT ? OUTCOME_POOL_TIMEOUT : OUTCOME_NO_CONNECTION;
 	return NULL;
 }
 
-static void
-set_answer(struct db_job *job, unsigned int status, char *body, unsigned int retry_after)
+/* A copy of a libpq string, or NULL for NULL (and when out of memory). */
+static char *
+copy_field(const char *value)
 {
-	job->status = body != NULL ? status : 500;
-	job->body = body;
-	job->retry_after = retry_after;
+	return value != NULL ? strdup(value) : NULL;
 }
 
 /* The function a job calls, for the log. */
@@ -701,104 +703,48 @@ job_function(const struct db_job *job)
 	return job->kind == DB_JOB_STRIPE ? "handle_stripe_event" : "handle_callback";
 }
 
-/* Answers a callback or Stripe event from the successful result. */
+/*
+ * The outcome of a successful call: the result text, the job id and the
+ * duplicate flag from the columns of RESULT_COLUMNS.
+ */
 static void
-answer_result(struct db_job *job, PGresult *res)
+result_outcome(struct db_job *job, const PGresult *res)
 {
-	cJSON *result;
-	char  *body;
-
-	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
+	if (PQntuples(res) != 1 || PQnfields(res) != 3 || PQgetisnull(res, 0, 0))
 	{
 		log_error("provision.%s returned no result", job_function(job));
-		set_answer(job, 500, json_error_body("internal error"), 0);
+		job->outcome.kind = OUTCOME_NO_RESULT;
 		return;
 	}
-	result = cJSON_Parse(PQgetvalue(res, 0, 0));
-	if (result == NULL)
-	{
-		log_error("provision.%s returned a result that is not JSON", job_function(job));
-		set_answer(job, 500, json_error_body("internal error"), 0);
-		return;
-	}
-	if (result_is_duplicate(result))
+	if (!PQgetisnull(res, 0, 2) && strcmp(PQgetvalue(res, 0, 2), "true") == 0)
 		metrics_duplicate();
-	json_job_id(result, job->job_id, sizeof job->job_id);
-	body = cJSON_PrintUnformatted(result);
-	cJSON_Delete(result);
-	set_answer(job, 200, body, 0);
+	job->outcome.kind = OUTCOME_RESULT;
+	job->outcome.text = copy_field(PQgetvalue(res, 0, 0));
+	if (!PQgetisnull(res, 0, 1))
+		job->outcome.job_id = copy_field(PQgetvalue(res, 0, 1));
 }
 
-/* Answers a callback from a database error; true when worth retrying. */
+/*
+ * The outcome of a refused call, with the server's fields; false when it
+ * is a serialization failure or deadlock worth another attempt, which
+ * leaves the outcome unset.
+ */
 static bool
-answer_error(struct db_job *job, PGresult *res, bool last_attempt)
+error_outcome(struct db_job *job, const PGresult *res, bool last_attempt)
 {
-	const char            *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	const char            *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	const char            *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-	const char            *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
-	struct sqlstate_action action =
-		job->kind == DB_JOB_STRIPE ? stripe_sqlstate_to_http(sqlstate) : sqlstate_to_http(sqlstate);
-	char status[64];
-	char run_id[32];
+	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-	if (message == NULL)
-		message = "database error";
-
-	/*
-	 * A unique violation other than the delivery binding's (a constraint a
-	 * DBA added) is nothing the sender can act on.
-	 */
-	if (job->kind == DB_JOB_CALLBACK && action.http_status == 422 &&
-		!is_delivery_conflict(message, job->delivery_id))
-		action.http_status = 500;
-
-	/*
-	 * A callback or Stripe event the database refused (400, 404, 409, 422)
-	 * is the sender's error, not the database's: provision_db_errors_total
-	 * would alert on it.
-	 */
-	if (action.retry || action.http_status >= 500)
-		metrics_db_error();
-	if (action.retry && !last_attempt)
-		return true;
-
-	switch (action.http_status)
+	if (sqlstate_is_serialization_failure(sqlstate) && !last_attempt)
 	{
-		case 400:
-		case 404:
-			set_answer(job, action.http_status, json_error_body(message), 0);
-			break;
-		case 409:
-			set_answer(job, 409,
-					   json_conflict_body(message, job->payload_job_id,
-										  detail_current_status(detail, status, sizeof status),
-										  hint_workflow_run_id(hint, run_id, sizeof run_id)),
-					   0);
-			break;
-		case 422:
-			set_answer(job, 422,
-					   job->kind == DB_JOB_STRIPE
-						   ? json_error_body(message)
-						   : json_delivery_conflict_body(message, job->delivery_id, detail),
-					   0);
-			break;
-		case 503:
-			log_warn("%s failed: SQLSTATE %s: %s", job_function(job), sqlstate ? sqlstate : "none",
-					 message);
-			set_answer(job, 503,
-					   json_error_body(
-						   action.retry ? "database conflict persisted after retries; retry later"
-										: "database temporarily unavailable; retry later"),
-					   1);
-			break;
-		default:
-			log_error("%s failed: SQLSTATE %s: %s", job_function(job), sqlstate ? sqlstate : "none",
-					  message);
-			set_answer(job, 500, json_error_body("internal error"), 0);
-			break;
+		metrics_db_error();
+		return false;
 	}
-	return false;
+	job->outcome.kind = OUTCOME_ERROR;
+	snprintf(job->outcome.sqlstate, sizeof job->outcome.sqlstate, "%s", sqlstate ? sqlstate : "");
+	job->outcome.message = copy_field(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+	job->outcome.detail = copy_field(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+	job->outcome.hint = copy_field(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+	return true;
 }
 
 static void
@@ -881,13 +827,13 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 			metrics_db_error();
 			slot_fail(s);
 			pool_release(pool, s);
-			set_answer(job, 503, json_error_body("database connection lost; retry later"), 1);
+			job->outcome.kind = OUTCOME_LOST;
 			return;
 		}
 		if (PQresultStatus(res) == PGRES_TUPLES_OK)
-			answer_result(job, res);
+			result_outcome(job, res);
 		else
-			retry = answer_error(job, res, attempt == SERIALIZATION_ATTEMPTS);
+			retry = !error_outcome(job, res, attempt == SERIALIZATION_ATTEMPTS);
 		PQclear(res);
 		if (!slot_usable(s))
 			slot_fail(s);
@@ -988,22 +934,13 @@ probe_database(struct db_pool *pool, char *reason, size_t len, char *detail, siz
 	return reason[0] == '\0' ? 200 : 503;
 }
 
-/* Fills in a /readyz answer from a probe result. */
+/* A /readyz outcome from a probe result. */
 static void
-answer_ready(struct db_job *job, unsigned int status, const char *reason)
+ready_outcome(struct db_job *job, unsigned int status, const char *reason)
 {
-	if (status == 200)
-	{
-		cJSON *obj = cJSON_CreateObject();
-		char  *body = NULL;
-
-		if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ready") != NULL)
-			body = cJSON_PrintUnformatted(obj);
-		cJSON_Delete(obj);
-		set_answer(job, 200, body, 0);
-	}
-	else
-		set_answer(job, 503, json_error_body(reason), 1);
+	job->outcome.kind = status == 200 ? OUTCOME_READY : OUTCOME_NOT_READY;
+	if (status != 200)
+		job->outcome.text = copy_field(reason);
 }
 
 /*
@@ -1083,7 +1020,7 @@ prober_main(void *arg)
 			struct db_job *job = waiters;
 
 			waiters = job->next;
-			answer_ready(job, status, reason);
+			ready_outcome(job, status, reason);
 			job->done(job);
 		}
 		pthread_mutex_lock(&pool->lock);
@@ -1096,7 +1033,7 @@ prober_main(void *arg)
 
 		pool->probe_waiters = job->next;
 		pthread_mutex_unlock(&pool->lock);
-		set_answer(job, 503, json_error_body("shutting down"), 1);
+		job->outcome.kind = OUTCOME_SHUTTING_DOWN;
 		job->done(job);
 		pthread_mutex_lock(&pool->lock);
 	}
@@ -1135,10 +1072,9 @@ worker_main(void *arg)
 }
 
 static void
-answer_expired(struct db_job *job)
+expire_job(struct db_job *job)
 {
-	set_answer(job, 503, json_error_body("no database connection became free in time; retry later"),
-			   1);
+	job->outcome.kind = OUTCOME_POOL_TIMEOUT;
 	job->done(job);
 }
 
@@ -1183,7 +1119,7 @@ expirer_main(void *arg)
 			pool->tail = NULL;
 		pool->queued--;
 		pthread_mutex_unlock(&pool->lock);
-		answer_expired(job);
+		expire_job(job);
 		pthread_mutex_lock(&pool->lock);
 	}
 	pthread_mutex_unlock(&pool->lock);
@@ -1211,7 +1147,7 @@ submit_ready(struct db_pool *pool, struct db_job *job)
 		status = pool->probe_status;
 		memcpy(reason, pool->probe_reason, sizeof reason);
 		pthread_mutex_unlock(&pool->lock);
-		answer_ready(job, status, reason);
+		ready_outcome(job, status, reason);
 		job->done(job);
 		return true;
 	}
@@ -1232,10 +1168,7 @@ db_submit(struct db_pool *pool, struct db_job *job)
 	bool ok = false;
 
 	job->next = NULL;
-	job->status = 0;
-	job->body = NULL;
-	job->retry_after = 0;
-	job->job_id[0] = '\0';
+	memset(&job->outcome, 0, sizeof job->outcome);
 	deadline_after_ms(&job->deadline, CLOCK_MONOTONIC, pool->pool_wait_ms);
 	pthread_mutex_lock(&pool->lock);
 	if (job->kind == DB_JOB_READY)

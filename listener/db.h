@@ -4,12 +4,14 @@
  *
  * The HTTP thread never touches the database.  It hands a fully received and
  * verified request to db_submit(); a worker borrows a pool connection, runs
- * the one SQL call, fills in the answer and calls the job's done() callback.
+ * the one SQL call, fills in the job's outcome and calls its done() callback.
+ * What the outcome means for the client is not decided here (respond.h).
  */
 #ifndef PROVISION_DB_H
 #define PROVISION_DB_H
 
 #include "config.h"
+#include "outcome.h"
 
 #include <stdbool.h>
 #include <time.h>
@@ -26,14 +28,10 @@ struct db_job
 	enum db_job_kind kind;
 	/* inputs: NUL-terminated, owned by the submitter */
 	const char *payload;
-	const char *delivery_id;    /* NULL: no deduplication */
-	const char *payload_job_id; /* for the 409 body; may be NULL */
+	const char *delivery_id; /* NULL: no deduplication */
 
-	/* outputs, valid in done() */
-	unsigned int status;
-	char        *body;        /* JSON text; release with cJSON_free */
-	unsigned int retry_after; /* seconds; 0 for no Retry-After */
-	char         job_id[64];  /* from the result, for the log */
+	/* output, valid in done(); the submitter clears it (outcome_clear) */
+	struct outcome outcome;
 
 	void (*done)(struct db_job *job);
 
@@ -52,7 +50,7 @@ struct db_pool *db_pool_open(const struct config *cfg, char *err, size_t errlen)
 
 /*
  * Queues a job; false when the queue is full or the pool is closing (the
- * caller answers 503 itself).  A DB_JOB_READY job never enters the queue:
+ * caller answers as for OUTCOME_BUSY).  A DB_JOB_READY job never enters the queue:
  * it is answered from the readiness probe, at once (done() runs before
  * db_submit returns) when its last result is fresh, else when the probe
  * running for it ends.

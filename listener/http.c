@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "respond.h"
+#include "route.h"
 #include "verify.h"
 
 #include <errno.h>
@@ -338,9 +339,7 @@ queue_job(struct request *req, enum db_job_kind kind)
 	MHD_suspend_connection(req->conn);
 	if (!db_submit(req->server->pool, &req->job))
 	{
-		req->job.status = 503;
-		req->job.retry_after = 1;
-		req->job.body = json_error_body("server is busy or shutting down; retry later");
+		req->job.outcome.kind = OUTCOME_BUSY;
 		req->answered = true;
 		MHD_resume_connection(req->conn);
 	}
@@ -548,7 +547,6 @@ on_complete(struct request *req)
 		cJSON_Delete(payload);
 		req->job.payload = req->body;
 		req->job.delivery_id = NULL;
-		req->job.payload_job_id = NULL;
 		return queue_job(req, DB_JOB_STRIPE);
 	}
 	json_job_id(payload, req->job_id, sizeof req->job_id);
@@ -556,8 +554,42 @@ on_complete(struct request *req)
 
 	req->job.payload = req->body;
 	req->job.delivery_id = req->delivery_id[0] ? req->delivery_id : NULL;
-	req->job.payload_job_id = req->job_id[0] ? req->job_id : NULL;
 	return queue_job(req, DB_JOB_CALLBACK);
+}
+
+/*
+ * A worker is done with the request's job: its outcome becomes the answer
+ * (respond.c), and a database error the answer calls for is logged and
+ * counted here, where the request it belongs to is known.
+ */
+static enum MHD_Result
+on_job_done(struct request *req)
+{
+	const struct outcome *o = &req->job.outcome;
+	struct answer_context ctx;
+	struct answer         a;
+
+	ctx.stripe = req->job.kind == DB_JOB_STRIPE;
+	ctx.delivery_id = req->job.delivery_id;
+	ctx.job_id = req->job_id[0] ? req->job_id : NULL;
+	answer_outcome(o, &ctx, &a);
+	if (o->job_id != NULL && strlen(o->job_id) < sizeof req->job_id)
+		snprintf(req->job_id, sizeof req->job_id, "%s", o->job_id);
+	if (a.db_error)
+		metrics_db_error();
+	if (a.log != ANSWER_LOG_NONE)
+	{
+		const char *function = ctx.stripe ? "handle_stripe_event" : "handle_callback";
+		const char *sqlstate = o->sqlstate[0] ? o->sqlstate : "none";
+		const char *message = o->message ? o->message : "database error";
+
+		if (a.log == ANSWER_LOG_WARN)
+			log_warn("%s failed: SQLSTATE %s: %s", function, sqlstate, message);
+		else
+			log_error("%s failed: SQLSTATE %s: %s", function, sqlstate, message);
+	}
+	req->queued = false;
+	return send_json(req, a.status, a.body, a.retry_after, NULL);
 }
 
 static enum MHD_Result
@@ -566,7 +598,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 {
 	struct http_server *server = cls;
 	struct request     *req = *con_cls;
-	char               *body;
 
 	(void) version;
 	if (req == NULL)
@@ -588,12 +619,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		/* resumed by a worker: its answer is ready */
 		if (!req->answered)
 			return MHD_YES;
-		if (req->job.job_id[0] != '\0')
-			snprintf(req->job_id, sizeof req->job_id, "%s", req->job.job_id);
-		req->queued = false;
-		body = req->job.body;
-		req->job.body = NULL;
-		return send_json(req, req->job.status, body, req->job.retry_after, NULL);
+		return on_job_done(req);
 	}
 	if (*upload_data_size > 0)
 	{
@@ -627,7 +653,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 	record_request(req);
 	set_receiving(server, conn, true);
-	cJSON_free(req->job.body);
+	outcome_clear(&req->job.outcome);
 	free(req->body);
 	free(req);
 

@@ -19,14 +19,6 @@ static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 
 #define NBUCKETS ((int) (sizeof buckets / sizeof buckets[0]))
 
-static const char *const endpoint_labels[ENDPOINT_COUNT] = {"/webhooks/github",
-															"/api/webhooks/github",
-															"/webhooks/stripe",
-															"/healthz",
-															"/readyz",
-															"/metrics",
-															"other"};
-
 static atomic_ulong  requests[ENDPOINT_COUNT][NSTATUS];
 static atomic_ulong  bucket_counts[ENDPOINT_COUNT][NBUCKETS]; /* not cumulative */
 static atomic_ulong  duration_count[ENDPOINT_COUNT];
@@ -38,21 +30,6 @@ static atomic_ulong  db_reconnects;
 static atomic_ulong  readiness_probes;
 static atomic_long   pool_size;
 static atomic_long   pool_in_use;
-
-enum endpoint
-endpoint_for_path(const char *path)
-{
-	for (int i = 0; i < ENDPOINT_OTHER; i++)
-		if (strcmp(path, endpoint_labels[i]) == 0)
-			return (enum endpoint) i;
-	return ENDPOINT_OTHER;
-}
-
-const char *
-endpoint_label(enum endpoint ep)
-{
-	return endpoint_labels[ep];
-}
 
 void
 metrics_observe_request(enum endpoint ep, unsigned int status, double seconds)
@@ -184,7 +161,7 @@ metrics_render(size_t *len)
 
 			if (n > 0)
 				append(&b, "provision_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lu\n",
-					   endpoint_labels[ep], s + STATUS_MIN, n);
+					   endpoint_label((enum endpoint) ep), s + STATUS_MIN, n);
 		}
 
 	append(&b, "# HELP provision_http_request_duration_seconds Time from the request's headers to "
@@ -203,15 +180,15 @@ metrics_render(size_t *len)
 			append(
 				&b,
 				"provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %lu\n",
-				endpoint_labels[ep], buckets[i], cumulative);
+				endpoint_label((enum endpoint) ep), buckets[i], cumulative);
 		}
 		append(&b,
 			   "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n",
-			   endpoint_labels[ep], count);
+			   endpoint_label((enum endpoint) ep), count);
 		append(&b, "provision_http_request_duration_seconds_sum{endpoint=\"%s\"} %.9f\n",
-			   endpoint_labels[ep], atomic_load(&duration_sum_ns[ep]) / 1e9);
+			   endpoint_label((enum endpoint) ep), atomic_load(&duration_sum_ns[ep]) / 1e9);
 		append(&b, "provision_http_request_duration_seconds_count{endpoint=\"%s\"} %lu\n",
-			   endpoint_labels[ep], count);
+			   endpoint_label((enum endpoint) ep), count);
 	}
 
 	counter(&b, "provision_signature_failures_total",

@@ -6,23 +6,9 @@
 #ifndef PROVISION_METRICS_H
 #define PROVISION_METRICS_H
 
+#include "route.h"
+
 #include <stddef.h>
-
-enum endpoint
-{
-	ENDPOINT_WEBHOOK,     /* /webhooks/github */
-	ENDPOINT_API_WEBHOOK, /* /api/webhooks/github */
-	ENDPOINT_STRIPE,      /* /webhooks/stripe */
-	ENDPOINT_HEALTHZ,
-	ENDPOINT_READYZ,
-	ENDPOINT_METRICS,
-	ENDPOINT_OTHER, /* anything unknown, one label value */
-	ENDPOINT_COUNT
-};
-
-/* The endpoint label for a request path. */
-enum endpoint endpoint_for_path(const char *path);
-const char   *endpoint_label(enum endpoint ep);
 
 void metrics_observe_request(enum endpoint ep, unsigned int status, double seconds);
 void metrics_signature_failure(void);

@@ -1,125 +1,21 @@
 /*
- * respond.c - pure decisions behind each HTTP answer.
+ * respond.c - the answer to each request the database saw: an outcome
+ * (outcome.h) becomes a status, a JSON body and a Retry-After.  Pure: no
+ * MHD, no libpq, no logging.
  */
 #include "respond.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#define JSON_MEDIA_TYPE "application/json"
-
-bool
-content_type_is_json(const char *content_type)
-{
-	const char *p = content_type;
-	size_t      n = strlen(JSON_MEDIA_TYPE);
-
-	if (p == NULL)
-		return false;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	if (strncasecmp(p, JSON_MEDIA_TYPE, n) != 0)
-		return false;
-	p += n;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	return *p == '\0' || *p == ';';
-}
-
-void
-decide_headers(const struct request_head *head, struct head_decision *d)
-{
-	memset(d, 0, sizeof *d);
-	switch (head->ep)
-	{
-		case ENDPOINT_OTHER:
-		case ENDPOINT_COUNT:
-			d->status = 404;
-			snprintf(d->message, sizeof d->message,
-					 "unknown path; callbacks go to POST /webhooks/github");
-			return;
-		case ENDPOINT_STRIPE:
-			if (!head->stripe_configured)
-			{
-				d->status = 404;
-				snprintf(d->message, sizeof d->message,
-						 "unknown path; Stripe events are accepted once the listener has a Stripe "
-						 "secret");
-				return;
-			}
-			/* FALLTHROUGH */
-		case ENDPOINT_WEBHOOK:
-		case ENDPOINT_API_WEBHOOK:
-			if (strcmp(head->method, "POST") != 0)
-			{
-				d->status = 405;
-				d->allow = "POST";
-				snprintf(d->message, sizeof d->message, "method not allowed; use POST");
-				return;
-			}
-			d->is_webhook = true;
-			break;
-		case ENDPOINT_HEALTHZ:
-		case ENDPOINT_READYZ:
-		case ENDPOINT_METRICS:
-			if (strcmp(head->method, "GET") != 0 && strcmp(head->method, "HEAD") != 0)
-			{
-				d->status = 405;
-				d->allow = "GET, HEAD";
-				snprintf(d->message, sizeof d->message, "method not allowed; use GET");
-				return;
-			}
-			break;
-	}
-
-	/*
-	 * Two lengths, or a length and a chunked body, mean two possible ends of
-	 * the body: a proxy in front may pick the other one, and the bytes after
-	 * the end this server picks would be read as a request of its own.  So
-	 * such a request is refused before its body is used, and its connection
-	 * closed.
-	 */
-	if (head->content_lengths > 1 || head->transfer_encodings > 1 ||
-		(head->content_lengths > 0 && head->transfer_encodings > 0))
-	{
-		d->status = 400;
-		d->close = true;
-		snprintf(d->message, sizeof d->message, "%s",
-				 head->content_lengths > 1      ? "more than one Content-Length header"
-				 : head->transfer_encodings > 1 ? "more than one Transfer-Encoding header"
-												: "Content-Length together with Transfer-Encoding");
-		return;
-	}
-	if (!d->is_webhook)
-		return;
-
-	if (head->content_length != NULL)
-	{
-		char              *end;
-		unsigned long long n;
-
-		errno = 0;
-		n = strtoull(head->content_length, &end, 10);
-		if (errno == 0 && *end == '\0' && n > (unsigned long long) head->max_body)
-		{
-			d->status = 413;
-			snprintf(d->message, sizeof d->message,
-					 "request body of %llu bytes exceeds the limit of %ld bytes", n,
-					 head->max_body);
-			return;
-		}
-	}
-	if (head->transfer_encoding != NULL && head->content_length == NULL)
-		d->check_type_later = true;
-	else if (!content_type_is_json(head->content_type))
-	{
-		d->status = 415;
-		snprintf(d->message, sizeof d->message, "header Content-Type must be application/json");
-	}
-}
+/*
+ * Retry-After, in seconds: soon for a moment's congestion (a busy pool or
+ * queue, a lost connection, a refused probe), a little later for a
+ * database that is down and reconnecting with backoff.
+ */
+#define RETRY_SOON 1
+#define RETRY_DOWN 2
 
 struct sqlstate_action
 sqlstate_to_http(const char *s)
@@ -140,7 +36,7 @@ sqlstate_to_http(const char *s)
 		a.http_status = 409;
 	else if (strcmp(s, "23505") == 0)
 		a.http_status = 422;
-	else if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
+	else if (sqlstate_is_serialization_failure(s))
 	{
 		a.http_status = 503;
 		a.retry = true;
@@ -304,133 +200,135 @@ json_delivery_conflict_body(const char *message, const char *delivery_id, const 
 	}
 	return print_and_free(obj);
 }
-
-static int
-compare_keys(const void *a, const void *b)
+static char *
+copy_body(const char *text)
 {
-	return strcmp(*(const char *const *) a, *(const char *const *) b);
+	size_t n = strlen(text) + 1;
+	char  *body = cJSON_malloc(n);
+
+	if (body != NULL)
+		memcpy(body, text, n);
+	return body;
 }
 
-/* A key is echoed in the 400 only when it is short, printable ASCII. */
-static bool
-printable_key(const char *key)
+static void
+set(struct answer *a, unsigned int status, char *body, unsigned int retry_after)
 {
-	size_t n = strlen(key);
-
-	if (n == 0 || n > 64)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char) key[i] < ' ' || (unsigned char) key[i] > '~')
-			return false;
-	return true;
+	a->status = status;
+	a->body = body;
+	a->retry_after = retry_after;
 }
 
-/*
- * cJSON answers the first of two equal keys and jsonb keeps the last, so
- * with a repeated key the listener (the job id in its log and 409 body)
- * and the database would act on different values.  Keys are compared after
- * JSON unescaping, as both parsers do; sorted, so a body of many keys costs
- * n log n, not n^2.
- */
-static bool
-unique_keys(const cJSON *obj, char *err, size_t errlen)
+/* A refusal from the server (OUTCOME_ERROR). */
+static void
+answer_error(const struct outcome *o, const struct answer_context *ctx, struct answer *a)
 {
-	const char **keys;
-	size_t       n = 0;
-	const cJSON *item;
-	const char  *repeated = NULL;
+	const char            *message = o->message != NULL ? o->message : "database error";
+	const char            *sqlstate = o->sqlstate[0] != '\0' ? o->sqlstate : NULL;
+	struct sqlstate_action action =
+		ctx->stripe ? stripe_sqlstate_to_http(sqlstate) : sqlstate_to_http(sqlstate);
+	char status[64];
+	char run_id[32];
 
-	for (item = obj->child; item != NULL; item = item->next)
-		n++;
-	if (n < 2)
-		return true;
-	keys = malloc(n * sizeof *keys);
-	if (keys == NULL)
+	/*
+	 * A unique violation other than the delivery binding's (a constraint a
+	 * DBA added) is nothing the sender can act on.
+	 */
+	if (!ctx->stripe && action.http_status == 422 &&
+		!is_delivery_conflict(message, ctx->delivery_id))
+		action.http_status = 500;
+
+	/*
+	 * A callback or Stripe event the database refused (400, 404, 409, 422)
+	 * is the sender's error, not the database's: provision_db_errors_total
+	 * would alert on it.
+	 */
+	a->db_error = action.retry || action.http_status >= 500;
+	switch (action.http_status)
 	{
-		snprintf(err, errlen, "request body could not be checked: out of memory");
-		return false;
+		case 400:
+		case 404:
+			set(a, action.http_status, json_error_body(message), 0);
+			break;
+		case 409:
+			set(a, 409,
+				json_conflict_body(message, ctx->job_id,
+								   detail_current_status(o->detail, status, sizeof status),
+								   hint_workflow_run_id(o->hint, run_id, sizeof run_id)),
+				0);
+			break;
+		case 422:
+			set(a, 422,
+				ctx->stripe ? json_error_body(message)
+							: json_delivery_conflict_body(message, ctx->delivery_id, o->detail),
+				0);
+			break;
+		case 503:
+			a->log = ANSWER_LOG_WARN;
+			set(a, 503,
+				json_error_body(action.retry
+									? "database conflict persisted after retries; retry later"
+									: "database temporarily unavailable; retry later"),
+				RETRY_SOON);
+			break;
+		default:
+			a->log = ANSWER_LOG_ERROR;
+			set(a, 500, json_error_body("internal error"), 0);
+			break;
 	}
-	n = 0;
-	for (item = obj->child; item != NULL; item = item->next)
-		keys[n++] = item->string;
-	qsort(keys, n, sizeof *keys, compare_keys);
-	for (size_t i = 1; i < n && repeated == NULL; i++)
-		if (strcmp(keys[i - 1], keys[i]) == 0)
-			repeated = keys[i];
-	if (repeated != NULL)
-	{
-		if (printable_key(repeated))
-			snprintf(err, errlen, "request body repeats the key \"%s\" at the top level", repeated);
-		else
-			snprintf(err, errlen, "request body repeats a key at the top level");
-	}
-	free(keys);
-	return repeated == NULL;
 }
 
-cJSON *
-parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
+void
+answer_outcome(const struct outcome *o, const struct answer_context *ctx, struct answer *a)
 {
-	const char *end = NULL;
-	cJSON      *obj;
-
-	if (len == 0)
+	memset(a, 0, sizeof *a);
+	switch (o->kind)
 	{
-		snprintf(err, errlen, "request body is empty; expected a JSON object");
-		return NULL;
-	}
-	obj = cJSON_ParseWithLengthOpts(body, len, &end, false);
-	if (obj == NULL)
-	{
-		snprintf(err, errlen, "request body is not valid JSON");
-		return NULL;
-	}
-	while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-		end++;
-	if (end != body + len)
-	{
-		cJSON_Delete(obj);
-		snprintf(err, errlen, "request body is not valid JSON (trailing data after the value)");
-		return NULL;
-	}
-	if (!cJSON_IsObject(obj))
-	{
-		cJSON_Delete(obj);
-		snprintf(err, errlen, "request body must be a JSON object");
-		return NULL;
-	}
-	if (!unique_keys(obj, err, errlen))
-	{
-		cJSON_Delete(obj);
-		return NULL;
-	}
-	return obj;
-}
+		case OUTCOME_RESULT:
+			set(a, 200, copy_body(o->text), 0);
+			break;
+		case OUTCOME_ERROR:
+			answer_error(o, ctx, a);
+			break;
+		case OUTCOME_LOST:
+			set(a, 503, json_error_body("database connection lost; retry later"), RETRY_SOON);
+			break;
+		case OUTCOME_NO_CONNECTION:
+			set(a, 503, json_error_body("database unavailable; retry later"), RETRY_DOWN);
+			break;
+		case OUTCOME_POOL_TIMEOUT:
+			set(a, 503, json_error_body("no database connection became free in time; retry later"),
+				RETRY_SOON);
+			break;
+		case OUTCOME_BUSY:
+			set(a, 503, json_error_body("server is busy or shutting down; retry later"),
+				RETRY_SOON);
+			break;
+		case OUTCOME_READY:
+		{
+			cJSON *obj = cJSON_CreateObject();
 
-const char *
-json_string_member(const cJSON *obj, const char *key, char *buf, size_t len)
-{
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-
-	if (!cJSON_IsString(item) || item->valuestring == NULL || len == 0)
-		return NULL;
-	snprintf(buf, len, "%s", item->valuestring);
-	return buf;
-}
-
-const char *
-json_job_id(const cJSON *obj, char *buf, size_t len)
-{
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, "job_id");
-
-	if (!cJSON_IsString(item) || item->valuestring == NULL || strlen(item->valuestring) >= len)
-		return NULL;
-	strcpy(buf, item->valuestring);
-	return buf;
-}
-
-bool
-result_is_duplicate(const cJSON *result)
-{
-	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(result, "duplicate"));
+			if (obj != NULL && cJSON_AddStringToObject(obj, "status", "ready") != NULL)
+				set(a, 200, print_and_free(obj), 0);
+			else
+			{
+				cJSON_Delete(obj);
+				set(a, 200, NULL, 0);
+			}
+			break;
+		}
+		case OUTCOME_NOT_READY:
+			set(a, 503, json_error_body(o->text != NULL ? o->text : "not ready"), RETRY_SOON);
+			break;
+		case OUTCOME_SHUTTING_DOWN:
+			set(a, 503, json_error_body("shutting down"), RETRY_SOON);
+			break;
+		case OUTCOME_NONE:
+		case OUTCOME_NO_RESULT:
+		default:
+			set(a, 500, json_error_body("internal error"), 0);
+			break;
+	}
+	if (a->body == NULL)
+		a->status = 500;
 }

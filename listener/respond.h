@@ -1,52 +1,17 @@
 /*
- * respond.h - the pure decisions behind each HTTP answer: which content
- * types are JSON, what an SQLSTATE means for the client, and the JSON bodies
- * themselves (always built with cJSON).  No MHD, no libpq.
+ * respond.h - the pure decisions behind each answer from the database
+ * side: what an SQLSTATE means for the client, the JSON bodies (always built
+ * with cJSON), and answer_outcome, which maps every outcome to its answer.
+ * No MHD, no libpq.
  */
 #ifndef PROVISION_RESPOND_H
 #define PROVISION_RESPOND_H
 
-#include "metrics.h"
+#include "outcome.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
-
-/* application/json, any case, optionally followed by ";" parameters. */
-bool content_type_is_json(const char *content_type);
-
-/* The headers of a request that decide_headers() looks at (NULL: absent). */
-struct request_head
-{
-	enum endpoint ep;
-	const char   *method;
-	const char   *content_length; /* the first one */
-	const char   *transfer_encoding;
-	const char   *content_type;
-	long          max_body;
-	bool          stripe_configured;  /* else /webhooks/stripe is unknown */
-	int           content_lengths;    /* how many Content-Length headers */
-	int           transfer_encodings; /* how many Transfer-Encoding headers */
-};
-
-/* What the headers alone decide. */
-struct head_decision
-{
-	unsigned int status;           /* 0: carry on and read the body */
-	const char  *allow;            /* for a 405 */
-	char         message[128];     /* the error for a non-zero status */
-	bool         is_webhook;       /* a callback or Stripe event to check and run */
-	bool         check_type_later; /* chunked: Content-Type after the size */
-	bool         close;            /* answer, then close: the framing is ambiguous */
-};
-
-/*
- * Route (404, 405), framing (400: more than one Content-Length or
- * Transfer-Encoding header, or both kinds), size (413 by Content-Length)
- * and, when the length is known, content type (415), in that order, from
- * the headers alone.
- */
-void decide_headers(const struct request_head *head, struct head_decision *d);
 
 /* What to do with a database error, from its SQLSTATE alone. */
 struct sqlstate_action
@@ -106,28 +71,35 @@ bool is_delivery_conflict(const char *message, const char *delivery_id);
  */
 char *json_delivery_conflict_body(const char *message, const char *delivery_id, const char *detail);
 
-/*
- * Parses a callback body or a Stripe event.  Returns the object, or NULL
- * with an error message
- * for the 400 body in err: not JSON, trailing bytes, not an object, or a key
- * that appears twice at the top level.
- */
-cJSON *parse_callback_body(const char *body, size_t len, char *err, size_t errlen);
+/* What answer_outcome needs to know about the request besides the outcome. */
+struct answer_context
+{
+	bool        stripe;      /* handle_stripe_event on POST /webhooks/stripe */
+	const char *delivery_id; /* the request's, NULL when none */
+	const char *job_id;      /* the payload's, for a 409 body; may be NULL */
+};
+
+/* How loudly a database error is logged (the caller logs; this is pure). */
+enum answer_log
+{
+	ANSWER_LOG_NONE,
+	ANSWER_LOG_WARN,
+	ANSWER_LOG_ERROR
+};
+
+struct answer
+{
+	unsigned int    status;
+	char           *body;        /* JSON text, cJSON_free; NULL: out of memory (500) */
+	unsigned int    retry_after; /* seconds; 0 for no Retry-After */
+	enum answer_log log;         /* OUTCOME_ERROR: log the SQLSTATE and message */
+	bool            db_error;    /* counts in provision_db_errors_total */
+};
 
 /*
- * The "job_id" string member of a payload or result, copied into buf, or
- * NULL when it is missing or not a string.
+ * The one place an outcome becomes an HTTP answer: status, body and
+ * Retry-After.  A result is passed through as the database printed it.
  */
-const char *json_job_id(const cJSON *obj, char *buf, size_t len);
-
-/*
- * The string member key of obj copied into buf, cut to len - 1 bytes, or
- * NULL when it is missing or not a string (a Stripe event's id and type,
- * for the log).
- */
-const char *json_string_member(const cJSON *obj, const char *key, char *buf, size_t len);
-
-/* True when a handle_callback result reports "duplicate": true. */
-bool result_is_duplicate(const cJSON *result);
+void answer_outcome(const struct outcome *o, const struct answer_context *ctx, struct answer *a);
 
 #endif

@@ -2,7 +2,8 @@
  * fuzz_respond.c - what the listener answers after a database error: the
  * SQLSTATE -> HTTP mapping, the current status taken from a 55000 DETAIL,
  * the owner run taken from its HINT, the delivery binding's 23505, and the
- * JSON error, 409 and 422 bodies.
+ * JSON error, 409 and 422 bodies, and answer_outcome on the error as a
+ * callback and as a Stripe event.
  *
  * Input: sqlstate '\n' detail '\n' message '\n' job_id '\n' hint '\n' then
  * bytes whose first gives the status buffer size.  An absent field is NULL
@@ -13,7 +14,9 @@
  * HINT's plain positive 64-bit number or nothing; a delivery conflict is
  * recognized only in the exact message naming that delivery id; every body
  * is a JSON object whose members read back exactly as given (null where
- * NULL was given).
+ * NULL was given); an outcome's answer is one of those statuses with a JSON
+ * object body, Retry-After exactly on a 503, and a 500 that carries
+ * nothing of the server's message.
  */
 #include "fuzz.h"
 #include "respond.h"
@@ -161,6 +164,31 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_member(obj, "detail", detail);
 	cJSON_Delete(obj);
 	cJSON_free(text);
+
+	for (int stripe = 0; stripe < 2; stripe++)
+	{
+		struct outcome        o = {.kind = OUTCOME_ERROR};
+		struct answer_context ctx = {.stripe = stripe, .delivery_id = job_id, .job_id = job_id};
+		struct answer         ans;
+
+		if (sqlstate != NULL && strlen(sqlstate) < sizeof o.sqlstate)
+			memcpy(o.sqlstate, sqlstate, strlen(sqlstate) + 1);
+		o.message = (char *) message;
+		o.detail = (char *) detail;
+		o.hint = (char *) hint;
+		answer_outcome(&o, &ctx, &ans);
+		fuzz_check(ans.status == 400 || ans.status == 404 || ans.status == 409 ||
+				   ans.status == 422 || ans.status == 500 || ans.status == 503);
+		fuzz_check((ans.status == 503) == (ans.retry_after == 1));
+		fuzz_check(ans.db_error == (ans.status >= 500));
+		fuzz_check(ans.body != NULL);
+		obj = cJSON_Parse(ans.body);
+		fuzz_check(cJSON_IsObject(obj));
+		if (ans.status == 500)
+			fuzz_check(strcmp(ans.body, "{\"error\":\"internal error\"}") == 0);
+		cJSON_Delete(obj);
+		cJSON_free(ans.body);
+	}
 
 	fuzz_free(&f);
 	return 0;

@@ -1,28 +1,13 @@
 /*
- * test_respond.c - content types, the SQLSTATE to HTTP mapping for every
- * class the listener distinguishes, and the JSON bodies.
+ * test_respond.c - the SQLSTATE to HTTP mapping for every class the
+ * listener distinguishes, the JSON bodies, and every outcome's answer
+ * (status, body, Retry-After, log level, error metric).
  */
 #include "respond.h"
 #include "tap.h"
 
+#include <stdio.h>
 #include <stdlib.h>
-
-static void
-test_content_type(void)
-{
-	ok(content_type_is_json("application/json"), "content type: plain");
-	ok(content_type_is_json("application/json; charset=utf-8"), "content type: charset");
-	ok(content_type_is_json("Application/JSON;charset=UTF-8"), "content type: any case");
-	ok(content_type_is_json("application/json ; charset=utf-8"), "content type: space before ;");
-	ok(content_type_is_json(" application/json"), "content type: leading space");
-	ok(!content_type_is_json(NULL), "content type: missing");
-	ok(!content_type_is_json(""), "content type: empty");
-	ok(!content_type_is_json("text/plain"), "content type: text/plain");
-	ok(!content_type_is_json("application/jsonx"), "content type: longer type");
-	ok(!content_type_is_json("application/json-patch+json"), "content type: json-patch");
-	ok(!content_type_is_json("application/x-www-form-urlencoded"), "content type: form");
-	ok(!content_type_is_json("application"), "content type: truncated");
-}
 
 static void
 expect(const char *sqlstate, unsigned int status, bool retry, bool retry_after)
@@ -103,10 +88,8 @@ test_stripe_sqlstate(void)
 static void
 test_bodies(void)
 {
-	char   buf[32];
-	char  *body;
-	cJSON *obj;
-	char   err[160];
+	char  buf[32];
+	char *body;
 
 	is_str(detail_current_status("current status: running", buf, sizeof buf), "running",
 		   "detail: status parsed");
@@ -141,89 +124,6 @@ test_bodies(void)
 	ok(body != NULL && strstr(body, "\"workflow_run_id\":9223372036854775807}") != NULL,
 	   "conflict body: a run id past 2^53 is printed exactly (%s)", body);
 	cJSON_free(body);
-
-	{
-		const char *text = "{\"job_id\":\"abc\",\"status\":\"running\"}\n";
-
-		obj = parse_callback_body(text, strlen(text), err, sizeof err);
-	}
-	ok(obj != NULL, "callback body: object parses");
-	is_str(json_job_id(obj, buf, sizeof buf), "abc", "callback body: job_id read");
-	ok(!result_is_duplicate(obj), "callback body: not a duplicate");
-	cJSON_Delete(obj);
-
-	obj = parse_callback_body("{\"job_id\":7,\"duplicate\":true}", 29, err, sizeof err);
-	ok(obj != NULL && json_job_id(obj, buf, sizeof buf) == NULL,
-	   "callback body: numeric job_id is not a string");
-	ok(result_is_duplicate(obj), "result: duplicate true detected");
-	cJSON_Delete(obj);
-
-	{
-		const char *event = "{\"id\":\"evt_123\",\"type\":\"checkout.session.completed\",\"n\":1}";
-
-		obj = parse_callback_body(event, strlen(event), err, sizeof err);
-	}
-	is_str(json_string_member(obj, "id", buf, sizeof buf), "evt_123", "string member: id");
-	is_str(json_string_member(obj, "type", buf, 9), "checkout", "string member: cut to the buffer");
-	ok(json_string_member(obj, "n", buf, sizeof buf) == NULL, "string member: a number is not one");
-	ok(json_string_member(obj, "x", buf, sizeof buf) == NULL, "string member: missing");
-	cJSON_Delete(obj);
-
-	ok(parse_callback_body("[1,2]", 5, err, sizeof err) == NULL &&
-		   strstr(err, "JSON object") != NULL,
-	   "callback body: array refused (%s)", err);
-	ok(parse_callback_body("\"x\"", 3, err, sizeof err) == NULL &&
-		   strstr(err, "JSON object") != NULL,
-	   "callback body: string refused");
-	ok(parse_callback_body("{\"a\":", 5, err, sizeof err) == NULL &&
-		   strstr(err, "not valid JSON") != NULL,
-	   "callback body: truncated refused");
-	ok(parse_callback_body("{} {}", 5, err, sizeof err) == NULL && strstr(err, "trailing") != NULL,
-	   "callback body: trailing data refused");
-	ok(parse_callback_body("{}\0{}", 5, err, sizeof err) == NULL,
-	   "callback body: embedded NUL refused");
-	ok(parse_callback_body("", 0, err, sizeof err) == NULL && strstr(err, "empty") != NULL,
-	   "callback body: empty refused");
-	obj = parse_callback_body("{}xyz", 2, err, sizeof err);
-	ok(obj != NULL, "callback body: length bounds the parse");
-	cJSON_Delete(obj);
-}
-
-static void
-test_duplicate_keys(void)
-{
-	char   err[160];
-	cJSON *obj;
-
-#define REFUSED(text, want, what)                                                                  \
-	ok(parse_callback_body(text, strlen(text), err, sizeof err) == NULL && strcmp(err, want) == 0, \
-	   "duplicate keys: %s (%s)", what, err)
-
-	REFUSED("{\"job_id\":\"a\",\"status\":\"running\",\"status\":\"failed\"}",
-			"request body repeats the key \"status\" at the top level", "a repeated status");
-	REFUSED("{\"job_id\":\"a\",\"status\":\"x\",\"job_id\":\"b\"}",
-			"request body repeats the key \"job_id\" at the top level", "apart, first and last");
-	REFUSED("{\"status\":1,\"st\\u0061tus\":2}",
-			"request body repeats the key \"status\" at the top level",
-			"equal after unescaping, as jsonb compares them");
-	REFUSED("{\"a\":null,\"a\":null}", "request body repeats the key \"a\" at the top level",
-			"even with equal values");
-	REFUSED("{\"\":1,\"\":2}", "request body repeats a key at the top level",
-			"the empty key, not echoed");
-	REFUSED("{\"line\\nbreak\":1,\"line\\nbreak\":2}",
-			"request body repeats a key at the top level", "a key with a control character");
-
-	{
-		const char *nested = "{\"a\":{\"x\":1,\"x\":2},\"b\":[{\"y\":1,\"y\":1}]}";
-
-		obj = parse_callback_body(nested, strlen(nested), err, sizeof err);
-	}
-	ok(obj != NULL, "duplicate keys: only the top level is checked");
-	cJSON_Delete(obj);
-	obj = parse_callback_body("{\"Status\":1,\"status\":2}", 23, err, sizeof err);
-	ok(obj != NULL, "duplicate keys: keys are case-sensitive");
-	cJSON_Delete(obj);
-#undef REFUSED
 }
 
 static void
@@ -303,157 +203,188 @@ test_delivery_conflict(void)
 	cJSON_free(body);
 }
 
-static void
-head(struct head_decision *d, enum endpoint ep, const char *method, const char *length,
-	 const char *encoding, const char *type)
-{
-	struct request_head h = {.ep = ep,
-							 .method = method,
-							 .content_length = length,
-							 .transfer_encoding = encoding,
-							 .content_type = type,
-							 .max_body = 100,
-							 .stripe_configured = true,
-							 .content_lengths = length != NULL,
-							 .transfer_encodings = encoding != NULL};
-
-	decide_headers(&h, d);
-}
-
-static void
-test_decide_headers(void)
-{
-	struct head_decision d;
-
-	head(&d, ENDPOINT_OTHER, "POST", "10", NULL, "application/json");
-	ok(d.status == 404 && strstr(d.message, "/webhooks/github"), "headers: unknown path 404");
-	head(&d, ENDPOINT_OTHER, "DELETE", "9999", NULL, "text/plain");
-	is_int(d.status, 404, "headers: route before method, size and type");
-	head(&d, ENDPOINT_WEBHOOK, "GET", NULL, NULL, NULL);
-	ok(d.status == 405 && strcmp(d.allow, "POST") == 0,
-	   "headers: GET on the callback 405 Allow POST");
-	head(&d, ENDPOINT_API_WEBHOOK, "PUT", "9999", NULL, "text/plain");
-	is_int(d.status, 405, "headers: method before size and type");
-	head(&d, ENDPOINT_HEALTHZ, "POST", NULL, NULL, NULL);
-	ok(d.status == 405 && strcmp(d.allow, "GET, HEAD") == 0, "headers: POST on a probe 405");
-	head(&d, ENDPOINT_READYZ, "HEAD", NULL, NULL, NULL);
-	ok(d.status == 0 && !d.is_webhook, "headers: HEAD on a probe passes");
-	head(&d, ENDPOINT_METRICS, "GET", NULL, NULL, NULL);
-	ok(d.status == 0 && !d.is_webhook, "headers: GET /metrics passes");
-
-	head(&d, ENDPOINT_WEBHOOK, "POST", "101", NULL, "text/plain");
-	ok(d.status == 413 && strstr(d.message, "101") && strstr(d.message, "100"),
-	   "headers: size before type, message names both (%s)", d.message);
-	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "application/json");
-	ok(d.status == 0 && d.is_webhook && !d.check_type_later, "headers: exactly the limit passes");
-	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "text/plain");
-	is_int(d.status, 415, "headers: bad type with a known length 415 at once");
-	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, "chunked", "text/plain");
-	ok(d.status == 0 && d.check_type_later, "headers: chunked defers the type check");
-	head(&d, ENDPOINT_WEBHOOK, "POST", "99999999999999999999999", NULL, "application/json");
-	is_int(d.status, 0, "headers: unparsable length left to the HTTP layer");
-	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, NULL, NULL);
-	is_int(d.status, 415, "headers: missing Content-Type 415");
-	ok(!d.close, "headers: an ordinary refusal keeps the connection");
-}
-
 /* A request head with n Content-Length and m Transfer-Encoding headers. */
+/* One answer_outcome call, checked whole; the body compared exactly. */
 static void
-framing(struct head_decision *d, enum endpoint ep, const char *method, int n, int m)
+expect_answer(const char *name, const struct outcome *o, const struct answer_context *ctx,
+			  unsigned int status, const char *body, unsigned int retry_after, enum answer_log log,
+			  bool db_error)
 {
-	struct request_head h = {.ep = ep,
-							 .method = method,
-							 .content_length = n > 0 ? "10" : NULL,
-							 .transfer_encoding = m > 0 ? "chunked" : NULL,
-							 .content_type = "application/json",
-							 .max_body = 100,
-							 .stripe_configured = true,
-							 .content_lengths = n,
-							 .transfer_encodings = m};
+	struct answer a;
 
-	decide_headers(&h, d);
+	answer_outcome(o, ctx, &a);
+	ok(a.status == status && a.retry_after == retry_after && a.log == log && a.db_error == db_error,
+	   "answer: %s -> %u Retry-After %u log %d db_error %d (got %u, %u, %d, %d)", name, status,
+	   retry_after, (int) log, (int) db_error, a.status, a.retry_after, (int) a.log,
+	   (int) a.db_error);
+	is_str(a.body, body, "answer: %s body", name);
+	cJSON_free(a.body);
+}
+
+static struct outcome
+error_of(const char *sqlstate, const char *message, const char *detail, const char *hint)
+{
+	struct outcome o = {.kind = OUTCOME_ERROR};
+
+	snprintf(o.sqlstate, sizeof o.sqlstate, "%s", sqlstate);
+	o.message = (char *) message;
+	o.detail = (char *) detail;
+	o.hint = (char *) hint;
+	return o;
 }
 
 static void
-test_stripe_route(void)
+test_outcomes(void)
 {
-	struct head_decision d;
-	struct request_head  h = {.ep = ENDPOINT_STRIPE,
-							  .method = "POST",
-							  .content_length = "10",
-							  .content_type = "application/json",
-							  .max_body = 100,
-							  .content_lengths = 1};
+	static const char busy_db[] = "{\"error\":\"database temporarily unavailable; retry later\"}";
+	static const char internal[] = "{\"error\":\"internal error\"}";
+	static const char binding[] = "delivery id \"d-1\" was already used for another callback";
+	struct answer_context cb = {.stripe = false, .delivery_id = "d-1", .job_id = "5f0c"};
+	struct answer_context cb_bare = {.stripe = false, .delivery_id = NULL, .job_id = NULL};
+	struct answer_context stripe = {.stripe = true, .delivery_id = NULL, .job_id = NULL};
+	struct outcome        o = {.kind = OUTCOME_RESULT};
 
-	decide_headers(&h, &d);
-	ok(d.status == 404 && strstr(d.message, "Stripe secret") != NULL && !d.is_webhook,
-	   "stripe route: 404 until a Stripe secret is configured (%s)", d.message);
-	h.method = "GET";
-	decide_headers(&h, &d);
-	is_int(d.status, 404, "stripe route: unconfigured, even the method is not looked at");
-	h.stripe_configured = true;
-	decide_headers(&h, &d);
-	ok(d.status == 405 && strcmp(d.allow, "POST") == 0, "stripe route: GET 405 Allow POST");
-	h.method = "POST";
-	decide_headers(&h, &d);
-	ok(d.status == 0 && d.is_webhook, "stripe route: POST read as a webhook");
-	h.content_length = "101";
-	decide_headers(&h, &d);
-	is_int(d.status, 413, "stripe route: size checked");
-	h.content_length = "10";
-	h.content_type = "application/x-www-form-urlencoded";
-	decide_headers(&h, &d);
-	is_int(d.status, 415, "stripe route: content type checked");
-	h.content_type = "application/json; charset=utf-8";
-	h.content_lengths = 2;
-	decide_headers(&h, &d);
-	ok(d.status == 400 && d.close, "stripe route: framing checked");
-}
+	/* a result is passed through byte for byte, as the server printed it */
+	o.text = "{\"action\": \"status\", \"job_id\": \"5f0c\", \"duplicate\": false}";
+	expect_answer("result", &o, &cb, 200, o.text, 0, ANSWER_LOG_NONE, false);
+	expect_answer("Stripe result", &o, &stripe, 200, o.text, 0, ANSWER_LOG_NONE, false);
 
-static void
-test_framing(void)
-{
-	struct head_decision d;
+	/* nothing reached the database, or what it did is unknown */
+	o = (struct outcome){.kind = OUTCOME_LOST};
+	expect_answer("connection lost", &o, &cb, 503,
+				  "{\"error\":\"database connection lost; retry later\"}", 1, ANSWER_LOG_NONE,
+				  false);
+	o.kind = OUTCOME_NO_CONNECTION;
+	expect_answer("no connection", &o, &cb, 503,
+				  "{\"error\":\"database unavailable; retry later\"}", 2, ANSWER_LOG_NONE, false);
+	o.kind = OUTCOME_POOL_TIMEOUT;
+	expect_answer("pool timeout", &o, &cb, 503,
+				  "{\"error\":\"no database connection became free in time; retry later\"}", 1,
+				  ANSWER_LOG_NONE, false);
+	o.kind = OUTCOME_BUSY;
+	expect_answer("busy", &o, &cb, 503,
+				  "{\"error\":\"server is busy or shutting down; retry later\"}", 1,
+				  ANSWER_LOG_NONE, false);
+	o.kind = OUTCOME_NO_RESULT;
+	expect_answer("no result", &o, &cb, 500, internal, 0, ANSWER_LOG_NONE, false);
+	o.kind = OUTCOME_NONE;
+	expect_answer("no outcome", &o, &cb, 500, internal, 0, ANSWER_LOG_NONE, false);
 
-	framing(&d, ENDPOINT_WEBHOOK, "POST", 2, 0);
-	ok(d.status == 400 && d.close && strcmp(d.message, "more than one Content-Length header") == 0,
-	   "framing: two Content-Length headers 400, closing (%s)", d.message);
-	framing(&d, ENDPOINT_WEBHOOK, "POST", 1, 1);
-	ok(d.status == 400 && d.close &&
-		   strcmp(d.message, "Content-Length together with Transfer-Encoding") == 0,
-	   "framing: Content-Length with Transfer-Encoding 400, closing (%s)", d.message);
-	framing(&d, ENDPOINT_API_WEBHOOK, "POST", 0, 2);
-	ok(d.status == 400 && d.close &&
-		   strcmp(d.message, "more than one Transfer-Encoding header") == 0,
-	   "framing: two Transfer-Encoding headers 400 (%s)", d.message);
-	framing(&d, ENDPOINT_WEBHOOK, "POST", 3, 2);
-	ok(d.status == 400 && strstr(d.message, "Content-Length") != NULL,
-	   "framing: everything at once is still one 400");
-	framing(&d, ENDPOINT_READYZ, "GET", 1, 1);
-	ok(d.status == 400 && d.close, "framing: a probe with ambiguous framing 400 too");
-	framing(&d, ENDPOINT_OTHER, "POST", 2, 0);
-	is_int(d.status, 404, "framing: the route is decided first");
-	framing(&d, ENDPOINT_WEBHOOK, "GET", 2, 0);
-	is_int(d.status, 405, "framing: then the method");
-	framing(&d, ENDPOINT_WEBHOOK, "POST", 1, 0);
-	ok(d.status == 0 && !d.close, "framing: one Content-Length passes");
-	framing(&d, ENDPOINT_WEBHOOK, "POST", 0, 1);
-	ok(d.status == 0 && d.check_type_later, "framing: one Transfer-Encoding passes");
-	framing(&d, ENDPOINT_HEALTHZ, "GET", 0, 0);
-	ok(d.status == 0 && !d.is_webhook, "framing: a probe without a body passes");
+	/* /readyz */
+	o.kind = OUTCOME_READY;
+	expect_answer("ready", &o, &cb_bare, 200, "{\"status\":\"ready\"}", 0, ANSWER_LOG_NONE, false);
+	o.kind = OUTCOME_NOT_READY;
+	o.text = "database unreachable";
+	expect_answer("not ready", &o, &cb_bare, 503, "{\"error\":\"database unreachable\"}", 1,
+				  ANSWER_LOG_NONE, false);
+	o.text = NULL;
+	o.kind = OUTCOME_SHUTTING_DOWN;
+	expect_answer("shutting down", &o, &cb_bare, 503, "{\"error\":\"shutting down\"}", 1,
+				  ANSWER_LOG_NONE, false);
+
+	/* class 22, data exceptions: the sender's mistake, its message shown */
+	o = error_of("22023", "status \"x\" is not valid", NULL, NULL);
+	expect_answer("22023", &o, &cb, 400, "{\"error\":\"status \\\"x\\\" is not valid\"}", 0,
+				  ANSWER_LOG_NONE, false);
+	o = error_of("22P02", "bad uuid", NULL, NULL);
+	expect_answer("22P02", &o, &cb, 400, "{\"error\":\"bad uuid\"}", 0, ANSWER_LOG_NONE, false);
+	expect_answer("Stripe 22P02", &o, &stripe, 400, "{\"error\":\"bad uuid\"}", 0, ANSWER_LOG_NONE,
+				  false);
+	o = error_of("22023", "event names no agent", NULL, NULL);
+	expect_answer("Stripe 22023", &o, &stripe, 422, "{\"error\":\"event names no agent\"}", 0,
+				  ANSWER_LOG_NONE, false);
+	o = error_of("22001", NULL, NULL, NULL);
+	expect_answer("22001 without a message", &o, &cb, 400, "{\"error\":\"database error\"}", 0,
+				  ANSWER_LOG_NONE, false);
+
+	/* P0002: unknown job or agent */
+	o = error_of("P0002", "job 5f0c does not exist", NULL, NULL);
+	expect_answer("P0002", &o, &cb, 404, "{\"error\":\"job 5f0c does not exist\"}", 0,
+				  ANSWER_LOG_NONE, false);
+	expect_answer("Stripe P0002", &o, &stripe, 404, "{\"error\":\"job 5f0c does not exist\"}", 0,
+				  ANSWER_LOG_NONE, false);
+
+	/* 55000: a refused transition, with the payload's job id */
+	o = error_of("55000", "refused", "current status: running", NULL);
+	expect_answer("55000", &o, &cb, 409,
+				  "{\"error\":\"refused\",\"job_id\":\"5f0c\",\"status\":\"running\"}", 0,
+				  ANSWER_LOG_NONE, false);
+	expect_answer("55000 without a job id", &o, &cb_bare, 409,
+				  "{\"error\":\"refused\",\"job_id\":null,\"status\":\"running\"}", 0,
+				  ANSWER_LOG_NONE, false);
+	o = error_of("55000", "job 5f0c belongs to workflow run 4242, not 4243",
+				 "current status: provisioning", "workflow_run_id: 4242");
+	expect_answer("55000 run fencing", &o, &cb, 409,
+				  "{\"error\":\"job 5f0c belongs to workflow run 4242, not 4243\",\"job_id\":"
+				  "\"5f0c\",\"status\":\"provisioning\",\"workflow_run_id\":4242}",
+				  0, ANSWER_LOG_NONE, false);
+	o = error_of("55000", "refused", "other", "workflow_run_id: 04");
+	expect_answer("55000 odd detail and hint", &o, &cb, 409,
+				  "{\"error\":\"refused\",\"job_id\":\"5f0c\",\"status\":null}", 0, ANSWER_LOG_NONE,
+				  false);
+
+	/* 23505: only the delivery binding is the sender's; any other is ours */
+	o = error_of("23505", binding, "The payload differs.", NULL);
+	expect_answer("23505 binding", &o, &cb, 422,
+				  "{\"error\":\"delivery id \\\"d-1\\\" was already used for another "
+				  "callback\",\"delivery_id\":\"d-1\",\"detail\":\"The payload differs.\"}",
+				  0, ANSWER_LOG_NONE, false);
+	expect_answer("23505 binding of another delivery", &o, &cb_bare, 500, internal, 0,
+				  ANSWER_LOG_ERROR, true);
+	o = error_of("23505", "duplicate key value violates unique constraint \"x\"", NULL, NULL);
+	expect_answer("23505 other constraint", &o, &cb, 500, internal, 0, ANSWER_LOG_ERROR, true);
+	expect_answer("Stripe 23505", &o, &stripe, 422,
+				  "{\"error\":\"duplicate key value violates unique constraint \\\"x\\\"\"}", 0,
+				  ANSWER_LOG_NONE, false);
+
+	/* class 40 after the last attempt */
+	o = error_of("40001", "could not serialize", NULL, NULL);
+	expect_answer("40001", &o, &cb, 503,
+				  "{\"error\":\"database conflict persisted after retries; retry later\"}", 1,
+				  ANSWER_LOG_WARN, true);
+	o = error_of("40P01", "deadlock detected", NULL, NULL);
+	expect_answer("40P01", &o, &stripe, 503,
+				  "{\"error\":\"database conflict persisted after retries; retry later\"}", 1,
+				  ANSWER_LOG_WARN, true);
+
+	/* transient server-side conditions: 503 with Retry-After, logged as warnings */
+	{
+		static const char *const transient[] = {"08006", "08001", "08000", "57P01", "57P02",
+												"57P03", "57014", "55P03", "53300", "25006"};
+
+		for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+		{
+			o = error_of(transient[i], "m", NULL, NULL);
+			expect_answer(transient[i], &o, &cb, 503, busy_db, 1, ANSWER_LOG_WARN, true);
+		}
+	}
+	o = error_of("", "m", NULL, NULL);
+	expect_answer("no SQLSTATE", &o, &cb, 503, busy_db, 1, ANSWER_LOG_WARN, true);
+
+	/* everything else: a 500 that shows nothing of the server's message */
+	{
+		static const char *const hidden[] = {"P0001", "40002", "42883", "42501",
+											 "XX000", "23514", "23503", "55006"};
+
+		for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++)
+		{
+			o = error_of(hidden[i], "secret detail", NULL, NULL);
+			expect_answer(hidden[i], &o, &cb, 500, internal, 0, ANSWER_LOG_ERROR, true);
+			expect_answer(hidden[i], &o, &stripe, 500, internal, 0, ANSWER_LOG_ERROR, true);
+		}
+	}
+	ok(sqlstate_is_serialization_failure("40001") && sqlstate_is_serialization_failure("40P01") &&
+		   !sqlstate_is_serialization_failure("40002") && !sqlstate_is_serialization_failure(NULL),
+	   "serialization failures: 40001 and 40P01 only");
 }
 
 int
 main(void)
 {
-	test_decide_headers();
-	test_framing();
-	test_stripe_route();
+	test_outcomes();
 	test_stripe_sqlstate();
-	test_content_type();
 	test_sqlstate();
 	test_bodies();
-	test_duplicate_keys();
 	test_run_fencing();
 	test_delivery_conflict();
 	return done_testing();
