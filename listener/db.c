@@ -182,15 +182,6 @@ enum borrow_outcome
 	BORROW_DOWN
 };
 
-static long
-ms_until(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
-}
-
 /* A connection left inside a transaction (a failed ROLLBACK) is not reused. */
 static bool
 slot_usable(const struct slot *s)
@@ -294,7 +285,7 @@ wait_readable(PGconn *conn, const struct timespec *deadline)
 	while (PQisBusy(conn))
 	{
 		struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
-		long          left = ms_until(deadline);
+		long          left = deadline_ms_left(deadline, CLOCK_MONOTONIC);
 		int           n;
 
 		if (left <= 0)
@@ -433,7 +424,8 @@ exec_transaction(PGconn *conn, const char *name, const char *sql, int nparams,
 	out = pipeline_wait(conn, &deadline, res);
 	if (out != EXEC_RESULT || PQtransactionStatus(conn) != PQTRANS_INERROR)
 		return out;
-	if (exec_params(conn, ROLLBACK_SQL, 0, NULL, ms_until(&deadline), &rollback) == EXEC_RESULT)
+	if (exec_params(conn, ROLLBACK_SQL, 0, NULL, deadline_ms_left(&deadline, CLOCK_MONOTONIC),
+					&rollback) == EXEC_RESULT)
 	{
 		if (PQresultStatus(rollback) != PGRES_COMMAND_OK)
 		{
@@ -594,8 +586,9 @@ slot_fail(struct slot *s)
 static bool
 slot_may_retry(const struct db_pool *pool, const struct slot *s)
 {
-	return ms_until(&s->next_attempt) <= 0 || s->failed_generation != pool->generation ||
-		   ms_until(&pool->next_probe) <= 0;
+	return deadline_ms_left(&s->next_attempt, CLOCK_MONOTONIC) <= 0 ||
+		   s->failed_generation != pool->generation ||
+		   deadline_ms_left(&pool->next_probe, CLOCK_MONOTONIC) <= 0;
 }
 
 /*
@@ -954,7 +947,8 @@ probe_fresh(const struct db_pool *pool)
 {
 	struct pollfd pfd;
 
-	if (!pool->probe_cached || -ms_until(&pool->probe_started) >= READY_MAX_AGE_MS)
+	if (!pool->probe_cached ||
+		-deadline_ms_left(&pool->probe_started, CLOCK_MONOTONIC) >= READY_MAX_AGE_MS)
 		return false;
 	if (pool->probe_conn == NULL)
 		return true;
@@ -1105,7 +1099,7 @@ expirer_main(void *arg)
 			pool->expirer_idle = false;
 			continue;
 		}
-		if (ms_until(&job->deadline) > 0)
+		if (deadline_ms_left(&job->deadline, CLOCK_MONOTONIC) > 0)
 		{
 			/* a copy: a worker may take and finish the job meanwhile */
 			pool->expirer_until = job->deadline;

@@ -152,21 +152,6 @@ keyring_release(struct keyring *k)
 	}
 }
 
-static double
-seconds_since(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double) (now.tv_sec - t->tv_sec) + (now.tv_nsec - t->tv_nsec) / 1e9;
-}
-
-static bool
-past(const struct timespec *t, const struct timespec *now)
-{
-	return now->tv_sec > t->tv_sec || (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
-}
-
 static struct conn_entry *
 entry_of(struct MHD_Connection *conn)
 {
@@ -203,7 +188,7 @@ record_request(struct request *req)
 	if (req->logged)
 		return;
 	req->logged = true;
-	duration = seconds_since(&req->start);
+	duration = deadline_seconds_since(&req->start, CLOCK_MONOTONIC);
 	log_request(req->method, req->path, req->status, duration,
 				req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL,
 				req->event_id[0] ? req->event_id : NULL,
@@ -732,13 +717,12 @@ reaper_main(void *arg)
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		for (struct conn_entry *e = server->conns; e != NULL; e = e->next)
-			if (e->receiving && past(&e->deadline, &now))
+			if (e->receiving && deadline_passed(&e->deadline, &now))
 			{
 				shutdown(e->fd, SHUT_RDWR);
 				e->receiving = false;
 			}
-		clock_gettime(CLOCK_REALTIME, &wake);
-		wake.tv_sec += 1;
+		deadline_after_ms(&wake, CLOCK_REALTIME, 1000);
 		pthread_cond_timedwait(&server->reaper_wake, &server->lock, &wake);
 	}
 	pthread_mutex_unlock(&server->lock);
