@@ -58,7 +58,12 @@ export PG_CONFIG
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
+# Without PGXS, `make` and `make install` stop with the lines above before
+# building anything else.
+ifneq ($(wildcard $(PGXS)),)
 all: listener dispatcher
+install: listener-install dispatcher-install
+endif
 .PHONY: listener listener-install dispatcher dispatcher-install test run lint fuzz test-faults \
         test-cassert test-cassert-valgrind
 
@@ -68,7 +73,6 @@ listener:
 dispatcher:
 	$(MAKE) -C dispatcher VERSION=$(EXTVERSION)
 
-install: listener-install dispatcher-install
 listener-install: listener
 	$(MAKE) -C listener install PREFIX=$(PREFIX)
 

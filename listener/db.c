@@ -11,6 +11,20 @@
  * once a second, and a connection that succeeds starts a new generation, in
  * which every slot that failed in an older one may retry at once.
  *
+ * Each callback is one explicit transaction, BEGIN ISOLATION LEVEL READ
+ * COMMITTED, the call, COMMIT, sent as one pipeline with a single Sync: one
+ * round trip, and every result of it is read, so that an error raised at
+ * COMMIT (a deferred constraint trigger, a serialization failure) is seen
+ * and never answered 2xx.  The isolation level travels with the
+ * transaction itself because the alternatives do not survive a pooler:
+ * an "options=-c default_transaction_isolation=..." startup parameter is
+ * refused by PgBouncer (or dropped with ignore_startup_parameters), and a
+ * SET at connect stays on whichever server connection ran it while
+ * PgBouncer in transaction pooling mode hands the next transaction to
+ * another one.  So a role or database default of REPEATABLE READ or
+ * SERIALIZABLE never reaches handle_callback, whose exactly-once guarantee
+ * is stated for READ COMMITTED.
+ *
  * Each new connection prepares the callback statement (--prepared-statements
  * auto), which saves the server parsing and planning it on every call.
  * Behind PgBouncer in transaction pooling mode a prepared statement lives on
@@ -21,6 +35,18 @@
  * bounded: for a free slot by --pool-wait, on the server by statement_timeout,
  * and on the client side by the statement timeout plus a grace period, after
  * which the connection is dropped and the outcome treated as unknown (503).
+ *
+ * /readyz never takes a pool connection and never waits in the work queue:
+ * a flood of probes must not delay a callback, and a pool busy with slow
+ * callbacks must not make the listener look unready.  One prober thread
+ * with a connection of its own runs the readiness query; its result is
+ * cached, and a /readyz that finds it less than READY_MAX_AGE_MS old is
+ * answered from it at once.  Otherwise the request waits for the probe
+ * already running, or starts one, so there is at most one probe in flight
+ * and at most about one per READY_MAX_AGE_MS however many requests come.
+ * Anything to read on the prober's idle connection (the server closing it
+ * on shutdown) also makes the cached result stale, so a database that goes
+ * away is seen at the next /readyz.
  */
 #include "db.h"
 
@@ -45,12 +71,38 @@
 #define SERIALIZATION_ATTEMPTS 3
 #define CLIENT_GRACE_MS        5000
 #define CONNECT_TIMEOUT_S      "5"
+#define READY_MAX_AGE_MS       1000
+#define PROBE_TIMEOUT_MS       5000
 
 static const char CALLBACK_STMT[] = "provision_handle_callback";
 static const char CALLBACK_SQL[] =
 	"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
+static const char BEGIN_SQL[] = "BEGIN ISOLATION LEVEL READ COMMITTED";
+static const char COMMIT_SQL[] = "COMMIT";
+static const char ROLLBACK_SQL[] = "ROLLBACK";
+
+/*
+ * What /readyz checks, in one round trip: the extension is installed, and
+ * the listener's role may use schema provision and EXECUTE handle_callback
+ * (and handle_stripe_event when $3 names it).  Functions are looked up only
+ * once USAGE is known, because to_regprocedure raises an error for a schema
+ * the role may not use; a NULL privilege means the function does not exist.
+ */
 static const char READY_SQL[] =
-	"SELECT 1 FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name";
+	"SELECT p.role, p.installed, p.usage,"
+	" CASE WHEN p.usage THEN pg_catalog.has_function_privilege("
+	"pg_catalog.to_regprocedure($2::pg_catalog.text), 'EXECUTE') END,"
+	" CASE WHEN p.usage AND $3::pg_catalog.text IS NOT NULL THEN"
+	" pg_catalog.has_function_privilege(pg_catalog.to_regprocedure($3::pg_catalog.text),"
+	" 'EXECUTE') END"
+	" FROM (SELECT current_user::pg_catalog.text AS role,"
+	" EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name)"
+	" AS installed,"
+	" (SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') FROM pg_catalog.pg_namespace n"
+	" WHERE n.nspname = $1::pg_catalog.name) AS usage) AS p";
+static const char READY_SCHEMA[] = "provision";
+static const char READY_CALLBACK[] = "provision.handle_callback(pg_catalog.jsonb, pg_catalog.text)";
+static const char READY_STRIPE[] = "provision.handle_stripe_event(pg_catalog.jsonb)";
 static const char SET_TIMEOUT_SQL[] =
 	"SELECT pg_catalog.set_config('statement_timeout', $1::pg_catalog.text, false)";
 
@@ -91,6 +143,19 @@ struct db_pool
 	long            statement_timeout_ms;
 	long            pool_wait_ms;
 	bool            prepare;
+
+	/* /readyz (see the top of the file); guarded by lock */
+	pthread_t       prober;
+	bool            prober_started;
+	pthread_cond_t  probe_wanted;
+	bool            probe_running; /* wanted or in flight */
+	bool            probe_cached;  /* probe_status and probe_reason hold a result */
+	struct timespec probe_started; /* when the cached result's probe began */
+	unsigned int    probe_status;  /* 200 or 503 */
+	char            probe_reason[160];
+	struct db_job  *probe_waiters;
+	bool            probe_stripe; /* also require EXECUTE on handle_stripe_event */
+	PGconn         *probe_conn;   /* the prober's own; read elsewhere only when idle */
 };
 
 enum exec_outcome
@@ -116,10 +181,12 @@ ms_until(const struct timespec *t)
 	return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
 }
 
+/* A connection left inside a transaction (a failed ROLLBACK) is not reused. */
 static bool
 slot_usable(const struct slot *s)
 {
-	return s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK;
+	return s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK &&
+		   PQtransactionStatus(s->conn) == PQTRANS_IDLE;
 }
 
 /* Length of the first line of a libpq message, for one-line logs. */
@@ -173,9 +240,67 @@ log_notice(void *arg, const PGresult *res)
 }
 
 /*
- * Waits at most until deadline for the result of what was just sent.
- * Results beyond the first are drained so the connection is ready for the
- * next statement.
+ * How much a result says about the outcome: an error decides it, rows are
+ * the answer, and a bare command status (BEGIN, COMMIT, SET) only confirms.
+ */
+static int
+result_weight(const PGresult *r)
+{
+	switch (PQresultStatus(r))
+	{
+		case PGRES_FATAL_ERROR:
+			return 2;
+		case PGRES_TUPLES_OK:
+			return 1;
+		default:
+			return 0;
+	}
+}
+
+/*
+ * Keeps the result that decides the outcome: the first error, else the
+ * first rows, else the first result.  An error may follow a good result
+ * (one raised at COMMIT), so no result is final until the last one has
+ * been read.
+ */
+static void
+keep_result(PGresult **kept, PGresult *r)
+{
+	if (*kept == NULL)
+		*kept = r;
+	else if (result_weight(r) > result_weight(*kept))
+	{
+		PQclear(*kept);
+		*kept = r;
+	}
+	else
+		PQclear(r);
+}
+
+/* Waits at most until deadline for libpq to have a result ready. */
+static bool
+wait_readable(PGconn *conn, const struct timespec *deadline)
+{
+	while (PQisBusy(conn))
+	{
+		struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
+		long          left = ms_until(deadline);
+		int           n;
+
+		if (left <= 0)
+			return false;
+		n = poll(&pfd, 1, (int) left);
+		if (n < 0 && errno != EINTR)
+			return false;
+		if (n > 0 && !PQconsumeInput(conn))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Waits at most until deadline for every result of what was just sent
+ * (until PQgetResult returns NULL); *res is the one keep_result chose.
  */
 static enum exec_outcome
 exec_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
@@ -185,27 +310,16 @@ exec_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
 	*res = NULL;
 	for (;;)
 	{
-		while (PQisBusy(conn))
+		if (!wait_readable(conn, deadline))
 		{
-			struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
-			long          left = ms_until(deadline);
-			int           n;
-
-			if (left <= 0)
-				return EXEC_BROKEN;
-			n = poll(&pfd, 1, (int) left);
-			if (n < 0 && errno != EINTR)
-				return EXEC_BROKEN;
-			if (n > 0 && !PQconsumeInput(conn))
-				return EXEC_BROKEN;
+			PQclear(*res);
+			*res = NULL;
+			return EXEC_BROKEN;
 		}
 		r = PQgetResult(conn);
 		if (r == NULL)
 			break;
-		if (*res == NULL)
-			*res = r;
-		else
-			PQclear(r);
+		keep_result(res, r);
 	}
 	if (*res == NULL || PQstatus(conn) != CONNECTION_OK)
 	{
@@ -217,32 +331,110 @@ exec_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
 }
 
 /*
- * Runs one statement, at most timeout_ms: the prepared statement name when
- * it is not NULL, else the unnamed statement sql.
+ * The pipeline counterpart of exec_wait: reads the results of every query
+ * up to the Sync.  libpq ends each query's results with a NULL; two NULLs in
+ * a row mean nothing more is coming, which only a broken connection does
+ * before the Sync.  Queries skipped after an error report
+ * PGRES_PIPELINE_ABORTED, which says nothing the error did not.
  */
 static enum exec_outcome
-exec_statement(PGconn *conn, const char *name, const char *sql, int nparams,
-			   const char *const *values, long timeout_ms, PGresult **res)
+pipeline_wait(PGconn *conn, const struct timespec *deadline, PGresult **res)
 {
-	struct timespec deadline;
-	int             sent;
+	bool ended = false;
 
 	*res = NULL;
-	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
-	if (name != NULL)
-		sent = PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0);
-	else
-		sent = PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0);
-	if (!sent)
-		return EXEC_BROKEN;
-	return exec_wait(conn, &deadline, res);
+	for (;;)
+	{
+		PGresult *r;
+
+		if (!wait_readable(conn, deadline))
+			goto broken;
+		r = PQgetResult(conn);
+		if (r == NULL)
+		{
+			if (ended || PQstatus(conn) != CONNECTION_OK)
+				goto broken;
+			ended = true;
+			continue;
+		}
+		ended = false;
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+		{
+			PQclear(r);
+			break;
+		}
+		if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED)
+			PQclear(r);
+		else
+			keep_result(res, r);
+	}
+	if (*res == NULL || PQstatus(conn) != CONNECTION_OK || !PQexitPipelineMode(conn))
+		goto broken;
+	return EXEC_RESULT;
+
+broken:
+	PQclear(*res);
+	*res = NULL;
+	return EXEC_BROKEN;
 }
 
+/* Runs one statement outside the callback's transaction, at most timeout_ms. */
 static enum exec_outcome
 exec_params(PGconn *conn, const char *sql, int nparams, const char *const *values, long timeout_ms,
 			PGresult **res)
 {
-	return exec_statement(conn, NULL, sql, nparams, values, timeout_ms, res);
+	struct timespec deadline;
+
+	*res = NULL;
+	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
+	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+		return EXEC_BROKEN;
+	return exec_wait(conn, &deadline, res);
+}
+
+/*
+ * Runs one statement (prepared when name is not NULL) in its own READ
+ * COMMITTED transaction, at most timeout_ms, and returns its result or the
+ * first error of the transaction, COMMIT included (see the top of the
+ * file).  After an error before COMMIT the server keeps the transaction
+ * open and aborted: it is rolled back at once, so that behind a pooler the
+ * server connection is not held, and so that the next call starts clean.
+ */
+static enum exec_outcome
+exec_transaction(PGconn *conn, const char *name, const char *sql, int nparams,
+				 const char *const *values, long timeout_ms, PGresult **res)
+{
+	struct timespec   deadline;
+	enum exec_outcome out;
+	PGresult         *rollback;
+	bool              sent;
+
+	*res = NULL;
+	deadline_after_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
+	if (!PQenterPipelineMode(conn))
+		return EXEC_BROKEN;
+	sent = PQsendQueryParams(conn, BEGIN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
+		   (name != NULL ? PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0)
+						 : PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0)) &&
+		   PQsendQueryParams(conn, COMMIT_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
+		   PQpipelineSync(conn);
+	if (!sent)
+		return EXEC_BROKEN;
+	out = pipeline_wait(conn, &deadline, res);
+	if (out != EXEC_RESULT || PQtransactionStatus(conn) != PQTRANS_INERROR)
+		return out;
+	if (exec_params(conn, ROLLBACK_SQL, 0, NULL, ms_until(&deadline), &rollback) == EXEC_RESULT)
+	{
+		if (PQresultStatus(rollback) != PGRES_COMMAND_OK)
+		{
+			const char *msg = PQresultErrorMessage(rollback);
+
+			log_warn("rollback after a failed call failed: %.*s", first_line(msg), msg);
+		}
+		PQclear(rollback);
+	}
+	/* a connection still in the transaction is dropped on release */
+	return EXEC_RESULT;
 }
 
 /*
@@ -281,16 +473,36 @@ prepare_callback(struct db_pool *pool, struct slot *s, PGconn *conn)
 }
 
 /*
+ * Opens a connection to --database with the listener's defaults (which the
+ * conninfo may override); NULL with the reason in err on failure.
+ */
+static PGconn *
+open_connection(const struct db_pool *pool, const char *application_name, char *err, size_t errlen)
+{
+	const char *keys[] = {"fallback_application_name", "connect_timeout", "dbname", NULL};
+	const char *vals[] = {application_name, CONNECT_TIMEOUT_S, pool->conninfo, NULL};
+	PGconn     *conn = PQconnectdbParams(keys, vals, 1);
+
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		log_one_line(conn ? PQerrorMessage(conn) : "out of memory", err, errlen);
+		PQfinish(conn);
+		return NULL;
+	}
+	PQsetNoticeReceiver(conn, log_notice, NULL);
+	return conn;
+}
+
+/*
  * Opens the slot's connection, sets statement_timeout and prepares the
  * callback statement; false on failure.
  */
 static bool
 slot_connect(struct db_pool *pool, struct slot *s)
 {
-	const char *keys[] = {"fallback_application_name", "connect_timeout", "dbname", NULL};
-	const char *vals[] = {"provision-listener", CONNECT_TIMEOUT_S, pool->conninfo, NULL};
 	char        timeout[32];
 	const char *params[1] = {timeout};
+	char        err[1024];
 	PGresult   *res;
 	PGconn     *conn;
 
@@ -298,20 +510,13 @@ slot_connect(struct db_pool *pool, struct slot *s)
 		PQfinish(s->conn);
 	s->conn = NULL;
 
-	conn = PQconnectdbParams(keys, vals, 1);
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	conn = open_connection(pool, "provision-listener", err, sizeof err);
+	if (conn == NULL)
 	{
-		const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
-		char        line[1024];
-
-		log_warn("database connection failed: PQconnectdbParams: %s",
-				 log_one_line(msg, line, sizeof line));
+		log_warn("database connection failed: PQconnectdbParams: %s", err);
 		metrics_db_error();
-		PQfinish(conn);
 		return false;
 	}
-
-	PQsetNoticeReceiver(conn, log_notice, NULL);
 
 	/*
 	 * Behind PgBouncer in transaction pooling mode a session setting does
@@ -523,17 +728,27 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	const char            *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	const char            *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char            *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char            *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
 	struct sqlstate_action action = sqlstate_to_http(sqlstate);
 	char                   status[64];
+	char                   run_id[32];
+
+	if (message == NULL)
+		message = "database error";
 
 	/*
-	 * A callback the database refused (400, 404, 409) is the sender's error,
-	 * not the database's: provision_db_errors_total would alert on it.
+	 * A unique violation other than the delivery binding's (a constraint a
+	 * DBA added) is nothing the sender can act on.
+	 */
+	if (action.http_status == 422 && !is_delivery_conflict(message, job->delivery_id))
+		action.http_status = 500;
+
+	/*
+	 * A callback the database refused (400, 404, 409, 422) is the sender's
+	 * error, not the database's: provision_db_errors_total would alert on it.
 	 */
 	if (action.retry || action.http_status >= 500)
 		metrics_db_error();
-	if (message == NULL)
-		message = "database error";
 	if (action.retry && !last_attempt)
 		return true;
 
@@ -546,8 +761,12 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 		case 409:
 			set_answer(job, 409,
 					   json_conflict_body(message, job->payload_job_id,
-										  detail_current_status(detail, status, sizeof status)),
+										  detail_current_status(detail, status, sizeof status),
+										  hint_workflow_run_id(hint, run_id, sizeof run_id)),
 					   0);
+			break;
+		case 422:
+			set_answer(job, 422, json_delivery_conflict_body(message, job->delivery_id, detail), 0);
 			break;
 		case 503:
 			log_warn("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
@@ -592,8 +811,8 @@ exec_callback(struct db_pool *pool, struct slot *s, const char *const *params, P
 	const char       *sqlstate;
 
 	if (!s->prepared)
-		return exec_statement(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
-	out = exec_statement(s->conn, CALLBACK_STMT, NULL, 2, params, timeout_ms, res);
+		return exec_transaction(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
+	out = exec_transaction(s->conn, CALLBACK_STMT, NULL, 2, params, timeout_ms, res);
 	if (out != EXEC_RESULT || PQresultStatus(*res) != PGRES_FATAL_ERROR)
 		return out;
 	sqlstate = PQresultErrorField(*res, PG_DIAG_SQLSTATE);
@@ -604,7 +823,9 @@ exec_callback(struct db_pool *pool, struct slot *s, const char *const *params, P
 			 CALLBACK_STMT, sqlstate);
 	PQclear(*res);
 	s->prepared = false;
-	return exec_statement(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
+	if (!slot_usable(s))
+		return EXEC_BROKEN;
+	return exec_transaction(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
 }
 
 static void
@@ -646,34 +867,104 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 	}
 }
 
-static void
-run_ready(struct db_pool *pool, struct db_job *job)
+/*
+ * Whether the Stripe route is configured, so that /readyz also requires
+ * EXECUTE on provision.handle_stripe_event(jsonb).  The Stripe secret
+ * (--stripe-secret-file) is not part of struct config yet; the change that
+ * adds it answers here whether one was given.
+ */
+static bool
+stripe_route_configured(const struct config *cfg)
 {
-	const char  *params[1] = {"provision"};
-	struct slot *s = borrow_connected(pool, job);
-	PGresult    *res;
+	(void) cfg;
+	return false;
+}
 
-	if (s == NULL)
-		return;
-	if (exec_params(s->conn, READY_SQL, 1, params, pool->statement_timeout_ms + CLIENT_GRACE_MS,
-					&res) != EXEC_RESULT)
+/*
+ * Runs the readiness query on the prober's connection, reconnecting first
+ * when it is gone; fills in 200 or 503 with the reason.  The reason goes
+ * into /readyz bodies, so it names what is missing but no server message;
+ * *detail gets what the log should add.
+ */
+static unsigned int
+probe_database(struct db_pool *pool, char *reason, size_t len, char *detail, size_t detail_len)
+{
+	const char *params[3] = {READY_SCHEMA, READY_CALLBACK,
+							 pool->probe_stripe ? READY_STRIPE : NULL};
+	PGresult   *res;
+	const char *role;
+
+	detail[0] = '\0';
+	metrics_readiness_probe();
+	if (pool->probe_conn != NULL &&
+		(PQstatus(pool->probe_conn) != CONNECTION_OK || !idle_connection_alive(pool->probe_conn)))
 	{
-		slot_fail(s);
-		pool_release(pool, s);
-		set_answer(job, 503, json_error_body("database unreachable"), 2);
-		return;
+		PQfinish(pool->probe_conn);
+		pool->probe_conn = NULL;
 	}
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	if (pool->probe_conn == NULL)
+	{
+		pool->probe_conn = open_connection(pool, "provision-listener-readyz", detail, detail_len);
+		if (pool->probe_conn == NULL)
+		{
+			metrics_db_error();
+			snprintf(reason, len, "database unreachable");
+			return 503;
+		}
+	}
+	if (exec_params(pool->probe_conn, READY_SQL, 3, params, PROBE_TIMEOUT_MS, &res) != EXEC_RESULT)
+	{
+		const char *msg = PQerrorMessage(pool->probe_conn);
+
+		snprintf(detail, detail_len, "%.*s", first_line(msg), msg);
+		metrics_db_error();
+		PQfinish(pool->probe_conn);
+		pool->probe_conn = NULL;
+		snprintf(reason, len, "database unreachable or not answering within %dms",
+				 PROBE_TIMEOUT_MS);
+		return 503;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 5)
 	{
 		const char *msg = PQresultErrorMessage(res);
 
-		log_warn("readiness check failed: %.*s", first_line(msg), msg);
-		set_answer(job, 503, json_error_body("database readiness query failed"), 2);
+		snprintf(detail, detail_len, "%.*s", first_line(msg), msg);
+		metrics_db_error();
+		PQclear(res);
+		snprintf(reason, len, "database readiness query failed");
+		return 503;
 	}
-	else if (PQntuples(res) != 1)
-		set_answer(job, 503,
-				   json_error_body("extension provision is not installed in the database"), 5);
+
+	/* booleans come as "t" and "f"; a NULL privilege: no such function */
+	role = PQgetvalue(res, 0, 0);
+	snprintf(detail, detail_len, "role %s", role);
+	if (strcmp(PQgetvalue(res, 0, 1), "t") != 0)
+		snprintf(reason, len, "extension provision is not installed in the database");
+	else if (strcmp(PQgetvalue(res, 0, 2), "t") != 0)
+		snprintf(reason, len, "the database role lacks USAGE on schema provision");
+	else if (PQgetisnull(res, 0, 3))
+		snprintf(reason, len, "function provision.handle_callback(jsonb, text) does not exist");
+	else if (strcmp(PQgetvalue(res, 0, 3), "t") != 0)
+		snprintf(reason, len,
+				 "the database role lacks EXECUTE on provision.handle_callback(jsonb, text)");
+	else if (pool->probe_stripe && PQgetisnull(res, 0, 4))
+		snprintf(reason, len,
+				 "function provision.handle_stripe_event(jsonb) does not exist; the Stripe route "
+				 "needs extension version 1.1 (ALTER EXTENSION provision UPDATE)");
+	else if (pool->probe_stripe && strcmp(PQgetvalue(res, 0, 4), "t") != 0)
+		snprintf(reason, len,
+				 "the database role lacks EXECUTE on provision.handle_stripe_event(jsonb)");
 	else
+		reason[0] = '\0';
+	PQclear(res);
+	return reason[0] == '\0' ? 200 : 503;
+}
+
+/* Fills in a /readyz answer from a probe result. */
+static void
+answer_ready(struct db_job *job, unsigned int status, const char *reason)
+{
+	if (status == 200)
 	{
 		cJSON *obj = cJSON_CreateObject();
 		char  *body = NULL;
@@ -683,10 +974,106 @@ run_ready(struct db_pool *pool, struct db_job *job)
 		cJSON_Delete(obj);
 		set_answer(job, 200, body, 0);
 	}
-	PQclear(res);
-	if (!slot_usable(s))
-		slot_fail(s);
-	pool_release(pool, s);
+	else
+		set_answer(job, 503, json_error_body(reason), 1);
+}
+
+/*
+ * True while the cached probe result may answer /readyz: less than
+ * READY_MAX_AGE_MS old, and nothing has arrived on the idle prober
+ * connection since (a server that shuts down says so there).  Called with
+ * the lock held and no probe running, so the connection is idle.
+ */
+static bool
+probe_fresh(const struct db_pool *pool)
+{
+	struct pollfd pfd;
+
+	if (!pool->probe_cached || -ms_until(&pool->probe_started) >= READY_MAX_AGE_MS)
+		return false;
+	if (pool->probe_conn == NULL)
+		return true;
+	pfd.fd = PQsocket(pool->probe_conn);
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) == 0;
+}
+
+/*
+ * The prober: runs a probe whenever a /readyz request found no fresh
+ * result, then answers every request that waited for it.  The readiness
+ * reason is logged when it changes, not on every probe.
+ */
+static void *
+prober_main(void *arg)
+{
+	struct db_pool *pool = arg;
+	unsigned int    logged_status = 0;
+	char            logged_reason[sizeof pool->probe_reason] = "";
+
+	pthread_mutex_lock(&pool->lock);
+	for (;;)
+	{
+		struct timespec started;
+		char            reason[sizeof pool->probe_reason];
+		char            detail[1024];
+		unsigned int    status;
+		struct db_job  *waiters;
+
+		while (!pool->probe_running && !pool->stopping)
+			pthread_cond_wait(&pool->probe_wanted, &pool->lock);
+		if (pool->stopping)
+			break;
+		pthread_mutex_unlock(&pool->lock);
+
+		clock_gettime(CLOCK_MONOTONIC, &started);
+		status = probe_database(pool, reason, sizeof reason, detail, sizeof detail);
+		if (status != logged_status || strcmp(reason, logged_reason) != 0)
+		{
+			if (status == 200)
+				log_info("ready: database reachable, extension installed, privileges granted "
+						 "(%s)",
+						 detail);
+			else
+				log_warn("not ready: %s%s%s", reason, detail[0] ? ": " : "", detail);
+			logged_status = status;
+			snprintf(logged_reason, sizeof logged_reason, "%s", reason);
+		}
+
+		pthread_mutex_lock(&pool->lock);
+		pool->probe_cached = true;
+		pool->probe_started = started;
+		pool->probe_status = status;
+		snprintf(pool->probe_reason, sizeof pool->probe_reason, "%s", reason);
+		pool->probe_running = false;
+		waiters = pool->probe_waiters;
+		pool->probe_waiters = NULL;
+		pthread_mutex_unlock(&pool->lock);
+
+		while (waiters != NULL)
+		{
+			struct db_job *job = waiters;
+
+			waiters = job->next;
+			answer_ready(job, status, reason);
+			job->done(job);
+		}
+		pthread_mutex_lock(&pool->lock);
+	}
+
+	/* requests that arrived while stopping get no probe */
+	while (pool->probe_waiters != NULL)
+	{
+		struct db_job *job = pool->probe_waiters;
+
+		pool->probe_waiters = job->next;
+		pthread_mutex_unlock(&pool->lock);
+		set_answer(job, 503, json_error_body("shutting down"), 1);
+		job->done(job);
+		pthread_mutex_lock(&pool->lock);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return NULL;
 }
 
 static void *
@@ -714,10 +1101,7 @@ worker_main(void *arg)
 		pool->queued--;
 		pthread_mutex_unlock(&pool->lock);
 
-		if (job->kind == DB_JOB_CALLBACK)
-			run_callback(pool, job, &seed);
-		else
-			run_ready(pool, job);
+		run_callback(pool, job, &seed);
 		job->done(job);
 	}
 }
@@ -778,6 +1162,42 @@ expirer_main(void *arg)
 	return NULL;
 }
 
+/*
+ * A /readyz request, with the lock held (and released here): answered at
+ * once from a fresh probe result, else queued on the probe, which is
+ * started unless one is already running.
+ */
+static bool
+submit_ready(struct db_pool *pool, struct db_job *job)
+{
+	unsigned int status;
+	char         reason[sizeof pool->probe_reason];
+
+	if (pool->stopping)
+	{
+		pthread_mutex_unlock(&pool->lock);
+		return false;
+	}
+	if (!pool->probe_running && probe_fresh(pool))
+	{
+		status = pool->probe_status;
+		memcpy(reason, pool->probe_reason, sizeof reason);
+		pthread_mutex_unlock(&pool->lock);
+		answer_ready(job, status, reason);
+		job->done(job);
+		return true;
+	}
+	job->next = pool->probe_waiters;
+	pool->probe_waiters = job;
+	if (!pool->probe_running)
+	{
+		pool->probe_running = true;
+		pthread_cond_signal(&pool->probe_wanted);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return true;
+}
+
 bool
 db_submit(struct db_pool *pool, struct db_job *job)
 {
@@ -790,6 +1210,8 @@ db_submit(struct db_pool *pool, struct db_job *job)
 	job->job_id[0] = '\0';
 	deadline_after_ms(&job->deadline, CLOCK_MONOTONIC, pool->pool_wait_ms);
 	pthread_mutex_lock(&pool->lock);
+	if (job->kind == DB_JOB_READY)
+		return submit_ready(pool, job);
 	if (!pool->stopping && pool->queued < pool->queue_cap)
 	{
 		if (pool->tail != NULL)
@@ -825,11 +1247,13 @@ db_pool_open(const struct config *cfg, char *err, size_t errlen)
 	pthread_cond_init(&pool->slot_free, &attr);
 	pthread_cond_init(&pool->expiry, &attr);
 	pthread_condattr_destroy(&attr);
+	pthread_cond_init(&pool->probe_wanted, NULL);
 	pool->nslots = (int) cfg->pool;
 	pool->queue_cap = cfg->max_connections;
 	pool->statement_timeout_ms = cfg->statement_timeout_ms;
 	pool->pool_wait_ms = cfg->pool_wait_ms;
 	pool->prepare = cfg->prepared_statements;
+	pool->probe_stripe = stripe_route_configured(cfg);
 	pool->conninfo = strdup(cfg->database ? cfg->database : "");
 	pool->slots = calloc((size_t) pool->nslots, sizeof *pool->slots);
 	pool->workers = calloc((size_t) cfg->threads, sizeof *pool->workers);
@@ -869,6 +1293,18 @@ db_pool_open(const struct config *cfg, char *err, size_t errlen)
 		}
 		pool->expirer_started = true;
 	}
+	{
+		int rc = pthread_create(&pool->prober, NULL, prober_main, pool);
+
+		if (rc != 0)
+		{
+			snprintf(err, errlen, "cannot start the readiness probe thread: pthread_create: %s",
+					 strerror(rc));
+			db_pool_close(pool);
+			return NULL;
+		}
+		pool->prober_started = true;
+	}
 	return pool;
 
 oom:
@@ -890,6 +1326,7 @@ db_pool_stop(struct db_pool *pool)
 	pool->stopping = true;
 	pthread_cond_broadcast(&pool->work);
 	pthread_cond_signal(&pool->expiry);
+	pthread_cond_signal(&pool->probe_wanted);
 	pthread_mutex_unlock(&pool->lock);
 	for (int i = 0; i < pool->nworkers; i++)
 		pthread_join(pool->workers[i], NULL);
@@ -897,6 +1334,9 @@ db_pool_stop(struct db_pool *pool)
 	if (pool->expirer_started)
 		pthread_join(pool->expirer, NULL);
 	pool->expirer_started = false;
+	if (pool->prober_started)
+		pthread_join(pool->prober, NULL);
+	pool->prober_started = false;
 }
 
 void
@@ -906,10 +1346,12 @@ db_pool_close(struct db_pool *pool)
 	for (int i = 0; i < pool->nslots; i++)
 		if (pool->slots[i].conn != NULL)
 			PQfinish(pool->slots[i].conn);
+	PQfinish(pool->probe_conn);
 	pthread_mutex_destroy(&pool->lock);
 	pthread_cond_destroy(&pool->work);
 	pthread_cond_destroy(&pool->slot_free);
 	pthread_cond_destroy(&pool->expiry);
+	pthread_cond_destroy(&pool->probe_wanted);
 	free(pool->conninfo);
 	free(pool->slots);
 	free(pool->workers);

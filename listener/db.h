@@ -17,7 +17,7 @@
 enum db_job_kind
 {
 	DB_JOB_CALLBACK, /* provision.handle_callback(payload, delivery) */
-	DB_JOB_READY     /* the /readyz round trip */
+	DB_JOB_READY     /* /readyz, answered from the readiness probe */
 };
 
 struct db_job
@@ -51,7 +51,10 @@ struct db_pool *db_pool_open(const struct config *cfg, char *err, size_t errlen)
 
 /*
  * Queues a job; false when the queue is full or the pool is closing (the
- * caller answers 503 itself).
+ * caller answers 503 itself).  A DB_JOB_READY job never enters the queue:
+ * it is answered from the readiness probe, at once (done() runs before
+ * db_submit returns) when its last result is fresh, else when the probe
+ * running for it ends.
  */
 bool db_submit(struct db_pool *pool, struct db_job *job);
 

@@ -30,6 +30,7 @@ static atomic_ulong  signature_failures;
 static atomic_ulong  duplicates;
 static atomic_ulong  db_errors;
 static atomic_ulong  db_reconnects;
+static atomic_ulong  readiness_probes;
 static atomic_long   pool_size;
 static atomic_long   pool_in_use;
 
@@ -86,6 +87,12 @@ void
 metrics_db_reconnect(void)
 {
 	atomic_fetch_add_explicit(&db_reconnects, 1, memory_order_relaxed);
+}
+
+void
+metrics_readiness_probe(void)
+{
+	atomic_fetch_add_explicit(&readiness_probes, 1, memory_order_relaxed);
 }
 
 void
@@ -213,6 +220,9 @@ metrics_render(size_t *len)
 			&db_errors);
 	counter(&b, "provision_db_reconnects_total",
 			"Database connections re-established after a failure.", &db_reconnects);
+	counter(&b, "provision_readiness_probes_total",
+			"Readiness probes run against the database for /readyz (at most about one a second).",
+			&readiness_probes);
 	append(&b,
 		   "# HELP provision_db_pool_size Database connections in the pool.\n"
 		   "# TYPE provision_db_pool_size gauge\nprovision_db_pool_size %ld\n",

@@ -28,6 +28,7 @@ void metrics_signature_failure(void);
 void metrics_duplicate(void);
 void metrics_db_error(void);
 void metrics_db_reconnect(void);
+void metrics_readiness_probe(void);
 void metrics_set_pool_size(long n);
 void metrics_pool_in_use_add(long delta);
 

@@ -111,6 +111,8 @@ sqlstate_to_http(const char *s)
 		a.http_status = 404;
 	else if (strcmp(s, "55000") == 0)
 		a.http_status = 409;
+	else if (strcmp(s, "23505") == 0)
+		a.http_status = 422;
 	else if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
 	{
 		a.http_status = 503;
@@ -184,8 +186,30 @@ add_string_or_null(cJSON *obj, const char *key, const char *value)
 	return cJSON_AddStringToObject(obj, key, value) != NULL;
 }
 
+const char *
+hint_workflow_run_id(const char *hint, char *buf, size_t len)
+{
+	static const char prefix[] = "workflow_run_id: ";
+	static const char int64_max[] = "9223372036854775807";
+	const char       *p;
+	size_t            n;
+
+	if (hint == NULL || strncmp(hint, prefix, sizeof prefix - 1) != 0)
+		return NULL;
+	p = hint + sizeof prefix - 1;
+	n = strspn(p, "0123456789");
+	if (n == 0 || p[n] != '\0' || p[0] == '0' || n > sizeof int64_max - 1 || n >= len)
+		return NULL;
+	/* same length: digit strings compare as numbers */
+	if (n == sizeof int64_max - 1 && strcmp(p, int64_max) > 0)
+		return NULL;
+	memcpy(buf, p, n + 1);
+	return buf;
+}
+
 char *
-json_conflict_body(const char *message, const char *job_id, const char *status)
+json_conflict_body(const char *message, const char *job_id, const char *status,
+				   const char *workflow_run_id)
 {
 	cJSON *obj = cJSON_CreateObject();
 
@@ -193,6 +217,48 @@ json_conflict_body(const char *message, const char *job_id, const char *status)
 		return NULL;
 	if (!add_string_or_null(obj, "error", message) || !add_string_or_null(obj, "job_id", job_id) ||
 		!add_string_or_null(obj, "status", status))
+	{
+		cJSON_Delete(obj);
+		return NULL;
+	}
+
+	/*
+	 * Raw, not a cJSON number: a double would round run ids past 2^53, and
+	 * hint_workflow_run_id let only plain digits through.
+	 */
+	if (workflow_run_id != NULL &&
+		cJSON_AddRawToObject(obj, "workflow_run_id", workflow_run_id) == NULL)
+	{
+		cJSON_Delete(obj);
+		return NULL;
+	}
+	return print_and_free(obj);
+}
+
+bool
+is_delivery_conflict(const char *message, const char *delivery_id)
+{
+	static const char before[] = "delivery id \"";
+	static const char after[] = "\" was already used for another callback";
+	size_t            n;
+
+	if (message == NULL || delivery_id == NULL || strncmp(message, before, sizeof before - 1) != 0)
+		return false;
+	message += sizeof before - 1;
+	n = strlen(delivery_id);
+	return strncmp(message, delivery_id, n) == 0 && strcmp(message + n, after) == 0;
+}
+
+char *
+json_delivery_conflict_body(const char *message, const char *delivery_id, const char *detail)
+{
+	cJSON *obj = cJSON_CreateObject();
+
+	if (obj == NULL)
+		return NULL;
+	if (!add_string_or_null(obj, "error", message) ||
+		!add_string_or_null(obj, "delivery_id", delivery_id) ||
+		(detail != NULL && cJSON_AddStringToObject(obj, "detail", detail) == NULL))
 	{
 		cJSON_Delete(obj);
 		return NULL;

@@ -64,8 +64,35 @@ const char *detail_current_status(const char *detail, char *buf, size_t len);
 /* {"error": message}; the caller frees the result with cJSON_free. */
 char *json_error_body(const char *message);
 
-/* {"error": message, "job_id": job_id, "status": status}; NULLs become null. */
-char *json_conflict_body(const char *message, const char *job_id, const char *status);
+/*
+ * The run that owns a job, from a run-fencing refusal's HINT
+ * "workflow_run_id: N": copies N into buf and returns it when N is a
+ * positive 64-bit integer in plain digits (no sign, no leading zero, nothing
+ * after it), else NULL.  N goes into the 409 body as a JSON number, so a
+ * hint of any other form is left out rather than trusted.
+ */
+const char *hint_workflow_run_id(const char *hint, char *buf, size_t len);
+
+/*
+ * {"error": message, "job_id": job_id, "status": status}, NULLs becoming
+ * null, and "workflow_run_id": N (a JSON number) when workflow_run_id, as
+ * returned by hint_workflow_run_id, is not NULL.
+ */
+char *json_conflict_body(const char *message, const char *job_id, const char *status,
+						 const char *workflow_run_id);
+
+/*
+ * True when a 23505 message is the delivery binding's refusal of this
+ * delivery id, `delivery id "<id>" was already used for another callback`,
+ * and not some other unique violation.
+ */
+bool is_delivery_conflict(const char *message, const char *delivery_id);
+
+/*
+ * {"error": message, "delivery_id": delivery_id} with "detail" (what
+ * differs: the job or the payload) when detail is not NULL.
+ */
+char *json_delivery_conflict_body(const char *message, const char *delivery_id, const char *detail);
 
 /*
  * Parses a callback body.  Returns the object, or NULL with an error message

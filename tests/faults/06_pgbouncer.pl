@@ -37,6 +37,21 @@ my $role = ProvisionTest::create_listener_role($node);
 # A session setting does not stay with a server connection under
 # transaction pooling: the timeout belongs on the role.
 $node->safe_psql('provision', "ALTER ROLE $role SET statement_timeout = '5s'");
+# Its sessions start SERIALIZABLE; the listener's transactions must still
+# run at READ COMMITTED through the pooler, which a trigger records.
+$node->safe_psql('provision', qq{
+	ALTER ROLE $role SET default_transaction_isolation = 'serializable';
+	CREATE TABLE public.isolation_seen (who name NOT NULL, level text NOT NULL);
+	GRANT INSERT ON public.isolation_seen TO PUBLIC;
+	CREATE FUNCTION public.record_isolation() RETURNS trigger LANGUAGE plpgsql AS \$\$
+	BEGIN
+		INSERT INTO public.isolation_seen
+			VALUES (session_user, pg_catalog.current_setting('transaction_isolation'));
+		RETURN NULL;
+	END \$\$;
+	CREATE TRIGGER record_isolation AFTER INSERT ON provision.events
+		FOR EACH ROW EXECUTE FUNCTION public.record_isolation();
+});
 
 my $dir = PostgreSQL::Test::Utils::tempdir_short();
 my $port = PostgreSQL::Test::Cluster::get_free_port();
@@ -84,6 +99,9 @@ ok(ProvisionTest::wait_until(sub {
 	my $out = `psql -XAtq -d "$via" -c 'SELECT 1' 2>/dev/null`;
 	return ($out // '') =~ /^1$/m;
 }, interval => 0.2), 'PgBouncer accepts connections');
+
+is(`psql -XAtq -d "$via" -c 'SHOW default_transaction_isolation' 2>&1`, "serializable\n",
+	'sessions through PgBouncer start at SERIALIZABLE');
 
 # The call-time fallback, made certain: PgBouncer has one server connection
 # (the one the check above opened), the listener's only connection prepares
@@ -207,6 +225,10 @@ is(scalar(grep { $_ && $_->{final} == 200 && !$_->{duplicate} } @$res), 1, 'burs
 is(ProvisionTest::query_scalar($node,
 	"SELECT count(*) FROM provision.events WHERE job_id = '$bjob' AND kind = 'completed'"),
 	1, 'burst: one completed event');
+
+is(ProvisionTest::query_scalar($node,
+	"SELECT string_agg(DISTINCT level, ',') FROM public.isolation_seen WHERE who = '$role'"),
+	'read committed', 'every callback through PgBouncer ran at READ COMMITTED');
 
 is($l->stop, 0, 'the listener exits 0 on SIGTERM');
 note(sprintf('pgbouncer figures: suite 12 requests; load: requests %d, 200s %d, duplicates %d, retries %d, '

@@ -38,6 +38,8 @@ main(void)
 	metrics_duplicate();
 	metrics_db_error();
 	metrics_db_reconnect();
+	metrics_readiness_probe();
+	metrics_readiness_probe();
 	metrics_set_pool_size(10);
 	metrics_pool_in_use_add(3);
 	metrics_pool_in_use_add(-1);
@@ -79,6 +81,9 @@ main(void)
 	ok(has_line(text, "provision_duplicate_deliveries_total 2"), "duplicates");
 	ok(has_line(text, "provision_db_errors_total 1"), "db errors");
 	ok(has_line(text, "provision_db_reconnects_total 1"), "db reconnects");
+	ok(has_line(text, "# TYPE provision_readiness_probes_total counter") &&
+		   has_line(text, "provision_readiness_probes_total 2"),
+	   "readiness probes");
 	ok(has_line(text, "# TYPE provision_db_pool_size gauge") &&
 		   has_line(text, "provision_db_pool_size 10"),
 	   "pool size gauge");
@@ -92,8 +97,8 @@ main(void)
 			help++;
 		for (const char *p = text; (p = strstr(p, "# TYPE ")) != NULL; p++)
 			type++;
-		is_int(help, 8, "every metric has HELP");
-		is_int(type, 8, "every metric has TYPE");
+		is_int(help, 9, "every metric has HELP");
+		is_int(type, 9, "every metric has TYPE");
 	}
 	free(text);
 	return done_testing();

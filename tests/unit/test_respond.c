@@ -71,7 +71,10 @@ test_sqlstate(void)
 	expect("42883", 500, false, false);
 	expect("42501", 500, false, false);
 	expect("XX000", 500, false, false);
-	expect("23505", 500, false, false);
+	/* the delivery binding (db.c keeps it only for the binding's message) */
+	expect("23505", 422, false, false);
+	expect("23514", 500, false, false);
+	expect("23503", 500, false, false);
 	expect("55006", 500, false, false);
 }
 
@@ -97,13 +100,24 @@ test_bodies(void)
 	is_str(body, "{\"error\":\"header \\\"X\\\" is\\nbad\"}", "error body escapes its message");
 	cJSON_free(body);
 
-	body = json_conflict_body("refused", "5f0c", "running");
+	body = json_conflict_body("refused", "5f0c", "running", NULL);
 	is_str(body, "{\"error\":\"refused\",\"job_id\":\"5f0c\",\"status\":\"running\"}",
 		   "conflict body");
 	cJSON_free(body);
-	body = json_conflict_body("refused", NULL, NULL);
+	body = json_conflict_body("refused", NULL, NULL, NULL);
 	is_str(body, "{\"error\":\"refused\",\"job_id\":null,\"status\":null}",
 		   "conflict body with unknowns");
+	cJSON_free(body);
+	body = json_conflict_body("job 5f0c belongs to workflow run 4242, not 4243", "5f0c",
+							  "provisioning", "4242");
+	is_str(body,
+		   "{\"error\":\"job 5f0c belongs to workflow run 4242, not 4243\",\"job_id\":\"5f0c\","
+		   "\"status\":\"provisioning\",\"workflow_run_id\":4242}",
+		   "conflict body with the owner run as a number");
+	cJSON_free(body);
+	body = json_conflict_body("refused", "5f0c", "running", "9223372036854775807");
+	ok(body != NULL && strstr(body, "\"workflow_run_id\":9223372036854775807}") != NULL,
+	   "conflict body: a run id past 2^53 is printed exactly (%s)", body);
 	cJSON_free(body);
 
 	{
@@ -140,6 +154,83 @@ test_bodies(void)
 	obj = parse_callback_body("{}xyz", 2, err, sizeof err);
 	ok(obj != NULL, "callback body: length bounds the parse");
 	cJSON_Delete(obj);
+}
+
+static void
+test_run_fencing(void)
+{
+	char buf[32];
+
+	is_str(hint_workflow_run_id("workflow_run_id: 4242", buf, sizeof buf), "4242",
+		   "hint: run id read");
+	is_str(hint_workflow_run_id("workflow_run_id: 1", buf, sizeof buf), "1", "hint: run id 1");
+	is_str(hint_workflow_run_id("workflow_run_id: 9223372036854775807", buf, sizeof buf),
+		   "9223372036854775807", "hint: the largest bigint");
+	ok(hint_workflow_run_id("workflow_run_id: 9223372036854775808", buf, sizeof buf) == NULL,
+	   "hint: past bigint omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 12345678901234567890", buf, sizeof buf) == NULL,
+	   "hint: twenty digits omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 0", buf, sizeof buf) == NULL, "hint: zero omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 042", buf, sizeof buf) == NULL,
+	   "hint: leading zero omitted (not a JSON number)");
+	ok(hint_workflow_run_id("workflow_run_id: -5", buf, sizeof buf) == NULL,
+	   "hint: negative omitted");
+	ok(hint_workflow_run_id("workflow_run_id: +5", buf, sizeof buf) == NULL, "hint: sign omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 1e5", buf, sizeof buf) == NULL,
+	   "hint: exponent omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 5.0", buf, sizeof buf) == NULL,
+	   "hint: fraction omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 5 ", buf, sizeof buf) == NULL,
+	   "hint: trailing space omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 5, \"x\": 1", buf, sizeof buf) == NULL,
+	   "hint: trailing JSON omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 5\n", buf, sizeof buf) == NULL,
+	   "hint: trailing newline omitted");
+	ok(hint_workflow_run_id("workflow_run_id: ", buf, sizeof buf) == NULL,
+	   "hint: no digits omitted");
+	ok(hint_workflow_run_id("workflow_run_id:5", buf, sizeof buf) == NULL,
+	   "hint: other spacing omitted");
+	ok(hint_workflow_run_id("Workflow_run_id: 5", buf, sizeof buf) == NULL,
+	   "hint: other case omitted");
+	ok(hint_workflow_run_id("retry later; workflow_run_id: 5", buf, sizeof buf) == NULL,
+	   "hint: other wording omitted");
+	ok(hint_workflow_run_id(NULL, buf, sizeof buf) == NULL, "hint: missing omitted");
+	ok(hint_workflow_run_id("workflow_run_id: 4242", buf, 4) == NULL,
+	   "hint: a buffer too small omits it");
+}
+
+static void
+test_delivery_conflict(void)
+{
+	char *body;
+
+	ok(is_delivery_conflict("delivery id \"d-1\" was already used for another callback", "d-1"),
+	   "23505: the delivery binding's message");
+	ok(is_delivery_conflict("delivery id \"a\"b\" was already used for another callback", "a\"b"),
+	   "23505: an id with a quote");
+	ok(!is_delivery_conflict("delivery id \"d-2\" was already used for another callback", "d-1"),
+	   "23505: another delivery id is not this one");
+	ok(!is_delivery_conflict("delivery id \"d-1\" was already used for another callback", NULL),
+	   "23505: without a delivery id it cannot be the binding");
+	ok(!is_delivery_conflict("delivery id \"d-1\" was already used for another callback.", "d-1"),
+	   "23505: other wording");
+	ok(!is_delivery_conflict("delivery id \"d-1\"", "d-1"), "23505: truncated message");
+	ok(!is_delivery_conflict(
+		   "duplicate key value violates unique constraint \"callback_deliveries_pkey\"", "d-1"),
+	   "23505: an ordinary unique violation");
+	ok(!is_delivery_conflict(NULL, "d-1"), "23505: no message");
+
+	body = json_delivery_conflict_body("delivery id \"d-1\" was already used for another callback",
+									   "d-1", "The payload differs from the one first delivered.");
+	is_str(body,
+		   "{\"error\":\"delivery id \\\"d-1\\\" was already used for another callback\","
+		   "\"delivery_id\":\"d-1\",\"detail\":\"The payload differs from the one first "
+		   "delivered.\"}",
+		   "422 body names the delivery id");
+	cJSON_free(body);
+	body = json_delivery_conflict_body("m", "d-1", NULL);
+	is_str(body, "{\"error\":\"m\",\"delivery_id\":\"d-1\"}", "422 body without a detail");
+	cJSON_free(body);
 }
 
 static void
@@ -212,5 +303,7 @@ main(void)
 	test_content_type();
 	test_sqlstate();
 	test_bodies();
+	test_run_fencing();
+	test_delivery_conflict();
 	return done_testing();
 }

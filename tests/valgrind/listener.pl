@@ -1,8 +1,8 @@
 
 # The listener under valgrind memcheck, end to end: a handful of signed
 # callbacks through both schemes and every kind of answer (applied,
-# duplicate, 400, 401, 404, 405, 409, 413, 415, and 503 while the database is
-# down, then recovery), the GET endpoints, then SIGTERM.  Passes when the
+# duplicate, 400, 401, 404, 405, 409, 413, 415, 500 for an error at COMMIT,
+# and 503 while the database is down, then recovery), the GET endpoints, then SIGTERM.  Passes when the
 # listener exits 0 and memcheck reports no error and no definitely or
 # indirectly lost bytes.  Run by tests/valgrind/run.
 
@@ -74,6 +74,18 @@ is($l->callback({ job_id => $job, status => 'heartbeat' },
 is($l->get('/webhooks/github')->{status}, 405, 'GET on the callback: 405');
 is($l->get('/nowhere')->{status},         404, 'unknown path: 404');
 is($l->get('/metrics')->{status},         200, 'GET /metrics');
+
+# An error raised at COMMIT, after the call's row: every result is read.
+my (undef, $job2) = ProvisionTest::new_job($node, status => 'dispatched');
+$node->safe_psql('provision', q{
+	CREATE FUNCTION public.fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '23514'; END $$;
+	CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON provision.events
+		DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.fail_at_commit();
+});
+is($l->callback({ job_id => $job2, status => 'provisioning' })->{status}, 500,
+	'error at COMMIT: 500');
+$node->safe_psql('provision', 'DROP TRIGGER fail_at_commit ON provision.events');
 
 # The database goes away and comes back: 503 meanwhile, then 200 again
 # without a restart (the reconnect paths run under memcheck too).
