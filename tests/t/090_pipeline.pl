@@ -284,6 +284,10 @@ $calls = $cloud->calls;
 my @during = grep { $_->{at} >= $lost->{started} && $_->{at} <= $lost->{completed} } @$calls;
 is_deeply(callbacks(\@during), [ [ 'provisioning', $lost->{id}, 409 ] ],
 	'the other run sent one callback, refused with 409');
+my $refusal = ProvisionTest::decode_json($during[0]{answer});
+is($refusal->{workflow_run_id}, $kept->{id}, 'whose body names the run that owns the job');
+like($refusal->{error}, qr/^job \Q$job2\E belongs to workflow run $kept->{id}, not $lost->{id}$/,
+	'as does its error');
 is_deeply([ map { "$_->{method} $_->{path}" } @during ], ['POST /relay/webhooks/github'],
 	'and called no cloud API');
 is_deeply([ grep { $_->[1] == $lost->{id} } @{ callbacks($calls) } ],
