@@ -47,6 +47,10 @@ static bool parse_log_format(const struct option_spec *, struct config *, const 
 							 char *, size_t);
 static bool parse_prepared(const struct option_spec *, struct config *, const char *, bool, char *,
 						   size_t);
+static bool parse_stripe_secret(const struct option_spec *, struct config *, const char *, bool,
+								char *, size_t);
+static bool parse_schemes(const struct option_spec *, struct config *, const char *, bool, char *,
+						  size_t);
 
 #define F(field) offsetof(struct config, field)
 
@@ -56,12 +60,23 @@ static const struct option_spec options[] = {
 	{"database", "PROVISION_DATABASE_URL", "", "CONNINFO", parse_database, 0, 0, 0,
 	 "libpq connection string or URI (empty: PGHOST, PGPORT, ... as libpq does)"},
 	{"secret-file", "PROVISION_WEBHOOK_SECRET", NULL, "PATH", parse_secret, 0, 0, 0,
-	 "file holding the webhook secrets, one per line (whsec_ prefix: base64); "
-	 "the environment variable holds the secrets themselves"},
+	 "file holding the webhook secrets, one per line (whsec_ prefix: base64), each at least "
+	 "16 bytes, without surrounding whitespace; the environment variable holds the secrets "
+	 "themselves"},
+	{"schemes", "PROVISION_SCHEMES", "standard,github", "LIST", parse_schemes, 0, 0, 0,
+	 "callback signature schemes accepted, comma-separated: standard (Standard Webhooks), "
+	 "github (X-Hub-Signature-256, which signs no timestamp or delivery id)"},
+	{"stripe-secret-file", "PROVISION_STRIPE_WEBHOOK_SECRET", NULL, "PATH", parse_stripe_secret, 0,
+	 0, 0,
+	 "file holding the Stripe webhook signing secrets (whsec_...), one per line, used as given; "
+	 "POST /webhooks/stripe answers 404 without one; the environment variable holds the "
+	 "secrets themselves"},
 	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
 	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
 	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
-	 7L * 24 * 3600, "how far webhook-timestamp may be from now, either way, 0 to 604800 (a week)"},
+	 7L * 24 * 3600,
+	 "how far webhook-timestamp may be from now, either way, 0 to 604800 (a week); a Stripe "
+	 "event's t= too"},
 	{"pool", "PROVISION_POOL", "10", "N", parse_long, F(pool), 1, 1000, "database connections"},
 	{"threads", "PROVISION_THREADS", NULL, "N", parse_long, F(threads), 1, 1000,
 	 "worker threads running database calls (default: same as --pool)"},
@@ -69,6 +84,10 @@ static const struct option_spec options[] = {
 	 "stderr log lines as key=value text or one JSON object per line"},
 	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", parse_long, F(max_connections), 4,
 	 1000000, "concurrent HTTP connections (capped by the open-file limit)"},
+	{"max-connections-per-ip", "PROVISION_MAX_CONNECTIONS_PER_IP", "0", "N", parse_long,
+	 F(max_connections_per_ip), 0, 1000000,
+	 "concurrent HTTP connections from one client address, 0 for no limit (behind a proxy every "
+	 "client has the proxy's address)"},
 	{"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION", parse_duration_opt,
 	 F(idle_timeout_ms), 1000, 3600L * 1000, "close a connection that sends nothing for this long"},
 	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", parse_duration_opt,
@@ -184,6 +203,35 @@ config_parse_duration(const char *value, long *ms)
 	return true;
 }
 
+bool
+config_parse_schemes(const char *value, unsigned int *schemes)
+{
+	const char *p = value;
+
+	*schemes = 0;
+	for (;;)
+	{
+		size_t len;
+
+		while (*p == ' ')
+			p++;
+		len = strcspn(p, ", ");
+		if (len == strlen("standard") && strncmp(p, "standard", len) == 0)
+			*schemes |= SCHEMES_STANDARD;
+		else if (len == strlen("github") && strncmp(p, "github", len) == 0)
+			*schemes |= SCHEMES_GITHUB;
+		else
+			return false;
+		p += len;
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			return true;
+		if (*p++ != ',')
+			return false;
+	}
+}
+
 static bool
 parse_listen(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
 			 char *err, size_t errlen)
@@ -255,40 +303,81 @@ read_secret_file(const char *path, char *buf, size_t cap, size_t *len, char *err
 	return true;
 }
 
+bool
+config_read_secret_file(const char *path, enum secret_form form, struct secrets *out, char *err,
+						size_t errlen)
+{
+	char   msg[200];
+	char  *buf = malloc(SECRET_FILE_MAX);
+	size_t len;
+	bool   ok;
+
+	if (buf == NULL)
+	{
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	ok = read_secret_file(path, buf, SECRET_FILE_MAX, &len, err, errlen);
+	if (ok)
+	{
+		ok = secrets_parse(buf, len, form, out, msg, sizeof msg);
+		if (!ok)
+			snprintf(err, errlen, "invalid secret file %s: %s", path, msg);
+	}
+	OPENSSL_cleanse(buf, SECRET_FILE_MAX);
+	free(buf);
+	return ok;
+}
+
 static bool
 parse_secret(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
 			 char *err, size_t errlen)
 {
 	char msg[200];
-	bool ok;
 
-	if (from_env)
+	if (!from_env)
 	{
-		ok = secrets_parse(value, strlen(value), &cfg->secrets, msg, sizeof msg);
-		if (!ok)
-			snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
-	}
-	else
-	{
-		char  *buf = malloc(SECRET_FILE_MAX);
-		size_t len;
-
-		if (buf == NULL)
+		free(cfg->secret_file);
+		cfg->secret_file = strdup(value);
+		if (cfg->secret_file == NULL)
 		{
 			snprintf(err, errlen, "out of memory");
 			return false;
 		}
-		ok = read_secret_file(value, buf, SECRET_FILE_MAX, &len, err, errlen);
-		if (ok)
-		{
-			ok = secrets_parse(buf, len, &cfg->secrets, msg, sizeof msg);
-			if (!ok)
-				snprintf(err, errlen, "invalid secret file %s: %s", value, msg);
-		}
-		OPENSSL_cleanse(buf, SECRET_FILE_MAX);
-		free(buf);
+		return config_read_secret_file(value, SECRET_FORM_WEBHOOK, &cfg->secrets, err, errlen);
 	}
-	return ok;
+	if (!secrets_parse(value, strlen(value), SECRET_FORM_WEBHOOK, &cfg->secrets, msg, sizeof msg))
+	{
+		snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_stripe_secret(const struct option_spec *opt, struct config *cfg, const char *value,
+					bool from_env, char *err, size_t errlen)
+{
+	char msg[200];
+
+	if (!from_env)
+	{
+		free(cfg->stripe_secret_file);
+		cfg->stripe_secret_file = strdup(value);
+		if (cfg->stripe_secret_file == NULL)
+		{
+			snprintf(err, errlen, "out of memory");
+			return false;
+		}
+		return config_read_secret_file(value, SECRET_FORM_EXACT, &cfg->stripe_secrets, err, errlen);
+	}
+	if (!secrets_parse(value, strlen(value), SECRET_FORM_EXACT, &cfg->stripe_secrets, msg,
+					   sizeof msg))
+	{
+		snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
+		return false;
+	}
+	return true;
 }
 
 static bool
@@ -363,6 +452,22 @@ parse_prepared(const struct option_spec *opt, struct config *cfg, const char *va
 	else
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected auto or off",
+				 origin(opt, from_env, name, sizeof name), value);
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_schemes(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
+			  char *err, size_t errlen)
+{
+	char name[64];
+
+	if (!config_parse_schemes(value, &cfg->schemes))
+	{
+		snprintf(err, errlen,
+				 "invalid %s \"%s\": expected a comma-separated list of standard and github",
 				 origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
@@ -450,6 +555,7 @@ config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char 
 	}
 	if (cfg->threads == 0)
 		cfg->threads = cfg->pool;
+	cfg->stripe_enabled = cfg->stripe_secrets.count > 0;
 	return CONFIG_OK;
 }
 
@@ -457,7 +563,10 @@ void
 config_free(struct config *cfg)
 {
 	free(cfg->database);
+	free(cfg->secret_file);
+	free(cfg->stripe_secret_file);
 	secrets_clear(&cfg->secrets);
+	secrets_clear(&cfg->stripe_secrets);
 	memset(cfg, 0, sizeof *cfg);
 }
 
@@ -496,9 +605,11 @@ config_usage(FILE *out)
 {
 	fprintf(out, "usage: provision-listener [OPTION]...\n"
 				 "Receives signed provisioning callbacks over HTTP and applies each one with\n"
-				 "provision.handle_callback() in PostgreSQL.\n\n"
+				 "provision.handle_callback() in PostgreSQL; with a Stripe secret, Stripe\n"
+				 "events too, with provision.handle_stripe_event().\n\n"
 				 "Every option may also come from its environment variable; flags win.\n"
-				 "Durations take ms, s (the default unit), m or h.\n\n");
+				 "Durations take ms, s (the default unit), m or h. SIGHUP re-reads the secret\n"
+				 "files; SIGTERM or SIGINT finishes the requests in progress and exits.\n\n");
 	for (int i = 0; i < NOPTIONS; i++)
 	{
 		const struct option_spec *opt = &options[i];

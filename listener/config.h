@@ -16,12 +16,18 @@ struct config
 	char            listen_port[8];
 	char           *database; /* conninfo or URI; "" means libpq defaults */
 	struct secrets  secrets;
-	long            max_body;  /* bytes */
-	long            tolerance; /* seconds */
+	char           *secret_file;        /* NULL: the secrets came from the environment */
+	unsigned int    schemes;            /* SCHEMES_* accepted for callbacks */
+	struct secrets  stripe_secrets;     /* wiped once the HTTP side has its copy */
+	bool            stripe_enabled;     /* a Stripe secret: POST /webhooks/stripe exists */
+	char           *stripe_secret_file; /* NULL: none, or from the environment */
+	long            max_body;           /* bytes */
+	long            tolerance;          /* seconds */
 	long            pool;
 	long            threads;
 	enum log_format log_format;
 	long            max_connections;
+	long            max_connections_per_ip; /* 0: no limit */
 	long            idle_timeout_ms;
 	long            request_timeout_ms;
 	long            statement_timeout_ms;
@@ -51,11 +57,25 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, confi
 
 void config_free(struct config *cfg);
 
+/*
+ * Reads and parses a secret file (the rules of secrets_parse).  On failure
+ * err holds one line naming the file and, for a bad secret, its line.
+ */
+bool config_read_secret_file(const char *path, enum secret_form form, struct secrets *out,
+							 char *err, size_t errlen);
+
 /* Writes --help text, generated from the option table. */
 void config_usage(FILE *out);
 
 /* Parses "host:port", "[v6]:port"; pure, used by the --listen option. */
 bool config_parse_listen(const char *value, char *host, size_t hostlen, char *port, size_t portlen);
+
+/*
+ * Parses a --schemes list ("standard,github", spaces around the commas
+ * allowed) into SCHEMES_* bits; false on an empty list or entry or an
+ * unknown name.
+ */
+bool config_parse_schemes(const char *value, unsigned int *schemes);
 
 /* Parses "<n>[ms|s|m]" (seconds without a unit) into milliseconds. */
 bool config_parse_duration(const char *value, long *ms);

@@ -77,6 +77,7 @@
 static const char CALLBACK_STMT[] = "provision_handle_callback";
 static const char CALLBACK_SQL[] =
 	"SELECT provision.handle_callback($1::pg_catalog.jsonb, $2::pg_catalog.text)";
+static const char STRIPE_SQL[] = "SELECT provision.handle_stripe_event($1::pg_catalog.jsonb)";
 static const char BEGIN_SQL[] = "BEGIN ISOLATION LEVEL READ COMMITTED";
 static const char COMMIT_SQL[] = "COMMIT";
 static const char ROLLBACK_SQL[] = "ROLLBACK";
@@ -693,7 +694,14 @@ set_answer(struct db_job *job, unsigned int status, char *body, unsigned int ret
 	job->retry_after = retry_after;
 }
 
-/* Answers a callback from the successful result of handle_callback. */
+/* The function a job calls, for the log. */
+static const char *
+job_function(const struct db_job *job)
+{
+	return job->kind == DB_JOB_STRIPE ? "handle_stripe_event" : "handle_callback";
+}
+
+/* Answers a callback or Stripe event from the successful result. */
 static void
 answer_result(struct db_job *job, PGresult *res)
 {
@@ -702,14 +710,14 @@ answer_result(struct db_job *job, PGresult *res)
 
 	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
 	{
-		log_error("provision.handle_callback returned no result");
+		log_error("provision.%s returned no result", job_function(job));
 		set_answer(job, 500, json_error_body("internal error"), 0);
 		return;
 	}
 	result = cJSON_Parse(PQgetvalue(res, 0, 0));
 	if (result == NULL)
 	{
-		log_error("provision.handle_callback returned a result that is not JSON");
+		log_error("provision.%s returned a result that is not JSON", job_function(job));
 		set_answer(job, 500, json_error_body("internal error"), 0);
 		return;
 	}
@@ -729,9 +737,10 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	const char            *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char            *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
 	const char            *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
-	struct sqlstate_action action = sqlstate_to_http(sqlstate);
-	char                   status[64];
-	char                   run_id[32];
+	struct sqlstate_action action =
+		job->kind == DB_JOB_STRIPE ? stripe_sqlstate_to_http(sqlstate) : sqlstate_to_http(sqlstate);
+	char status[64];
+	char run_id[32];
 
 	if (message == NULL)
 		message = "database error";
@@ -740,12 +749,14 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 	 * A unique violation other than the delivery binding's (a constraint a
 	 * DBA added) is nothing the sender can act on.
 	 */
-	if (action.http_status == 422 && !is_delivery_conflict(message, job->delivery_id))
+	if (job->kind == DB_JOB_CALLBACK && action.http_status == 422 &&
+		!is_delivery_conflict(message, job->delivery_id))
 		action.http_status = 500;
 
 	/*
-	 * A callback the database refused (400, 404, 409, 422) is the sender's
-	 * error, not the database's: provision_db_errors_total would alert on it.
+	 * A callback or Stripe event the database refused (400, 404, 409, 422)
+	 * is the sender's error, not the database's: provision_db_errors_total
+	 * would alert on it.
 	 */
 	if (action.retry || action.http_status >= 500)
 		metrics_db_error();
@@ -766,10 +777,14 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 					   0);
 			break;
 		case 422:
-			set_answer(job, 422, json_delivery_conflict_body(message, job->delivery_id, detail), 0);
+			set_answer(job, 422,
+					   job->kind == DB_JOB_STRIPE
+						   ? json_error_body(message)
+						   : json_delivery_conflict_body(message, job->delivery_id, detail),
+					   0);
 			break;
 		case 503:
-			log_warn("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
+			log_warn("%s failed: SQLSTATE %s: %s", job_function(job), sqlstate ? sqlstate : "none",
 					 message);
 			set_answer(job, 503,
 					   json_error_body(
@@ -778,7 +793,7 @@ answer_error(struct db_job *job, PGresult *res, bool last_attempt)
 					   1);
 			break;
 		default:
-			log_error("handle_callback failed: SQLSTATE %s: %s", sqlstate ? sqlstate : "none",
+			log_error("%s failed: SQLSTATE %s: %s", job_function(job), sqlstate ? sqlstate : "none",
 					  message);
 			set_answer(job, 500, json_error_body("internal error"), 0);
 			break;
@@ -828,6 +843,22 @@ exec_callback(struct db_pool *pool, struct slot *s, const char *const *params, P
 	return exec_transaction(s->conn, NULL, CALLBACK_SQL, 2, params, timeout_ms, res);
 }
 
+/*
+ * A job's one call, in its own READ COMMITTED transaction whose COMMIT is
+ * read too: a callback through exec_callback; a Stripe event, a few per
+ * paying customer, as an unnamed statement, not worth preparing.
+ */
+static enum exec_outcome
+exec_job(struct db_pool *pool, struct slot *s, const struct db_job *job, const char *const *params,
+		 PGresult **res)
+{
+	if (job->kind == DB_JOB_STRIPE)
+		return exec_transaction(s->conn, NULL, STRIPE_SQL, 1, params,
+								pool->statement_timeout_ms + CLIENT_GRACE_MS, res);
+	return exec_callback(pool, s, params, res);
+}
+
+/* Runs a callback or a Stripe event, retrying serialization failures. */
 static void
 run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 {
@@ -841,12 +872,12 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 
 		if (s == NULL)
 			return;
-		if (exec_callback(pool, s, params, &res) != EXEC_RESULT)
+		if (exec_job(pool, s, job, params, &res) != EXEC_RESULT)
 		{
 			/* the call may or may not have committed: let the sender retry */
 			const char *msg = PQerrorMessage(s->conn);
 
-			log_warn("handle_callback failed: connection lost: %.*s", first_line(msg), msg);
+			log_warn("%s failed: connection lost: %.*s", job_function(job), first_line(msg), msg);
 			metrics_db_error();
 			slot_fail(s);
 			pool_release(pool, s);
@@ -869,15 +900,12 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 
 /*
  * Whether the Stripe route is configured, so that /readyz also requires
- * EXECUTE on provision.handle_stripe_event(jsonb).  The Stripe secret
- * (--stripe-secret-file) is not part of struct config yet; the change that
- * adds it answers here whether one was given.
+ * EXECUTE on provision.handle_stripe_event(jsonb).
  */
 static bool
 stripe_route_configured(const struct config *cfg)
 {
-	(void) cfg;
-	return false;
+	return cfg->stripe_enabled;
 }
 
 /*

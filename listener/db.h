@@ -17,6 +17,7 @@
 enum db_job_kind
 {
 	DB_JOB_CALLBACK, /* provision.handle_callback(payload, delivery) */
+	DB_JOB_STRIPE,   /* provision.handle_stripe_event(payload) */
 	DB_JOB_READY     /* /readyz, answered from the readiness probe */
 };
 

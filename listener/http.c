@@ -9,8 +9,9 @@
  * reaper thread once --request-timeout has passed since the connection
  * opened (or since its previous answer).
  *
- * Order of checks for a callback: route (404/405), size (413), content type
- * (415), signature (401), JSON (400), then the database.
+ * Order of checks for a callback or a Stripe event: route (404/405),
+ * framing (400), size (413), content type (415), signature (401), JSON
+ * (400), then the database.
  */
 #include "http.h"
 
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -39,6 +41,19 @@
 #define DELIVERY_ID_MAX           255
 #define FD_RESERVE                64 /* pool, log, resolver and spare fds */
 #define OVERSIZE_CUTOFF(max_body) ((size_t) (max_body) *4 + 1024 * 1024)
+
+/*
+ * The secrets requests are verified with.  A reload (SIGHUP) swaps in a new
+ * set while requests may be verifying with the current one: each takes a
+ * reference under keys_lock and drops it when done, and the last reference
+ * frees the set.  The server holds one reference to the current set.
+ */
+struct keyring
+{
+	atomic_long    refs;
+	struct secrets callback;
+	struct secrets stripe;
+};
 
 /* One connection, as the reaper sees it. */
 struct conn_entry
@@ -55,6 +70,9 @@ struct http_server
 	struct MHD_Daemon   *daemon;
 	const struct config *cfg;
 	struct db_pool      *pool;
+	pthread_mutex_t      keys_lock; /* guards keys, only to take a reference */
+	struct keyring      *keys;
+	bool                 stripe_configured; /* fixed at start: a reload keeps it */
 	atomic_long          in_flight;
 	atomic_bool          draining;
 	pthread_mutex_t      lock; /* guards conns and the drain wait */
@@ -72,7 +90,7 @@ struct request
 	struct http_server    *server;
 	struct MHD_Connection *conn;
 	enum endpoint          ep;
-	bool                   is_callback;
+	bool                   is_webhook;
 	struct timespec        start;
 	char                  *body;
 	size_t                 len;
@@ -85,12 +103,53 @@ struct request
 	unsigned int           status;           /* what was queued, 0 if nothing */
 	char                   method[16];
 	char                   path[256];
+	struct verify_input    in;     /* the signature headers, then the body */
+	enum verify_scheme     scheme; /* chosen once, from those headers */
 	char                   delivery_id[DELIVERY_ID_MAX + 1];
 	bool                   delivery_too_long;
+	bool                   close;  /* the answer closes the connection */
 	bool                   logged; /* the request's log line and metrics are out */
 	char                   job_id[64];
+	char                   event_id[256]; /* a Stripe event's, for the log */
+	char                   event_type[128];
 	struct db_job          job;
 };
+
+static struct keyring *
+keyring_new(const struct secrets *callback, const struct secrets *stripe)
+{
+	struct keyring *k = malloc(sizeof *k);
+
+	if (k == NULL)
+		return NULL;
+	atomic_init(&k->refs, 1);
+	k->callback = *callback;
+	k->stripe = *stripe;
+	return k;
+}
+
+static struct keyring *
+keyring_acquire(struct http_server *server)
+{
+	struct keyring *k;
+
+	pthread_mutex_lock(&server->keys_lock);
+	k = server->keys;
+	atomic_fetch_add(&k->refs, 1);
+	pthread_mutex_unlock(&server->keys_lock);
+	return k;
+}
+
+static void
+keyring_release(struct keyring *k)
+{
+	if (k != NULL && atomic_fetch_sub(&k->refs, 1) == 1)
+	{
+		secrets_clear(&k->callback);
+		secrets_clear(&k->stripe);
+		free(k);
+	}
+}
 
 static double
 seconds_since(const struct timespec *t)
@@ -145,7 +204,9 @@ record_request(struct request *req)
 	req->logged = true;
 	duration = seconds_since(&req->start);
 	log_request(req->method, req->path, req->status, duration,
-				req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL);
+				req->delivery_id[0] ? req->delivery_id : NULL, req->job_id[0] ? req->job_id : NULL,
+				req->event_id[0] ? req->event_id : NULL,
+				req->event_type[0] ? req->event_type : NULL);
 	if (req->status != 0)
 		metrics_observe_request(req->ep, req->status, duration);
 }
@@ -188,7 +249,7 @@ send_response(struct request *req, unsigned int status, char *body, const char *
 	}
 	if (allow != NULL)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-	if (atomic_load(&req->server->draining))
+	if (req->close || atomic_load(&req->server->draining))
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	rc = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
@@ -237,6 +298,26 @@ header(struct MHD_Connection *conn, const char *name)
 	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
+struct framing_count
+{
+	int content_lengths;
+	int transfer_encodings;
+};
+
+static enum MHD_Result
+count_framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct framing_count *count = cls;
+
+	(void) kind;
+	(void) value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		count->content_lengths++;
+	else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+		count->transfer_encodings++;
+	return MHD_YES;
+}
+
 /* Runs in a worker thread: hand the answer back to the polling thread. */
 static void
 job_done(struct db_job *job)
@@ -266,34 +347,62 @@ queue_job(struct request *req, enum db_job_kind kind)
 	return MHD_YES;
 }
 
-/* Route, size and (for known lengths) content type: all from the headers. */
+/*
+ * Route, framing, size and (for known lengths) content type: all from the
+ * headers.  The signature scheme is chosen here too, once: for a callback
+ * it names the header the delivery id comes from, which every answer's log
+ * line shows.
+ */
 static enum MHD_Result
 on_headers(struct request *req, const char *url, const char *method)
 {
 	struct request_head  head;
 	struct head_decision d;
+	struct framing_count framing = {0, 0};
 
+	/*
+	 * libmicrohttpd reads the body by the first Content-Length, or as
+	 * chunked when Transfer-Encoding says so whatever Content-Length says;
+	 * only the whole header list shows whether the framing was ambiguous.
+	 * This runs before any body byte reaches on_body().
+	 */
+	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing_header, &framing);
 	req->ep = endpoint_for_path(url);
 	head.ep = req->ep;
 	head.method = method;
 	head.content_length = header(req->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	head.transfer_encoding = header(req->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	head.content_type = header(req->conn, MHD_HTTP_HEADER_CONTENT_TYPE);
-	head.webhook_signature = header(req->conn, "webhook-signature");
 	head.max_body = req->server->cfg->max_body;
+	head.stripe_configured = req->server->stripe_configured;
+	head.content_lengths = framing.content_lengths;
+	head.transfer_encodings = framing.transfer_encodings;
 	decide_headers(&head, &d);
 
-	req->is_callback = d.is_callback;
+	req->is_webhook = d.is_webhook;
+	req->close = d.close;
 	req->check_type_later = d.check_type_later;
-	if (d.delivery_header != NULL)
+	if (d.is_webhook && req->ep == ENDPOINT_STRIPE)
 	{
-		/* kept from the start so every answer's log line names it */
-		const char *id = header(req->conn, d.delivery_header);
+		req->in.stripe_signature = header(req->conn, "Stripe-Signature");
+		req->scheme = SCHEME_STRIPE;
+	}
+	else if (d.is_webhook)
+	{
+		const char *delivery_header;
+		const char *delivery_id;
 
-		if (id != NULL)
+		req->in.hub_signature = header(req->conn, "X-Hub-Signature-256");
+		req->in.webhook_id = header(req->conn, "webhook-id");
+		req->in.webhook_timestamp = header(req->conn, "webhook-timestamp");
+		req->in.webhook_signature = header(req->conn, "webhook-signature");
+		req->scheme = verify_choose_scheme(&req->in, req->server->cfg->schemes);
+		delivery_header = verify_delivery_header(&req->in, req->scheme);
+		delivery_id = header(req->conn, delivery_header);
+		if (delivery_id != NULL)
 		{
-			snprintf(req->delivery_id, sizeof req->delivery_id, "%s", id);
-			req->delivery_too_long = strlen(id) > DELIVERY_ID_MAX;
+			snprintf(req->delivery_id, sizeof req->delivery_id, "%s", delivery_id);
+			req->delivery_too_long = strlen(delivery_id) > DELIVERY_ID_MAX;
 		}
 	}
 	if (d.status != 0)
@@ -379,8 +488,8 @@ static enum MHD_Result
 on_complete(struct request *req)
 {
 	const struct config *cfg = req->server->cfg;
-	struct verify_input  in;
 	struct verify_result vr;
+	struct keyring      *keys;
 	cJSON               *payload;
 	char                 msg[160];
 
@@ -401,17 +510,16 @@ on_complete(struct request *req)
 	}
 	req->body[req->len] = '\0';
 
-	memset(&in, 0, sizeof in);
-	in.hub_signature = header(req->conn, "X-Hub-Signature-256");
-	in.webhook_id = header(req->conn, "webhook-id");
-	in.webhook_timestamp = header(req->conn, "webhook-timestamp");
-	in.webhook_signature = header(req->conn, "webhook-signature");
-	in.body = (const unsigned char *) req->body;
-	in.body_len = req->len;
-	in.now = (int64_t) time(NULL);
-	in.tolerance = cfg->tolerance;
+	req->in.body = (const unsigned char *) req->body;
+	req->in.body_len = req->len;
+	req->in.now = (int64_t) time(NULL);
+	req->in.tolerance = cfg->tolerance;
 
-	verify_request(&cfg->secrets, &in, &vr);
+	/* each route has its own secrets: neither kind can verify the other */
+	keys = keyring_acquire(req->server);
+	verify_request(req->scheme == SCHEME_STRIPE ? &keys->stripe : &keys->callback, &req->in,
+				   req->scheme, cfg->schemes, &vr);
+	keyring_release(keys);
 	if (vr.status != VERIFY_OK)
 	{
 		metrics_signature_failure();
@@ -425,13 +533,24 @@ on_complete(struct request *req)
 	if (req->delivery_too_long)
 	{
 		snprintf(msg, sizeof msg, "header %s is longer than %d characters",
-				 verify_uses_standard(&in) ? "webhook-id" : "X-GitHub-Delivery", DELIVERY_ID_MAX);
+				 verify_delivery_header(&req->in, req->scheme), DELIVERY_ID_MAX);
 		return send_error(req, 400, msg);
 	}
 
 	payload = parse_callback_body(req->body, req->len, msg, sizeof msg);
 	if (payload == NULL)
 		return send_error(req, 400, msg);
+	if (req->scheme == SCHEME_STRIPE)
+	{
+		/* the event's id and type name it in the log; the body never does */
+		json_string_member(payload, "id", req->event_id, sizeof req->event_id);
+		json_string_member(payload, "type", req->event_type, sizeof req->event_type);
+		cJSON_Delete(payload);
+		req->job.payload = req->body;
+		req->job.delivery_id = NULL;
+		req->job.payload_job_id = NULL;
+		return queue_job(req, DB_JOB_STRIPE);
+	}
 	json_job_id(payload, req->job_id, sizeof req->job_id);
 	cJSON_Delete(payload);
 
@@ -490,7 +609,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			return MHD_NO;
 		return MHD_YES;
 	}
-	if (!req->is_callback)
+	if (!req->is_webhook)
 		return on_probe(req);
 	return on_complete(req);
 }
@@ -734,6 +853,15 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 	server->cfg = cfg;
 	server->pool = pool;
 	pthread_mutex_init(&server->lock, NULL);
+	pthread_mutex_init(&server->keys_lock, NULL);
+	server->stripe_configured = cfg->stripe_enabled;
+	server->keys = keyring_new(&cfg->secrets, &cfg->stripe_secrets);
+	if (server->keys == NULL)
+	{
+		snprintf(err, errlen, "cannot start the HTTP server: out of memory");
+		http_stop(server);
+		return NULL;
+	}
 	pthread_cond_init(&server->idle, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_REALTIME);
@@ -770,6 +898,7 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 			MHD_USE_ERROR_LOG,
 		0, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) cfg->max_connections_per_ip,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, server, MHD_OPTION_NOTIFY_CONNECTION,
 		on_connection, server, MHD_OPTION_END);
@@ -780,6 +909,26 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 		return NULL;
 	}
 	return server;
+}
+
+bool
+http_replace_secrets(struct http_server *server, const struct secrets *callback,
+					 const struct secrets *stripe)
+{
+	struct keyring *current = keyring_acquire(server);
+	struct keyring *next =
+		keyring_new(callback ? callback : &current->callback, stripe ? stripe : &current->stripe);
+	struct keyring *old;
+
+	keyring_release(current);
+	if (next == NULL)
+		return false;
+	pthread_mutex_lock(&server->keys_lock);
+	old = server->keys;
+	server->keys = next;
+	pthread_mutex_unlock(&server->keys_lock);
+	keyring_release(old);
+	return true;
 }
 
 void
@@ -824,6 +973,8 @@ http_stop(struct http_server *server)
 		pthread_mutex_unlock(&server->lock);
 		pthread_join(server->reaper, NULL);
 	}
+	keyring_release(server->keys);
+	pthread_mutex_destroy(&server->keys_lock);
 	pthread_mutex_destroy(&server->lock);
 	pthread_cond_destroy(&server->idle);
 	pthread_cond_destroy(&server->reaper_wake);

@@ -20,7 +20,7 @@
 
 #define LOG_VALUE_MAX  200  /* characters kept of a field's value */
 #define LOG_MSG_MAX    1024 /* characters kept of a message */
-#define LOG_FIELDS_MAX 8    /* ts, level and the request's six */
+#define LOG_FIELDS_MAX 10   /* ts, level and the request's eight */
 
 /*
  * Room for the worst case, every character escaped to four, so no field is
@@ -241,15 +241,16 @@ log_info(const char *fmt, ...)
 
 void
 log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
-			const char *delivery_id, const char *job_id)
+			const char *delivery_id, const char *job_id, const char *event_id,
+			const char *event_type)
 {
 	char status_text[16];
 	char duration_text[32];
 
 	if (log_format == LOG_FORMAT_JSON)
 	{
-		const char *fields[] = {"method",      method,      "path",   path,
-								"delivery_id", delivery_id, "job_id", job_id};
+		const char *fields[] = {"method", method, "path",     path,     "delivery_id", delivery_id,
+								"job_id", job_id, "event_id", event_id, "event_type",  event_type};
 
 		emit_json("info", "request", fields, (int) (sizeof fields / sizeof fields[0]), true, status,
 				  duration_seconds);
@@ -258,7 +259,8 @@ log_request(const char *method, const char *path, unsigned int status, double du
 	{
 		const char *fields[] = {"method",      method,      "path",       path,
 								"status",      status_text, "duration_s", duration_text,
-								"delivery_id", delivery_id, "job_id",     job_id};
+								"delivery_id", delivery_id, "job_id",     job_id,
+								"event_id",    event_id,    "event_type", event_type};
 
 		snprintf(status_text, sizeof status_text, "%u", status);
 		snprintf(duration_text, sizeof duration_text, "%.6f", duration_seconds);

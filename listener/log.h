@@ -30,11 +30,13 @@ void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
- * One line per answered request.  delivery_id and job_id may be NULL; they
- * come from the client and are escaped before they reach the log.
+ * One line per answered request.  delivery_id, job_id, event_id and
+ * event_type (a Stripe event's) may be NULL; they come from the client and
+ * are escaped before they reach the log.
  */
 void log_request(const char *method, const char *path, unsigned int status, double duration_seconds,
-				 const char *delivery_id, const char *job_id);
+				 const char *delivery_id, const char *job_id, const char *event_id,
+				 const char *event_type);
 
 /* A field of log_event. */
 struct log_field

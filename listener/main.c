@@ -3,10 +3,12 @@
  * provision.handle_callback() out.
  *
  * Parse the configuration, check it (including binding the port), open the
- * database pool, start HTTP, wait for SIGTERM or SIGINT, drain, exit.
+ * database pool, start HTTP, wait for SIGTERM or SIGINT (re-reading the
+ * secret files on SIGHUP meanwhile), drain, exit.
  */
 #include "config.h"
 #include "db.h"
+#include "environ.h"
 #include "http.h"
 #include "log.h"
 
@@ -23,12 +25,64 @@
 #define EXIT_CONFIG 2
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
 
 static void
 on_stop_signal(int signo)
 {
 	(void) signo;
 	stop_requested = 1;
+}
+
+static void
+on_reload_signal(int signo)
+{
+	(void) signo;
+	reload_requested = 1;
+}
+
+/*
+ * Re-reads the secret files, both or neither: a file that no longer passes
+ * the rules leaves every secret as it was, and the listener goes on.
+ * Secrets that came from the environment cannot be read again and stay.
+ */
+static void
+reload_secrets(const struct config *cfg, struct http_server *http)
+{
+	struct secrets callback;
+	struct secrets stripe;
+	char           err[512];
+	bool           ok = true;
+
+	memset(&callback, 0, sizeof callback);
+	memset(&stripe, 0, sizeof stripe);
+	if (cfg->secret_file == NULL && cfg->stripe_secret_file == NULL)
+	{
+		log_info("SIGHUP: the secrets came from the environment, which is not read again; "
+				 "nothing reloaded");
+		return;
+	}
+	if (cfg->secret_file != NULL)
+		ok = config_read_secret_file(cfg->secret_file, SECRET_FORM_WEBHOOK, &callback, err,
+									 sizeof err);
+	if (ok && cfg->stripe_secret_file != NULL)
+		ok = config_read_secret_file(cfg->stripe_secret_file, SECRET_FORM_EXACT, &stripe, err,
+									 sizeof err);
+	if (ok && !http_replace_secrets(http, cfg->secret_file ? &callback : NULL,
+									cfg->stripe_secret_file ? &stripe : NULL))
+	{
+		snprintf(err, sizeof err, "out of memory");
+		ok = false;
+	}
+	if (ok && cfg->secret_file != NULL)
+		log_info("SIGHUP: %d callback secrets reloaded from %s", callback.count, cfg->secret_file);
+	if (ok && cfg->stripe_secret_file != NULL)
+		log_info("SIGHUP: %d Stripe secrets reloaded from %s", stripe.count,
+				 cfg->stripe_secret_file);
+	if (!ok)
+		log_warn("SIGHUP: secrets not reloaded, keeping the ones in use: %s", err);
+	secrets_clear(&callback);
+	secrets_clear(&stripe);
 }
 
 int
@@ -60,25 +114,31 @@ main(int argc, char **argv)
 		case CONFIG_OK:
 			break;
 	}
-	/* the secret is in cfg now; keep it from libpq and anything we spawn */
-	unsetenv("PROVISION_WEBHOOK_SECRET");
+	/* the secrets are in cfg now; environ is not thread-safe, and no thread exists yet */
+	env_wipe("PROVISION_WEBHOOK_SECRET");
+	env_wipe("PROVISION_STRIPE_WEBHOOK_SECRET");
 	log_set_format(cfg.log_format);
 
 	/*
-	 * Block the stop signals in every thread; the main thread takes them
-	 * only inside sigsuspend(), so the handler cannot race the check.
+	 * Block the stop and reload signals in every thread; the main thread
+	 * takes them only inside sigsuspend(), so a handler cannot race the
+	 * check of its flag.
 	 */
 	sigemptyset(&stop_signals);
 	sigaddset(&stop_signals, SIGTERM);
 	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &stop_signals, &waiting_mask);
 	sigdelset(&waiting_mask, SIGTERM);
 	sigdelset(&waiting_mask, SIGINT);
+	sigdelset(&waiting_mask, SIGHUP);
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_stop_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_reload_signal;
+	sigaction(SIGHUP, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 
@@ -114,9 +174,24 @@ main(int argc, char **argv)
 	}
 	log_info("listening on %s port %s with %ld database connections and %ld workers",
 			 cfg.listen_host, cfg.listen_port, cfg.pool, cfg.threads);
+	log_info("callback signature schemes accepted: %s%s%s",
+			 cfg.schemes & SCHEMES_STANDARD ? "standard" : "",
+			 cfg.schemes == (SCHEMES_STANDARD | SCHEMES_GITHUB) ? "," : "",
+			 cfg.schemes & SCHEMES_GITHUB ? "github" : "");
+
+	/* from here on the HTTP side holds the only copy of the secrets */
+	secrets_clear(&cfg.secrets);
+	secrets_clear(&cfg.stripe_secrets);
 
 	while (!stop_requested)
+	{
 		sigsuspend(&waiting_mask);
+		if (reload_requested && !stop_requested)
+		{
+			reload_requested = 0;
+			reload_secrets(&cfg, http);
+		}
+	}
 
 	log_info("stopping: no new connections, finishing requests in progress");
 	http_quiesce(http);

@@ -19,8 +19,13 @@ static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 
 #define NBUCKETS ((int) (sizeof buckets / sizeof buckets[0]))
 
-static const char *const endpoint_labels[ENDPOINT_COUNT] = {
-	"/webhooks/github", "/api/webhooks/github", "/healthz", "/readyz", "/metrics", "other"};
+static const char *const endpoint_labels[ENDPOINT_COUNT] = {"/webhooks/github",
+															"/api/webhooks/github",
+															"/webhooks/stripe",
+															"/healthz",
+															"/readyz",
+															"/metrics",
+															"other"};
 
 static atomic_ulong  requests[ENDPOINT_COUNT][NSTATUS];
 static atomic_ulong  bucket_counts[ENDPOINT_COUNT][NBUCKETS]; /* not cumulative */
@@ -210,10 +215,13 @@ metrics_render(size_t *len)
 	}
 
 	counter(&b, "provision_signature_failures_total",
-			"Callbacks refused because their signature was missing, malformed, wrong or expired.",
+			"Callbacks and Stripe events refused because their signature was missing, malformed, "
+			"wrong, expired or of a scheme not accepted.",
 			&signature_failures);
 	counter(&b, "provision_duplicate_deliveries_total",
-			"Callbacks whose delivery id had already been applied.", &duplicates);
+			"Callbacks whose delivery id, and Stripe events whose event id, had already been "
+			"applied.",
+			&duplicates);
 	counter(&b, "provision_db_errors_total",
 			"Database calls and connection attempts that failed (including calls later retried; "
 			"not callbacks the database refused with a 4xx answer).",

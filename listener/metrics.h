@@ -12,6 +12,7 @@ enum endpoint
 {
 	ENDPOINT_WEBHOOK,     /* /webhooks/github */
 	ENDPOINT_API_WEBHOOK, /* /api/webhooks/github */
+	ENDPOINT_STRIPE,      /* /webhooks/stripe */
 	ENDPOINT_HEALTHZ,
 	ENDPOINT_READYZ,
 	ENDPOINT_METRICS,

@@ -41,6 +41,16 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 			snprintf(d->message, sizeof d->message,
 					 "unknown path; callbacks go to POST /webhooks/github");
 			return;
+		case ENDPOINT_STRIPE:
+			if (!head->stripe_configured)
+			{
+				d->status = 404;
+				snprintf(d->message, sizeof d->message,
+						 "unknown path; Stripe events are accepted once the listener has a Stripe "
+						 "secret");
+				return;
+			}
+			/* FALLTHROUGH */
 		case ENDPOINT_WEBHOOK:
 		case ENDPOINT_API_WEBHOOK:
 			if (strcmp(head->method, "POST") != 0)
@@ -50,7 +60,7 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 				snprintf(d->message, sizeof d->message, "method not allowed; use POST");
 				return;
 			}
-			d->is_callback = true;
+			d->is_webhook = true;
 			break;
 		case ENDPOINT_HEALTHZ:
 		case ENDPOINT_READYZ:
@@ -60,14 +70,31 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 				d->status = 405;
 				d->allow = "GET, HEAD";
 				snprintf(d->message, sizeof d->message, "method not allowed; use GET");
+				return;
 			}
-			return;
+			break;
 	}
 
-	/* the scheme verify_request will use names the delivery id header */
-	d->delivery_header = head->webhook_signature != NULL && head->webhook_signature[0] != '\0'
-							 ? "webhook-id"
-							 : "X-GitHub-Delivery";
+	/*
+	 * Two lengths, or a length and a chunked body, mean two possible ends of
+	 * the body: a proxy in front may pick the other one, and the bytes after
+	 * the end this server picks would be read as a request of its own.  So
+	 * such a request is refused before its body is used, and its connection
+	 * closed.
+	 */
+	if (head->content_lengths > 1 || head->transfer_encodings > 1 ||
+		(head->content_lengths > 0 && head->transfer_encodings > 0))
+	{
+		d->status = 400;
+		d->close = true;
+		snprintf(d->message, sizeof d->message, "%s",
+				 head->content_lengths > 1      ? "more than one Content-Length header"
+				 : head->transfer_encodings > 1 ? "more than one Transfer-Encoding header"
+												: "Content-Length together with Transfer-Encoding");
+		return;
+	}
+	if (!d->is_webhook)
+		return;
 
 	if (head->content_length != NULL)
 	{
@@ -134,6 +161,18 @@ sqlstate_to_http(const char *s)
 		a.retry_after = true;
 	}
 	return a;
+}
+
+struct sqlstate_action
+stripe_sqlstate_to_http(const char *s)
+{
+	if (s != NULL && strcmp(s, "22023") == 0)
+	{
+		struct sqlstate_action a = {422, false, false};
+
+		return a;
+	}
+	return sqlstate_to_http(s);
 }
 
 const char *
@@ -266,6 +305,69 @@ json_delivery_conflict_body(const char *message, const char *delivery_id, const 
 	return print_and_free(obj);
 }
 
+static int
+compare_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* A key is echoed in the 400 only when it is short, printable ASCII. */
+static bool
+printable_key(const char *key)
+{
+	size_t n = strlen(key);
+
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char) key[i] < ' ' || (unsigned char) key[i] > '~')
+			return false;
+	return true;
+}
+
+/*
+ * cJSON answers the first of two equal keys and jsonb keeps the last, so
+ * with a repeated key the listener (the job id in its log and 409 body)
+ * and the database would act on different values.  Keys are compared after
+ * JSON unescaping, as both parsers do; sorted, so a body of many keys costs
+ * n log n, not n^2.
+ */
+static bool
+unique_keys(const cJSON *obj, char *err, size_t errlen)
+{
+	const char **keys;
+	size_t       n = 0;
+	const cJSON *item;
+	const char  *repeated = NULL;
+
+	for (item = obj->child; item != NULL; item = item->next)
+		n++;
+	if (n < 2)
+		return true;
+	keys = malloc(n * sizeof *keys);
+	if (keys == NULL)
+	{
+		snprintf(err, errlen, "request body could not be checked: out of memory");
+		return false;
+	}
+	n = 0;
+	for (item = obj->child; item != NULL; item = item->next)
+		keys[n++] = item->string;
+	qsort(keys, n, sizeof *keys, compare_keys);
+	for (size_t i = 1; i < n && repeated == NULL; i++)
+		if (strcmp(keys[i - 1], keys[i]) == 0)
+			repeated = keys[i];
+	if (repeated != NULL)
+	{
+		if (printable_key(repeated))
+			snprintf(err, errlen, "request body repeats the key \"%s\" at the top level", repeated);
+		else
+			snprintf(err, errlen, "request body repeats a key at the top level");
+	}
+	free(keys);
+	return repeated == NULL;
+}
+
 cJSON *
 parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
 {
@@ -297,7 +399,23 @@ parse_callback_body(const char *body, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "request body must be a JSON object");
 		return NULL;
 	}
+	if (!unique_keys(obj, err, errlen))
+	{
+		cJSON_Delete(obj);
+		return NULL;
+	}
 	return obj;
+}
+
+const char *
+json_string_member(const cJSON *obj, const char *key, char *buf, size_t len)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	if (!cJSON_IsString(item) || item->valuestring == NULL || len == 0)
+		return NULL;
+	snprintf(buf, len, "%s", item->valuestring);
+	return buf;
 }
 
 const char *

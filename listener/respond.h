@@ -20,11 +20,13 @@ struct request_head
 {
 	enum endpoint ep;
 	const char   *method;
-	const char   *content_length;
+	const char   *content_length; /* the first one */
 	const char   *transfer_encoding;
 	const char   *content_type;
-	const char   *webhook_signature;
 	long          max_body;
+	bool          stripe_configured;  /* else /webhooks/stripe is unknown */
+	int           content_lengths;    /* how many Content-Length headers */
+	int           transfer_encodings; /* how many Transfer-Encoding headers */
 };
 
 /* What the headers alone decide. */
@@ -33,14 +35,16 @@ struct head_decision
 	unsigned int status;           /* 0: carry on and read the body */
 	const char  *allow;            /* for a 405 */
 	char         message[128];     /* the error for a non-zero status */
-	bool         is_callback;      /* a callback to check and run */
+	bool         is_webhook;       /* a callback or Stripe event to check and run */
 	bool         check_type_later; /* chunked: Content-Type after the size */
-	const char  *delivery_header;  /* where a callback's delivery id is */
+	bool         close;            /* answer, then close: the framing is ambiguous */
 };
 
 /*
- * Route (404, 405), size (413 by Content-Length) and, when the length is
- * known, content type (415), in that order, from the headers alone.
+ * Route (404, 405), framing (400: more than one Content-Length or
+ * Transfer-Encoding header, or both kinds), size (413 by Content-Length)
+ * and, when the length is known, content type (415), in that order, from
+ * the headers alone.
  */
 void decide_headers(const struct request_head *head, struct head_decision *d);
 
@@ -54,6 +58,14 @@ struct sqlstate_action
 
 /* sqlstate may be NULL or empty: the connection failed without one. */
 struct sqlstate_action sqlstate_to_http(const char *sqlstate);
+
+/*
+ * The same for handle_stripe_event on POST /webhooks/stripe: 22023 (an
+ * event without an agent reference) is 422, so that Stripe retries and
+ * alerts instead of dropping the event as a client error it need not
+ * repeat; everything else as sqlstate_to_http.
+ */
+struct sqlstate_action stripe_sqlstate_to_http(const char *sqlstate);
 
 /*
  * The status named by a 55000 DETAIL "current status: X"; copies X into buf
@@ -95,8 +107,10 @@ bool is_delivery_conflict(const char *message, const char *delivery_id);
 char *json_delivery_conflict_body(const char *message, const char *delivery_id, const char *detail);
 
 /*
- * Parses a callback body.  Returns the object, or NULL with an error message
- * for the 400 body in err: not JSON, trailing bytes, or not an object.
+ * Parses a callback body or a Stripe event.  Returns the object, or NULL
+ * with an error message
+ * for the 400 body in err: not JSON, trailing bytes, not an object, or a key
+ * that appears twice at the top level.
  */
 cJSON *parse_callback_body(const char *body, size_t len, char *err, size_t errlen);
 
@@ -105,6 +119,13 @@ cJSON *parse_callback_body(const char *body, size_t len, char *err, size_t errle
  * NULL when it is missing or not a string.
  */
 const char *json_job_id(const cJSON *obj, char *buf, size_t len);
+
+/*
+ * The string member key of obj copied into buf, cut to len - 1 bytes, or
+ * NULL when it is missing or not a string (a Stripe event's id and type,
+ * for the log).
+ */
+const char *json_string_member(const cJSON *obj, const char *key, char *buf, size_t len);
 
 /* True when a handle_callback result reports "duplicate": true. */
 bool result_is_duplicate(const cJSON *result);

@@ -1,9 +1,10 @@
 /*
  * verify.c - webhook secrets and signature verification.
  *
- * Both schemes are HMAC-SHA256 keyed with the same secret bytes.  Computed
- * MACs are compared with CRYPTO_memcmp so the time taken does not reveal how
- * many leading bytes of a forged signature were right.
+ * Every scheme is HMAC-SHA256: the two callback schemes keyed with the same
+ * secret bytes, Stripe's with its own secrets.  Computed MACs are compared
+ * with CRYPTO_memcmp so the time taken does not reveal how many leading
+ * bytes of a forged signature were right.
  */
 #include "verify.h"
 
@@ -86,8 +87,22 @@ base64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap, s
 	return true;
 }
 
+/* isspace() in the C locale, without depending on the locale. */
+static bool
+is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/*
+ * Whitespace around a secret is refused rather than trimmed: it is nearly
+ * always an accident of an editor or a shell, and trimming it here while a
+ * sender keeps it (or the other way round) would make the two disagree
+ * about the key with nothing but 401s to show for it.
+ */
 bool
-secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size_t errlen)
+secrets_parse(const char *text, size_t len, enum secret_form form, struct secrets *out, char *err,
+			  size_t errlen)
 {
 	size_t pos = 0;
 	int    lineno = 0;
@@ -99,6 +114,8 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 		const char    *nl = memchr(line, '\n', len - pos);
 		size_t         linelen = nl ? (size_t) (nl - line) : len - pos;
 		struct secret *s;
+		bool           whsec;
+		size_t         spaces = 0;
 
 		pos += linelen + (nl ? 1 : 0);
 		lineno++;
@@ -106,14 +123,28 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 			linelen--;
 		if (linelen == 0)
 			continue;
+		while (spaces < linelen && is_space(line[spaces]))
+			spaces++;
+		if (spaces == linelen)
+		{
+			snprintf(err, errlen, "line %d holds only whitespace (leave it empty or remove it)",
+					 lineno);
+			goto fail;
+		}
+		if (spaces > 0 || is_space(line[linelen - 1]))
+		{
+			snprintf(err, errlen, "secret on line %d starts or ends with whitespace", lineno);
+			goto fail;
+		}
 		if (out->count == SECRETS_MAX)
 		{
 			snprintf(err, errlen, "too many secrets: at most %d are accepted", SECRETS_MAX);
 			goto fail;
 		}
 		s = &out->items[out->count];
-		if (linelen >= strlen(WHSEC_PREFIX) &&
-			memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0)
+		whsec = form == SECRET_FORM_WEBHOOK && linelen >= strlen(WHSEC_PREFIX) &&
+				memcmp(line, WHSEC_PREFIX, strlen(WHSEC_PREFIX)) == 0;
+		if (whsec)
 		{
 			const char *b64 = line + strlen(WHSEC_PREFIX);
 			size_t      b64len = linelen - strlen(WHSEC_PREFIX);
@@ -123,11 +154,6 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 				snprintf(err, errlen,
 						 "secret on line %d starts with whsec_ but the rest is not valid base64",
 						 lineno);
-				goto fail;
-			}
-			if (s->len == 0)
-			{
-				snprintf(err, errlen, "secret on line %d is empty after whsec_", lineno);
 				goto fail;
 			}
 		}
@@ -141,6 +167,12 @@ secrets_parse(const char *text, size_t len, struct secrets *out, char *err, size
 			}
 			memcpy(s->key, line, linelen);
 			s->len = linelen;
+		}
+		if (s->len < SECRET_MIN_BYTES)
+		{
+			snprintf(err, errlen, "secret on line %d is shorter than %d bytes%s", lineno,
+					 SECRET_MIN_BYTES, whsec ? " after base64 decoding" : "");
+			goto fail;
 		}
 		out->count++;
 	}
@@ -173,6 +205,24 @@ hex_value(unsigned char c)
 	return -1;
 }
 
+/* Exactly 64 hex digits into 32 bytes. */
+static bool
+decode_hex_mac(const char *hex, size_t len, unsigned char out[MAC_LEN])
+{
+	if (len != 2 * MAC_LEN)
+		return false;
+	for (int i = 0; i < MAC_LEN; i++)
+	{
+		int hi = hex_value((unsigned char) hex[2 * i]);
+		int lo = hex_value((unsigned char) hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i] = (unsigned char) (hi << 4 | lo);
+	}
+	return true;
+}
+
 /*
  * GitHub sends lowercase hex; uppercase is accepted too, because hex case
  * carries no information and refusing it would only reject honest senders.
@@ -191,17 +241,8 @@ verify_github(const struct secrets *secrets, const char *header, const unsigned 
 	if (strncmp(header, GITHUB_PREFIX, strlen(GITHUB_PREFIX)) != 0)
 		return VERIFY_MALFORMED;
 	hex = header + strlen(GITHUB_PREFIX);
-	if (strlen(hex) != 2 * MAC_LEN)
+	if (!decode_hex_mac(hex, strlen(hex), expected))
 		return VERIFY_MALFORMED;
-	for (int i = 0; i < MAC_LEN; i++)
-	{
-		int hi = hex_value((unsigned char) hex[2 * i]);
-		int lo = hex_value((unsigned char) hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return VERIFY_MALFORMED;
-		expected[i] = (unsigned char) (hi << 4 | lo);
-	}
 
 	for (int i = 0; i < secrets->count; i++)
 	{
@@ -282,6 +323,102 @@ verify_standard(const struct secrets *secrets, const char *id, const char *times
 	return have_v1 ? VERIFY_MISMATCH : VERIFY_MALFORMED;
 }
 
+const char *
+stripe_parse_signature(const char *header, struct stripe_signature *out)
+{
+	const char *p = header;
+	bool        first = true;
+	size_t      len;
+
+	memset(out, 0, sizeof *out);
+	if (header == NULL || header[0] == '\0')
+		return "missing header Stripe-Signature";
+	len = strlen(header);
+	if (len > STRIPE_HEADER_MAX)
+		return "header Stripe-Signature is longer than 1024 bytes";
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char) header[i] <= ' ' || (unsigned char) header[i] >= 0x7f)
+			return "header Stripe-Signature must be t=<unix seconds>,v1=<64 hex digits> "
+				   "without spaces";
+
+	for (;;)
+	{
+		size_t      elen = strcspn(p, ",");
+		const char *eq = memchr(p, '=', elen);
+		size_t      klen = eq ? (size_t) (eq - p) : 0;
+		const char *value = eq ? eq + 1 : NULL;
+		size_t      vlen = eq ? elen - klen - 1 : 0;
+
+		if (eq == NULL || klen == 0)
+			return "header Stripe-Signature must be comma-separated key=value elements";
+		if (klen == 1 && p[0] == 't')
+		{
+			char digits[19];
+
+			if (!first)
+				return "header Stripe-Signature must hold t= once, first";
+			if (vlen == 0 || vlen >= sizeof digits)
+				return "header Stripe-Signature t= must be Unix seconds";
+			memcpy(digits, value, vlen);
+			digits[vlen] = '\0';
+			if (!parse_timestamp(digits, &out->t))
+				return "header Stripe-Signature t= must be Unix seconds";
+			out->timestamp = value;
+			out->timestamp_len = vlen;
+		}
+		else if (first)
+			return "header Stripe-Signature must hold t= once, first";
+		else if (klen == 2 && p[0] == 'v' && p[1] == '1')
+		{
+			if (out->nv1 == STRIPE_V1_MAX)
+				return "header Stripe-Signature holds more than 8 v1 signatures";
+			if (!decode_hex_mac(value, vlen, out->v1[out->nv1]))
+				return "header Stripe-Signature v1= must be 64 hex digits";
+			out->nv1++;
+		}
+		first = false;
+		p += elen;
+		if (*p == '\0')
+			break;
+		p++; /* the comma; a trailing one leaves an empty element */
+	}
+	if (out->nv1 == 0)
+		return "header Stripe-Signature has no v1= signature";
+	return NULL;
+}
+
+enum verify_status
+verify_stripe(const struct secrets *secrets, const char *header, const unsigned char *body,
+			  size_t body_len, int64_t now, int64_t tolerance, const char **problem)
+{
+	struct stripe_signature sig;
+
+	*problem = stripe_parse_signature(header, &sig);
+	if (*problem != NULL)
+		return header == NULL || header[0] == '\0' ? VERIFY_MISSING : VERIFY_MALFORMED;
+	if (sig.t < now - tolerance || sig.t > now + tolerance)
+	{
+		*problem = "header Stripe-Signature t= is outside the tolerance";
+		return VERIFY_TIMESTAMP;
+	}
+	for (int i = 0; i < secrets->count; i++)
+	{
+		unsigned char mac[MAC_LEN];
+		struct chunk  chunks[] = {{sig.timestamp, sig.timestamp_len}, {".", 1}, {body, body_len}};
+
+		if (!hmac_sha256(&secrets->items[i], chunks, 3, mac))
+		{
+			*problem = "signature could not be verified";
+			return VERIFY_INTERNAL;
+		}
+		for (int v = 0; v < sig.nv1; v++)
+			if (CRYPTO_memcmp(mac, sig.v1[v], MAC_LEN) == 0)
+				return VERIFY_OK;
+	}
+	*problem = "header Stripe-Signature does not match the request";
+	return VERIFY_MISMATCH;
+}
+
 /*
  * An empty header is treated as absent: some clients send every header they
  * know of, empty when unused, and refusing a valid GitHub signature because
@@ -293,96 +430,156 @@ present(const char *header)
 	return header != NULL && header[0] != '\0';
 }
 
-/* The scheme verify_request will use; the caller picks the delivery id by it. */
-bool
-verify_uses_standard(const struct verify_input *in)
+enum verify_scheme
+verify_choose_scheme(const struct verify_input *in, unsigned int accepted)
 {
-	return present(in->webhook_signature);
+	if ((accepted & SCHEMES_STANDARD) && present(in->webhook_signature))
+		return SCHEME_STANDARD;
+	if ((accepted & SCHEMES_GITHUB) && present(in->hub_signature))
+		return SCHEME_GITHUB;
+	return SCHEME_NONE;
+}
+
+const char *
+verify_delivery_header(const struct verify_input *in, enum verify_scheme scheme)
+{
+	switch (scheme)
+	{
+		case SCHEME_STANDARD:
+			return "webhook-id";
+		case SCHEME_GITHUB:
+			return "X-GitHub-Delivery";
+		case SCHEME_STRIPE:
+			return NULL; /* the event id is in the body */
+		case SCHEME_NONE:
+			break;
+	}
+	return present(in->webhook_signature) ? "webhook-id" : "X-GitHub-Delivery";
+}
+
+/* What a sender must send to be accepted, in the words of --schemes. */
+static const char *
+accepted_headers(unsigned int accepted)
+{
+	if ((accepted & SCHEMES_STANDARD) && (accepted & SCHEMES_GITHUB))
+		return "standard (webhook-id, webhook-timestamp, webhook-signature) or github "
+			   "(X-Hub-Signature-256)";
+	if (accepted & SCHEMES_STANDARD)
+		return "standard (webhook-id, webhook-timestamp, webhook-signature)";
+	return "github (X-Hub-Signature-256)";
+}
+
+static void
+explain_standard(const struct verify_input *in, enum verify_status st, struct verify_result *result)
+{
+	int64_t ts;
+
+	switch (st)
+	{
+		case VERIFY_OK:
+			break;
+		case VERIFY_MALFORMED:
+			if (in->webhook_id == NULL || in->webhook_id[0] == '\0')
+				snprintf(result->message, sizeof result->message,
+						 "missing header webhook-id (required with webhook-signature)");
+			else if (in->webhook_timestamp == NULL)
+				snprintf(result->message, sizeof result->message,
+						 "missing header webhook-timestamp (required with webhook-signature)");
+			else if (!parse_timestamp(in->webhook_timestamp, &ts))
+				snprintf(result->message, sizeof result->message,
+						 "header webhook-timestamp must be Unix seconds");
+			else
+				snprintf(result->message, sizeof result->message,
+						 "header webhook-signature has no v1,<base64> entry");
+			break;
+		case VERIFY_TIMESTAMP:
+			snprintf(
+				result->message, sizeof result->message,
+				"header webhook-timestamp is more than %lld seconds away from the current time",
+				(long long) in->tolerance);
+			break;
+		case VERIFY_MISMATCH:
+			snprintf(result->message, sizeof result->message,
+					 "header webhook-signature does not match the request");
+			break;
+		case VERIFY_MISSING:
+		case VERIFY_SCHEME:
+		case VERIFY_INTERNAL:
+			snprintf(result->message, sizeof result->message, "signature could not be verified");
+			break;
+	}
+}
+
+static void
+explain_github(enum verify_status st, struct verify_result *result)
+{
+	switch (st)
+	{
+		case VERIFY_OK:
+			break;
+		case VERIFY_MALFORMED:
+			snprintf(result->message, sizeof result->message,
+					 "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
+			break;
+		case VERIFY_MISMATCH:
+			snprintf(result->message, sizeof result->message,
+					 "header X-Hub-Signature-256 does not match the body");
+			break;
+		case VERIFY_MISSING:
+		case VERIFY_SCHEME:
+		case VERIFY_TIMESTAMP:
+		case VERIFY_INTERNAL:
+			snprintf(result->message, sizeof result->message, "signature could not be verified");
+			break;
+	}
 }
 
 void
 verify_request(const struct secrets *secrets, const struct verify_input *in,
-			   struct verify_result *result)
+			   enum verify_scheme scheme, unsigned int accepted, struct verify_result *result)
 {
-	enum verify_status st;
-
 	memset(result, 0, sizeof *result);
-	if (present(in->webhook_signature))
+	switch (scheme)
 	{
-		result->scheme = SCHEME_STANDARD;
-		st = verify_standard(secrets, in->webhook_id, in->webhook_timestamp, in->webhook_signature,
-							 in->body, in->body_len, in->now, in->tolerance);
-		result->status = st;
-		switch (st)
+		case SCHEME_STANDARD:
+			result->status = verify_standard(secrets, in->webhook_id, in->webhook_timestamp,
+											 in->webhook_signature, in->body, in->body_len, in->now,
+											 in->tolerance);
+			explain_standard(in, result->status, result);
+			return;
+		case SCHEME_GITHUB:
+			result->status = verify_github(secrets, in->hub_signature, in->body, in->body_len);
+			explain_github(result->status, result);
+			return;
+		case SCHEME_STRIPE:
 		{
-			case VERIFY_OK:
-				break;
-			case VERIFY_MALFORMED:
-				if (in->webhook_id == NULL || in->webhook_id[0] == '\0')
-					snprintf(result->message, sizeof result->message,
-							 "missing header webhook-id (required with webhook-signature)");
-				else if (in->webhook_timestamp == NULL)
-					snprintf(result->message, sizeof result->message,
-							 "missing header webhook-timestamp (required with webhook-signature)");
-				else
-				{
-					int64_t ts;
+			const char *problem;
 
-					if (!parse_timestamp(in->webhook_timestamp, &ts))
-						snprintf(result->message, sizeof result->message,
-								 "header webhook-timestamp must be Unix seconds");
-					else
-						snprintf(result->message, sizeof result->message,
-								 "header webhook-signature has no v1,<base64> entry");
-				}
-				break;
-			case VERIFY_TIMESTAMP:
-				snprintf(
-					result->message, sizeof result->message,
-					"header webhook-timestamp is more than %lld seconds away from the current time",
-					(long long) in->tolerance);
-				break;
-			case VERIFY_MISMATCH:
+			result->status = verify_stripe(secrets, in->stripe_signature, in->body, in->body_len,
+										   in->now, in->tolerance, &problem);
+			if (result->status == VERIFY_TIMESTAMP)
 				snprintf(result->message, sizeof result->message,
-						 "header webhook-signature does not match the request");
-				break;
-			case VERIFY_MISSING:
-			case VERIFY_INTERNAL:
-				snprintf(result->message, sizeof result->message,
-						 "signature could not be verified");
-				break;
+						 "header Stripe-Signature t= is more than %lld seconds away from the "
+						 "current time",
+						 (long long) in->tolerance);
+			else if (result->status != VERIFY_OK)
+				snprintf(result->message, sizeof result->message, "%s", problem);
+			return;
 		}
-		return;
+		case SCHEME_NONE:
+			break;
 	}
-	if (present(in->hub_signature))
+	if (present(in->webhook_signature) || present(in->hub_signature))
 	{
-		result->scheme = SCHEME_GITHUB;
-		st = verify_github(secrets, in->hub_signature, in->body, in->body_len);
-		result->status = st;
-		switch (st)
-		{
-			case VERIFY_OK:
-				break;
-			case VERIFY_MALFORMED:
-				snprintf(result->message, sizeof result->message,
-						 "header X-Hub-Signature-256 must be sha256= followed by 64 hex digits");
-				break;
-			case VERIFY_MISMATCH:
-				snprintf(result->message, sizeof result->message,
-						 "header X-Hub-Signature-256 does not match the body");
-				break;
-			case VERIFY_MISSING:
-			case VERIFY_TIMESTAMP:
-			case VERIFY_INTERNAL:
-				snprintf(result->message, sizeof result->message,
-						 "signature could not be verified");
-				break;
-		}
+		result->status = VERIFY_SCHEME;
+		snprintf(result->message, sizeof result->message,
+				 "signature scheme %s is not accepted here; accepted: %s",
+				 present(in->webhook_signature) ? "standard (webhook-signature)"
+												: "github (X-Hub-Signature-256)",
+				 accepted_headers(accepted));
 		return;
 	}
-	result->scheme = SCHEME_NONE;
 	result->status = VERIFY_MISSING;
-	snprintf(result->message, sizeof result->message,
-			 "missing signature: send X-Hub-Signature-256, or webhook-id, webhook-timestamp and "
-			 "webhook-signature");
+	snprintf(result->message, sizeof result->message, "missing signature: send %s",
+			 accepted_headers(accepted));
 }

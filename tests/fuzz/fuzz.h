@@ -90,7 +90,7 @@ fuzz_load_secrets(const char *target, const char *text, size_t len, struct secre
 {
 	char err[200];
 
-	if (!secrets_parse(text, len, out, err, sizeof err) || out->count != 2)
+	if (!secrets_parse(text, len, SECRET_FORM_WEBHOOK, out, err, sizeof err) || out->count != 2)
 	{
 		fprintf(stderr, "%s: secrets_parse: %s\n", target, err);
 		abort();

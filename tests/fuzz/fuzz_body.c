@@ -7,8 +7,9 @@
  * Input: the Content-Type value, '\n', then the raw body, given to the parser
  * in a buffer of exactly its length (no terminating NUL), so a read past the
  * declared length is caught.  Properties: a body is accepted only as an
- * object, which prints and re-parses to an object with the same job_id;
- * refusals carry a message for the 400 body.
+ * object without a repeated top-level key (checked here pairwise, apart from
+ * the parser's sort), which prints and re-parses to an object with the same
+ * job_id; refusals carry a message for the 400 body.
  */
 #include "fuzz.h"
 #include "respond.h"
@@ -58,6 +59,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const char *jid2;
 
 		fuzz_check(cJSON_IsObject(obj));
+		for (const cJSON *a = obj->child; a != NULL; a = a->next)
+			for (const cJSON *b = a->next; b != NULL; b = b->next)
+				fuzz_check(strcmp(a->string, b->string) != 0);
 		jid = json_job_id(obj, job_id, sizeof job_id);
 		if (jid != NULL)
 			fuzz_check(jid == job_id && strlen(jid) < sizeof job_id);

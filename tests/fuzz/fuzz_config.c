@@ -5,20 +5,22 @@
  * environment.
  *
  * Input: one selector byte, then the text for that parser.  Properties: a
- * parse that succeeds yields 1..SECRETS_MAX keys of 1..SECRET_MAX_BYTES
- * bytes, each equal to its line (raw) or to the line's base64 (whsec_), and
- * every key then verifies a signature made with it; a failed parse leaves no
- * key material behind.  config_parse either succeeds with values in range or
+ * parse that succeeds yields 1..SECRETS_MAX keys of SECRET_MIN_BYTES..
+ * SECRET_MAX_BYTES bytes, each from a line without surrounding whitespace
+ * and equal to that line (raw) or to the line's base64 (whsec_), and every
+ * key then verifies a signature made with it; a failed parse leaves no key
+ * material behind.  config_parse either succeeds with values in range or
  * explains itself in one message that never contains a secret.
  */
 #include "config.h"
 #include "fuzz.h"
 #include "verify.h"
 
+#include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-/* The n-th non-blank line of text (after dropping one trailing \r). */
+/* The n-th non-empty line of text (after dropping one trailing \r). */
 static bool
 nth_secret_line(const char *text, size_t len, int n, const char **line, size_t *linelen)
 {
@@ -53,7 +55,7 @@ check_secrets(const char *text, size_t len)
 	static const unsigned char body[] = "{\"job_id\":\"j\"}";
 
 	memset(err, 0, sizeof err);
-	if (!secrets_parse(text, len, &s, err, sizeof err))
+	if (!secrets_parse(text, len, SECRET_FORM_WEBHOOK, &s, err, sizeof err))
 	{
 		static const struct secrets zero;
 
@@ -70,8 +72,9 @@ check_secrets(const char *text, size_t len)
 		unsigned int  maclen = 0;
 		char          header[72];
 
-		fuzz_check(s.items[i].len >= 1 && s.items[i].len <= SECRET_MAX_BYTES);
+		fuzz_check(s.items[i].len >= SECRET_MIN_BYTES && s.items[i].len <= SECRET_MAX_BYTES);
 		fuzz_check(nth_secret_line(text, len, i, &line, &ll));
+		fuzz_check(!isspace((unsigned char) line[0]) && !isspace((unsigned char) line[ll - 1]));
 		if (ll >= 6 && memcmp(line, "whsec_", 6) == 0)
 		{
 			unsigned char decoded[SECRET_MAX_BYTES + 3];

@@ -71,6 +71,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	enum verify_status   st;
 	struct verify_input  in;
 	struct verify_result r;
+	enum verify_scheme   scheme;
 	char                 good[72];
 
 	fuzz_split(data, size, 1, &f);
@@ -91,13 +92,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.body_len = f.raw_len;
 	in.now = 1614265330;
 	in.tolerance = 300;
-	verify_request(&secrets, &in, &r);
+	scheme = verify_choose_scheme(&in, SCHEMES_GITHUB | SCHEMES_STANDARD);
+	verify_request(&secrets, &in, scheme, SCHEMES_GITHUB | SCHEMES_STANDARD, &r);
 	/* an empty header counts as absent */
 	fuzz_check(r.status == (header && *header ? st : VERIFY_MISSING));
-	fuzz_check(r.scheme == (header && *header ? SCHEME_GITHUB : SCHEME_NONE));
+	fuzz_check(scheme == (header && *header ? SCHEME_GITHUB : SCHEME_NONE));
 	fuzz_check((r.status == VERIFY_OK) == (r.message[0] == '\0'));
 	fuzz_check(memchr(r.message, '\0', sizeof r.message) != NULL);
 	fuzz_check(strstr(r.message, "Secret to Everybody") == NULL);
+
+	/* --schemes standard: a GitHub signature, even a correct one, is refused */
+	scheme = verify_choose_scheme(&in, SCHEMES_STANDARD);
+	fuzz_check(scheme == SCHEME_NONE);
+	verify_request(&secrets, &in, scheme, SCHEMES_STANDARD, &r);
+	fuzz_check(r.status == (header && *header ? VERIFY_SCHEME : VERIFY_MISSING));
+	fuzz_check(strstr(r.message, "accepted") != NULL || strstr(r.message, "missing") != NULL);
 
 	for (int i = 0; i < secrets.count; i++)
 	{

@@ -10,8 +10,10 @@
  * that longer ones leave room for every field on the 2 KB line.  stderr is captured around each call (sanitizer
  * reports keep going to the real stderr).  Properties, text format: exactly
  * one line of printable ASCII whose fields, read with the quoting rules, are
- * ts, level, msg, method, path, status, duration_s, then delivery_id and
- * job_id when given, in that order, and nothing else.  JSON format: one line
+ * ts, level, msg, method, path, status, duration_s, then delivery_id,
+ * job_id, event_id and event_type when given, in that order, and nothing
+ * else (the delivery id and job_id values are logged once as a callback's
+ * and once as a Stripe event's id and type).  JSON format: one line
  * that parses to an object holding every value exactly as given.
  */
 #define _GNU_SOURCE
@@ -135,6 +137,50 @@ check_json_member(const cJSON *obj, const char *key, const char *value)
 		fuzz_check(cJSON_IsString(item) && strcmp(item->valuestring, value) == 0);
 }
 
+static void
+check_request(bool json, const char *method, const char *path, unsigned int status, double duration,
+			  const char *delivery, const char *job, const char *event_id, const char *event_type)
+{
+	size_t len;
+
+	capture_start();
+	log_request(method, path, status, duration, delivery, job, event_id, event_type);
+	len = capture_end();
+	if (!json)
+	{
+		const char *keys[11] = {"ts", "level", "msg", "method", "path", "status", "duration_s"};
+		int         nkeys = 7;
+
+		if (delivery != NULL)
+			keys[nkeys++] = "delivery_id";
+		if (job != NULL)
+			keys[nkeys++] = "job_id";
+		if (event_id != NULL)
+			keys[nkeys++] = "event_id";
+		if (event_type != NULL)
+			keys[nkeys++] = "event_type";
+		check_text_line(captured, len);
+		check_text_fields(captured, len, keys, nkeys);
+	}
+	else
+	{
+		cJSON *obj;
+
+		fuzz_check(len > 0 && captured[len - 1] == '\n' && memchr(captured, '\n', len - 1) == NULL);
+		captured[len - 1] = '\0';
+		obj = cJSON_Parse(captured);
+		fuzz_check(cJSON_IsObject(obj));
+		check_json_member(obj, "method", method);
+		check_json_member(obj, "path", path);
+		check_json_member(obj, "delivery_id", delivery);
+		check_json_member(obj, "job_id", job);
+		check_json_member(obj, "event_id", event_id);
+		check_json_member(obj, "event_type", event_type);
+		fuzz_check(cJSON_GetObjectItemCaseSensitive(obj, "status")->valuedouble == status);
+		cJSON_Delete(obj);
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -172,36 +218,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	msg[f.raw_len > 1 ? f.raw_len - 1 : 0] = '\0';
 
 	log_set_format(json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
-	capture_start();
-	log_request(method, path, status, duration, delivery, job);
-	len = capture_end();
-	if (!json)
-	{
-		const char *keys[9] = {"ts", "level", "msg", "method", "path", "status", "duration_s"};
-		int         nkeys = 7;
-
-		if (delivery != NULL)
-			keys[nkeys++] = "delivery_id";
-		if (job != NULL)
-			keys[nkeys++] = "job_id";
-		check_text_line(captured, len);
-		check_text_fields(captured, len, keys, nkeys);
-	}
-	else
-	{
-		cJSON *obj;
-
-		fuzz_check(len > 0 && captured[len - 1] == '\n' && memchr(captured, '\n', len - 1) == NULL);
-		captured[len - 1] = '\0';
-		obj = cJSON_Parse(captured);
-		fuzz_check(cJSON_IsObject(obj));
-		check_json_member(obj, "method", method);
-		check_json_member(obj, "path", path);
-		check_json_member(obj, "delivery_id", delivery);
-		check_json_member(obj, "job_id", job);
-		fuzz_check(cJSON_GetObjectItemCaseSensitive(obj, "status")->valuedouble == status);
-		cJSON_Delete(obj);
-	}
+	/* a callback's line, then a Stripe event's with the same values */
+	check_request(json, method, path, status, duration, delivery, job, NULL, NULL);
+	check_request(json, method, path, status, duration, NULL, job, delivery, job);
 
 	capture_start();
 	log_info("%s", msg);

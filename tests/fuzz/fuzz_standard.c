@@ -3,11 +3,13 @@
  * the space-separated webhook-signature list) parsing and verification.
  *
  * Input: id '\n' timestamp '\n' signature '\n' raw body; a field the input
- * does not reach is an absent header (verify_request treats an empty one so).  Verification must agree with an
- * independent model of the scheme: accept exactly when the id is present,
- * the timestamp is Unix seconds within the tolerance (inclusive) and some
- * "v1,<base64>" entry is the HMAC of "id.timestamp.body" under one of the
- * secrets; and the correct entry appended to any fuzzed list is accepted.
+ * does not reach is an absent header (an empty one counts as absent too).
+ * Verification must agree with an independent model of the scheme: accept
+ * exactly when the id is present, the timestamp is Unix seconds within the
+ * tolerance (inclusive) and some "v1,<base64>" entry is the HMAC of
+ * "id.timestamp.body" under one of the secrets; the correct entry appended
+ * to any fuzzed list is accepted; and with --schemes github no Standard
+ * Webhooks signature is ever verified.
  */
 #include "fuzz.h"
 #include "verify.h"
@@ -112,6 +114,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char                 expected[SECRETS_MAX][48];
 	struct verify_input  in;
 	struct verify_result r;
+	enum verify_scheme   scheme;
 
 	fuzz_split(data, size, 3, &f);
 	id = f.str[0];
@@ -147,19 +150,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.body_len = f.raw_len;
 	in.now = NOW;
 	in.tolerance = TOLERANCE;
-	verify_request(&secrets, &in, &r);
+	scheme = verify_choose_scheme(&in, SCHEMES_STANDARD | SCHEMES_GITHUB);
+	verify_request(&secrets, &in, scheme, SCHEMES_STANDARD | SCHEMES_GITHUB, &r);
 	/* an empty header counts as absent */
-	fuzz_check(verify_uses_standard(&in) == (sig != NULL && sig[0] != '\0'));
+	fuzz_check((scheme == SCHEME_STANDARD) == (sig != NULL && sig[0] != '\0'));
 	if (sig != NULL && sig[0] != '\0')
 	{
-		fuzz_check(r.scheme == SCHEME_STANDARD && r.status == st);
+		fuzz_check(r.status == st);
 		fuzz_check((st == VERIFY_OK) == (r.message[0] == '\0'));
 		if (st != VERIFY_OK)
 			fuzz_check(strstr(r.message, "webhook-") != NULL);
 	}
 	else
-		fuzz_check(r.scheme == SCHEME_GITHUB && r.status == VERIFY_MALFORMED);
+		fuzz_check(scheme == SCHEME_GITHUB && r.status == VERIFY_MALFORMED);
 	fuzz_check(memchr(r.message, '\0', sizeof r.message) != NULL);
+
+	in.hub_signature = NULL;
+	scheme = verify_choose_scheme(&in, SCHEMES_GITHUB);
+	fuzz_check(scheme == SCHEME_NONE);
+	verify_request(&secrets, &in, scheme, SCHEMES_GITHUB, &r);
+	fuzz_check(r.status == (sig != NULL && sig[0] != '\0' ? VERIFY_SCHEME : VERIFY_MISSING));
 
 	if (usable)
 	{

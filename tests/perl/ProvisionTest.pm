@@ -570,6 +570,23 @@ The C<X-Hub-Signature-256> value: C<sha256=> + hex HMAC-SHA256 of the body.
 One C<webhook-signature> entry: C<v1,> + base64 HMAC-SHA256 of
 C<id.timestamp.body>.
 
+=item random_stripe_secret()
+
+A Stripe-like webhook signing secret: C<whsec_> + 32 random alphanumerics
+(Stripe's are not base64; the listener keys with the text as given).
+
+=item sign_stripe($secret, $timestamp, $body)
+
+The C<Stripe-Signature> value C<t=TIMESTAMP,v1=HEX>: hex HMAC-SHA256 of
+C<timestamp.body> keyed with the secret's text, C<whsec_> included.
+
+=item stripe_event(%opts)
+
+A Stripe event as a hash ref: C<id> (default a unique C<evt_test_...>),
+C<type> (default C<checkout.session.completed>), and a C<checkout.session>
+object with C<client_reference_id> (C<agent>; absent when undef),
+C<payment_status> (default C<paid>) and C<metadata> (default empty).
+
 =back
 
 =cut
@@ -620,6 +637,37 @@ sub sign_github
 	return 'sha256=' . hmac_sha256_hex($body, secret_key($secret));
 }
 
+sub random_stripe_secret
+{
+	my @chars = ('a' .. 'z', 'A' .. 'Z', '0' .. '9');
+	return 'whsec_' . join('', map { $chars[ord($_) % @chars] } split //, _random_bytes(32));
+}
+
+sub sign_stripe
+{
+	my ($secret, $ts, $body) = @_;
+	return "t=$ts,v1=" . hmac_sha256_hex("$ts.$body", $secret);
+}
+
+my $stripe_seq = 0;
+
+sub stripe_event
+{
+	my (%opts) = @_;
+	my $object = {
+		object         => 'checkout.session',
+		payment_status => $opts{payment_status} // 'paid',
+		metadata       => $opts{metadata} // {},
+	};
+	$object->{client_reference_id} = $opts{agent} if defined $opts{agent};
+	return {
+		id     => $opts{id} // sprintf('evt_test_%d_%d_%d', $$, time(), ++$stripe_seq),
+		object => 'event',
+		type   => $opts{type} // 'checkout.session.completed',
+		data   => { object => $object },
+	};
+}
+
 sub sign_standard
 {
 	my ($secret, $id, $ts, $body) = @_;
@@ -663,6 +711,15 @@ Use this file instead (then C<secrets> only tells the object how to sign).
 =item secret_env
 
 Pass the secrets in C<PROVISION_WEBHOOK_SECRET> instead of a file.
+
+=item stripe_secrets
+
+Array ref of Stripe secrets, written to a file passed with
+C<--stripe-secret-file> (default: none, so C<POST /webhooks/stripe> is 404).
+
+=item stripe_secret_env
+
+Pass the Stripe secrets in C<PROVISION_STRIPE_WEBHOOK_SECRET> instead.
 
 =item args
 
@@ -726,6 +783,17 @@ sub start_listener
 		$secret_file = $opts{secret_file} // write_secret_file(@secrets);
 		push @args, '--secret-file', $secret_file;
 	}
+	my @stripe_secrets = @{ $opts{stripe_secrets} // [] };
+	my $stripe_secret_file;
+	if (@stripe_secrets && $opts{stripe_secret_env})
+	{
+		$env{PROVISION_STRIPE_WEBHOOK_SECRET} = join("\n", @stripe_secrets);
+	}
+	elsif (@stripe_secrets)
+	{
+		$stripe_secret_file = write_secret_file(@stripe_secrets);
+		push @args, '--stripe-secret-file', $stripe_secret_file;
+	}
 	push @args, @{ $opts{args} // [] };
 
 	my $n = ++$listener_seq;
@@ -741,6 +809,8 @@ sub start_listener
 		log         => $log,
 		secrets     => \@secrets,
 		secret_file => $secret_file,
+		stripe_secrets     => \@stripe_secrets,
+		stripe_secret_file => $stripe_secret_file,
 		args        => \@args,
 		http        => HTTP::Tiny->new(timeout => timeout(), keep_alive => 0),
 	}, 'ProvisionTest::Listener';
@@ -1103,10 +1173,12 @@ use Time::HiRes qw(time sleep);
 
 =over
 
-=item pid, port, log, secrets, base_url, url($path)
+=item pid, port, log, secrets, stripe_secrets, secret_file, stripe_secret_file, base_url, url($path)
 
 Process id, TCP port, path of the stderr log, the secrets it verifies with
-(the first signs by default), C<http://127.0.0.1:PORT> and a full URL.
+(the first signs by default), its Stripe secrets, the files they were
+written to (undef when passed in the environment),
+C<http://127.0.0.1:PORT> and a full URL.
 
 =cut
 
@@ -1114,6 +1186,9 @@ sub pid      { return $_[0]{pid}; }
 sub port     { return $_[0]{port}; }
 sub log      { return $_[0]{log}; }
 sub secrets  { return @{ $_[0]{secrets} }; }
+sub stripe_secrets     { return @{ $_[0]{stripe_secrets} }; }
+sub secret_file        { return $_[0]{secret_file}; }
+sub stripe_secret_file { return $_[0]{stripe_secret_file}; }
 sub base_url { return "http://$_[0]{host}:$_[0]{port}"; }
 sub url      { return $_[0]->base_url . $_[1]; }
 
@@ -1403,6 +1478,32 @@ sub callback
 	my $h = $self->callback_headers($body, %opts);
 	return $self->request('POST', $opts{path} // '/webhooks/github',
 		body => $body, headers => $h, timeout => $opts{timeout});
+}
+
+=pod
+
+=item stripe($event, %opts)
+
+POSTs a Stripe event to C</webhooks/stripe>. C<$event> is a hash ref
+(encoded as JSON) or a string sent as is. Options: C<secret> (default the
+listener's first Stripe secret), C<timestamp> (default now), C<signature>
+(the whole C<Stripe-Signature> value), C<content_type>, C<headers> (extra,
+applied last), C<path>.
+
+=cut
+
+sub stripe
+{
+	my ($self, $event, %opts) = @_;
+	my $body = ref $event ? ProvisionTest::encode_json($event) : $event;
+	my $secret = $opts{secret} // $self->{stripe_secrets}[0] // 'whsec_none';
+	my %h = (
+		'Content-Type'     => $opts{content_type} // 'application/json',
+		'Stripe-Signature' => $opts{signature}
+		  // ProvisionTest::sign_stripe($secret, $opts{timestamp} // int(time()), $body));
+	%h = (%h, %{ $opts{headers} // {} });
+	return $self->request('POST', $opts{path} // '/webhooks/stripe',
+		body => $body, headers => \%h, timeout => $opts{timeout});
 }
 
 =pod

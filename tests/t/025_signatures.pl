@@ -3,7 +3,9 @@
 # signature in either scheme and for a webhook-timestamp outside the
 # tolerance (both edges: exactly --tolerance away is accepted, one second
 # more is refused); rotation (a secret file with two secrets); a whsec_
-# secret keys both schemes with its decoded bytes; the published GitHub and
+# secret keys both schemes with its decoded bytes; --schemes and
+# PROVISION_SCHEMES accept only the schemes they list (401 naming them), and
+# the scheme chosen names the delivery id header; the published GitHub and
 # Standard Webhooks vector keys pass verification end to end.
 
 use strict;
@@ -166,6 +168,59 @@ is($l2->stop, 0, 'second listener exits 0');
 		'CRLF secret file: whsec_ secret after a blank line verifies');
 	refused($lc->callback($payload, secret => "$raw_secret\r"), 'CRLF secret file: the CR is not part of the key');
 	is($lc->stop, 0, 'CRLF listener exits 0');
+}
+
+# --- --schemes: only the listed schemes verify; the 401 names them ---
+{
+	my $ls = ProvisionTest::start_listener(node => $node, secrets => [$raw_secret],
+		args => [ '--schemes', 'standard' ]);
+	like($ls->log_content, qr/signature schemes accepted: standard\b(?!,)/,
+		'--schemes standard: the start-up log names the accepted scheme');
+	accepted($ls->callback($payload, scheme => 'standard'), '--schemes standard: standard verifies');
+	my $r = $ls->callback($payload, delivery => 'gh-refused-1');
+	refused($r, '--schemes standard: a correct GitHub signature is refused',
+		qr/^signature scheme github \(X-Hub-Signature-256\) is not accepted here; accepted: standard \(webhook-id, webhook-timestamp, webhook-signature\)$/);
+	refused($ls->callback($payload, scheme => 'none'),
+		'--schemes standard: no signature names only standard',
+		qr/^missing signature: send standard \(webhook-id, webhook-timestamp, webhook-signature\)$/);
+	accepted($ls->callback($payload, scheme => 'both'),
+		'--schemes standard: a request signed both ways verifies with standard');
+	my $h = $ls->callback_headers($body, scheme => 'both');
+	$h->{'webhook-signature'} = 'v1,' . encode_base64('x' x 32, '');
+	refused($ls->request('POST', '/webhooks/github', body => $body, headers => $h),
+		'--schemes standard: a bad standard signature is not rescued by a good GitHub one',
+		qr/webhook-signature/);
+	is(ProvisionTest::metric_sum($ls->metrics, 'provision_signature_failures_total'), 3,
+		'--schemes standard: the refusals count as signature failures');
+	is($ls->stop, 0, '--schemes standard listener exits 0');
+
+	my $lg = ProvisionTest::start_listener(node => $node, secrets => [$raw_secret],
+		env => { PROVISION_SCHEMES => 'github' });
+	accepted($lg->callback($payload), 'PROVISION_SCHEMES=github: github verifies');
+	refused($lg->callback($payload, scheme => 'standard'),
+		'PROVISION_SCHEMES=github: a correct standard signature is refused',
+		qr/^signature scheme standard \(webhook-signature\) is not accepted here; accepted: github \(X-Hub-Signature-256\)$/);
+
+	# Signed both ways, the GitHub signature is the one verified, so the
+	# delivery id is X-GitHub-Delivery, not webhook-id.
+	my ($ag, $jg) = ProvisionTest::new_job($node, status => 'provisioning');
+	my $bg = ProvisionTest::encode_json({ job_id => $jg, status => 'heartbeat' });
+	my $hb = $lg->callback_headers($bg, scheme => 'both', delivery => 'both-1');
+	$hb->{'X-GitHub-Delivery'} = 'gh-delivery-both-1';
+	$hb->{'webhook-signature'} = 'v1,' . encode_base64('x' x 32, '');
+	accepted($lg->request('POST', '/webhooks/github', body => $bg, headers => $hb),
+		'PROVISION_SCHEMES=github: a bad webhook-signature is ignored, GitHub verifies');
+	is(ProvisionTest::query_scalar($node,
+			"SELECT delivery_id FROM provision.callback_deliveries WHERE job_id = '$jg'"),
+		'gh-delivery-both-1', 'PROVISION_SCHEMES=github: the delivery id is X-GitHub-Delivery');
+	is($lg->stop, 0, 'PROVISION_SCHEMES=github listener exits 0');
+
+	my $lb = ProvisionTest::start_listener(node => $node, secrets => [$raw_secret],
+		env => { PROVISION_SCHEMES => 'github' }, args => [ '--schemes', 'github, standard' ]);
+	accepted($lb->callback($payload, scheme => 'standard'),
+		'--schemes "github, standard" wins over PROVISION_SCHEMES=github');
+	accepted($lb->callback($payload), '--schemes "github, standard": github verifies too');
+	is($lb->stop, 0, 'listener with both schemes exits 0');
 }
 
 # --- published vectors, end to end ---

@@ -1,7 +1,9 @@
 
 # Every error row of SPEC's response table over HTTP, and the order of the
-# checks: route (404, 405) -> size (413) -> content type (415) -> signature
-# (401) -> JSON (400) -> database (404 unknown job, 409).  413 is pinned both
+# checks: route (404, 405) -> framing (400: more than one Content-Length, or
+# Content-Length with Transfer-Encoding, answered with Connection: close) ->
+# size (413) -> content type (415) -> signature (401) -> JSON (400, a key
+# repeated at the top level too) -> database (404 unknown job, 409).  413 is pinned both
 # by Content-Length (answered before any body byte is sent) and by a chunked
 # body that grows past --max-body.
 
@@ -226,6 +228,99 @@ for my $len ($max + 1, 10_000_000_000)
 	close $s;
 	@statuses = $all =~ m{HTTP/1\.[01] (\d{3}) }g;
 	is_deeply(\@statuses, [ 200, 200 ], 'two pipelined callbacks are both answered 200');
+}
+
+# --- 400: ambiguous framing, refused before the body is used ---
+# Every request here is correctly signed and would change the job if its
+# body reached the database; the answer must be one 400 that names the
+# problem and closes the connection, so that no byte after the headers is
+# ever read as a request of its own.
+{
+	my (undef, $fjob) = ProvisionTest::new_job($node, status => 'dispatched');
+	my $body = ProvisionTest::encode_json({ job_id => $fjob, status => 'provisioning' });
+	my $sig = ProvisionTest::sign_github($secret, $body);
+	my $len = length $body;
+	my $chunked = sprintf("%x\r\n%s\r\n0\r\n\r\n", $len, $body);
+	my $head = "POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+	  . "X-Hub-Signature-256: $sig\r\n";
+	my $smuggled = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+
+	my @cases = (
+		[ 'two equal Content-Length headers',
+			"Content-Length: $len\r\nContent-Length: $len\r\n\r\n$body$smuggled",
+			qr/^more than one Content-Length header$/ ],
+		[ 'two different Content-Length headers',
+			"Content-Length: $len\r\nContent-Length: 2\r\n\r\n$body$smuggled",
+			qr/^more than one Content-Length header$/ ],
+		[ 'Content-Length and chunked',
+			"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n$chunked$smuggled",
+			qr/^Content-Length together with Transfer-Encoding$/ ],
+		[ 'chunked, then Content-Length',
+			"Transfer-Encoding: chunked\r\ncontent-length: $len\r\n\r\n$chunked$smuggled",
+			qr/^Content-Length together with Transfer-Encoding$/ ],
+		[ 'two Transfer-Encoding headers',
+			"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n$chunked$smuggled",
+			qr/^more than one Transfer-Encoding header$/ ],
+	);
+	for my $c (@cases)
+	{
+		my ($name, $rest, $re) = @$c;
+		my $s = $l->connect;
+		syswrite($s, $head . $rest);
+		my $all = '';
+		my $sel = IO::Select->new($s);
+		my $deadline = Time::HiRes::time() + 5;
+		my $eof = 0;
+		while (Time::HiRes::time() < $deadline)
+		{
+			next unless $sel->can_read(0.1);
+			my $n = sysread($s, $all, 65536, length $all);
+			if (!$n) { $eof = 1; last; }
+		}
+		close $s;
+		my $r = ProvisionTest::parse_response($all);
+		error_is($r, 400, $name, $re);
+		is(lc($r->{headers}{connection} // ''), 'close', "$name: Connection: close");
+		ok($eof, "$name: the server closed the connection");
+		my @statuses = $all =~ m{HTTP/1\.[01] (\d{3}) }g;
+		is_deeply(\@statuses, [400], "$name: one answer, nothing smuggled after the body");
+	}
+	is(ProvisionTest::job_row($node, $fjob)->{status}, 'dispatched',
+		'no ambiguously framed request reached the database');
+	my $m = $l->metrics;
+	ok(ProvisionTest::metric_sum($m, 'provision_http_requests_total',
+			{ endpoint => '/webhooks/github', code => '400' }) >= 5, 'the 400s are counted');
+
+	# A probe too: its framing is as ambiguous.
+	my $r = $l->raw("GET /readyz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+	error_is($r, 400, 'GET /readyz with two Content-Length headers', qr/Content-Length/);
+
+	# One of each alone is fine, as before.
+	my $ok = $l->raw($head . "X-GitHub-Delivery: framing-ok\r\nConnection: close\r\n"
+		  . "Content-Length: $len\r\n\r\n$body");
+	is($ok && $ok->{status}, 200, 'one Content-Length header is accepted') or diag explain $ok;
+}
+
+# --- 400: a key repeated at the top level of the body ---
+# The listener reads the first of two equal keys (cJSON), jsonb keeps the
+# last: refused, so that the two never act on different values.
+{
+	my (undef, $djob) = ProvisionTest::new_job($node, status => 'dispatched');
+	error_is($l->callback(qq({"job_id":"$djob","status":"provisioning","status":"failed"})),
+		400, 'status given twice', qr/^request body repeats the key "status" at the top level$/);
+	error_is($l->callback(qq({"job_id":"$nojob","status":"heartbeat","job_id":"$djob"})),
+		400, 'job_id given twice', qr/^request body repeats the key "job_id" at the top level$/);
+	error_is($l->callback(qq({"job_id":"$djob","st\\u0061tus":"failed","status":"provisioning"})),
+		400, 'the same key spelled with an escape',
+		qr/^request body repeats the key "status" at the top level$/);
+	error_is($l->callback(qq({"job_id":"$djob","status":"failed","status":"failed"}),
+			scheme => 'standard'),
+		400, 'a repeated key with the same value, Standard Webhooks');
+	is(ProvisionTest::job_row($node, $djob)->{status}, 'dispatched',
+		'no body with a repeated key reached the database');
+	my $r = $l->callback(qq({"job_id":"$djob","status":"provisioning","x":{"a":1,"a":2}}));
+	is($r->{status}, 200, 'a key repeated below the top level is left to the database')
+	  or diag explain $r;
 }
 
 # Header names are case-insensitive; a query string does not change the route.

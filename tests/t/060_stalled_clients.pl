@@ -4,7 +4,8 @@
 # request (health check and a signed callback) is still answered at once;
 # the stalled connections are closed by --idle-timeout, and a client that
 # drips a byte at a time is cut off by --request-timeout; stalled
-# connections do not hold up a SIGTERM.
+# connections do not hold up a SIGTERM; --max-connections-per-ip caps the
+# connections one address may hold.
 
 use strict;
 use warnings;
@@ -111,5 +112,56 @@ my $t_term = time();
 is($l->stop(timeout => 20), 0, 'SIGTERM with stalled connections: exit 0');
 cmp_ok(time() - $t_term, '<', 8, 'within about --idle-timeout 3s');
 close $_ for @late;
+
+# --max-connections-per-ip: one address cannot hold more connections than
+# that; the next is closed at once, without an answer, and a slot freed is
+# usable again.  (The 50 stalled connections above show the default: no
+# limit.)
+{
+	my $lp = ProvisionTest::start_listener(node => $node,
+		args => [ '--max-connections-per-ip', '3', '--idle-timeout', '30s' ]);
+	# Each held connection is answered once, and kept alive: so it is known
+	# to count.  One refused meanwhile (the start-up probe's connection may
+	# not be closed on the server side yet) is simply tried again.
+	my @held;
+	ProvisionTest::wait_until(sub {
+		my $s = $lp->connect;
+		syswrite($s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+		my $r = ProvisionTest::parse_response(ProvisionTest::Listener::read_response($s, 5));
+		if ($r && $r->{status} == 200) { push @held, $s; }
+		else { close $s; }
+		return @held == 3;
+	}, interval => 0.05);
+	is(scalar @held, 3, 'three kept-alive connections from one address are served');
+	my $from = $lp->log_size;
+	my $extra = $lp->connect;
+	syswrite($extra, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+	my $sel = IO::Select->new($extra);
+	my ($got, $buf, $readable, $error) = (undef, '', 0, '');
+	if ($sel->can_read(5))
+	{
+		$readable = 1;
+		$got = sysread($extra, $buf, 4096);
+		$error = "$!" unless defined $got;
+	}
+	# closed with the request unread, the kernel may send a reset: EOF or
+	# ECONNRESET, both mean closed
+	ok($readable && ((defined $got && $got == 0) || $error =~ /reset/i),
+		'a fourth connection from the same address is closed')
+	  or diag "read: " . ($readable ? $got // $error : 'timeout') . " <$buf>";
+	is($buf, '', 'without an answer');
+	close $extra;
+	ok($lp->wait_for_log(qr/connection limit/, $from), 'the refusal is logged');
+
+	close shift @held;
+	my $ok = ProvisionTest::wait_until(sub { $lp->get('/healthz', timeout => 2)->{status} == 200 },
+		timeout => 5);
+	ok($ok, 'once one closes, a new connection from that address is served');
+	my (undef, $pjob) = ProvisionTest::new_job($node, status => 'provisioning');
+	is($lp->callback({ job_id => $pjob, status => 'heartbeat' })->{status}, 200,
+		'and a callback goes through');
+	close $_ for @held;
+	is($lp->stop, 0, 'per-address limited listener exits 0');
+}
 
 done_testing();

@@ -16,7 +16,7 @@ use ProvisionTest;
 my $root = ProvisionTest::repo_root();
 my $copy = File::Temp::tempdir('provision-listener-host-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 system("tar -C '$root' --exclude=listener/build --exclude=listener/provision-listener"
-	  . " -cf - Makefile listener tests/unit | tar -C '$copy' -xf -") == 0
+	  . " -cf - Makefile listener common tests/unit | tar -C '$copy' -xf -") == 0
   or BAIL_OUT("copying the sources to $copy failed");
 
 # No PostgreSQL server: PG_CONFIG names nothing. (libpq-dev's own pg_config

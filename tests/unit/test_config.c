@@ -51,7 +51,7 @@ test_defaults(void)
 	struct config cfg = {0};
 	char          err[512];
 
-	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "defaults: parse with only a secret");
 	is_str(cfg.listen_host, "127.0.0.1", "defaults: listen host");
 	is_str(cfg.listen_port, "8080", "defaults: listen port");
@@ -62,13 +62,16 @@ test_defaults(void)
 	is_int(cfg.threads, 10, "defaults: threads follow the pool");
 	is_int(cfg.log_format, LOG_FORMAT_TEXT, "defaults: text log");
 	is_int(cfg.max_connections, 4096, "defaults: max connections");
+	is_int(cfg.max_connections_per_ip, 0, "defaults: no limit per client address");
 	is_int(cfg.idle_timeout_ms, 10000, "defaults: idle timeout");
 	is_int(cfg.request_timeout_ms, 30000, "defaults: request timeout");
 	is_int(cfg.statement_timeout_ms, 10000, "defaults: statement timeout");
 	is_int(cfg.pool_wait_ms, 5000, "defaults: pool wait");
 	ok(cfg.prepared_statements, "defaults: prepared statements auto");
+	is_int(cfg.schemes, SCHEMES_STANDARD | SCHEMES_GITHUB, "defaults: both callback schemes");
 	is_int(cfg.secrets.count, 1, "defaults: secret from the environment");
-	ok(cfg.secrets.items[0].len == 6 && memcmp(cfg.secrets.items[0].key, "s3cret", 6) == 0,
+	ok(cfg.secrets.items[0].len == 17 &&
+		   memcmp(cfg.secrets.items[0].key, "s3cret-0123456789", 17) == 0,
 	   "defaults: secret bytes are raw");
 	is_int(parse(&cfg, err, sizeof err, "--pool", "3", NULL), CONFIG_OK, "pool 3");
 	is_int(cfg.threads, 3, "threads default to a changed pool");
@@ -81,7 +84,7 @@ test_precedence(void)
 	struct config cfg = {0};
 	char          err[512];
 
-	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	set_env(1, "PROVISION_POOL", "7");
 	set_env(2, "PROVISION_LISTEN", "[::1]:9000");
 	set_env(3, "PROVISION_LOG_FORMAT", "json");
@@ -146,7 +149,7 @@ expect_error(const char *what, const char *needle, ...)
 static void
 test_errors(void)
 {
-	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	expect_error("bad pool", "--pool", "--pool", "zero", NULL);
 	expect_error("pool 0", "--pool", "--pool", "0", NULL);
 	expect_error("negative pool", "--pool", "--pool", "-1", NULL);
@@ -163,6 +166,16 @@ test_errors(void)
 	expect_error("prepared-statements is case-sensitive", "expected auto or off",
 				 "--prepared-statements", "AUTO", NULL);
 	expect_error("bad duration", "--statement-timeout", "--statement-timeout", "10h", NULL);
+	expect_error("negative per-address limit", "--max-connections-per-ip",
+				 "--max-connections-per-ip", "-1", NULL);
+	expect_error("per-address limit not a number", "expected an integer from 0 to 1000000",
+				 "--max-connections-per-ip", "ten", NULL);
+	expect_error("unknown scheme", "--schemes", "--schemes", "standard,gitlab", NULL);
+	expect_error("empty scheme list", "--schemes", "--schemes", "", NULL);
+	expect_error("empty scheme entry", "expected a comma-separated list of standard and github",
+				 "--schemes", "standard,,github", NULL);
+	expect_error("schemes without commas", "--schemes", "--schemes", "standard github", NULL);
+	expect_error("schemes are case-sensitive", "--schemes", "--schemes", "Standard", NULL);
 	expect_error("unknown duration unit", "--idle-timeout", "--idle-timeout", "1d", NULL);
 	expect_error("unknown option", "--nope", "--nope", NULL);
 	expect_error("missing value", "--pool", "--pool", NULL);
@@ -173,6 +186,12 @@ test_errors(void)
 
 	set_env(1, "PROVISION_POOL", "many");
 	expect_error("bad environment value", "PROVISION_POOL", NULL);
+
+	set_env(1, "PROVISION_MAX_CONNECTIONS_PER_IP", "1e3");
+	expect_error("bad PROVISION_MAX_CONNECTIONS_PER_IP", "PROVISION_MAX_CONNECTIONS_PER_IP", NULL);
+
+	set_env(1, "PROVISION_SCHEMES", "stripe");
+	expect_error("bad PROVISION_SCHEMES", "PROVISION_SCHEMES", NULL);
 
 	set_env(1, "PROVISION_PREPARED_STATEMENTS", "yes");
 	expect_error("bad PROVISION_PREPARED_STATEMENTS", "PROVISION_PREPARED_STATEMENTS", NULL);
@@ -191,7 +210,7 @@ test_secret_file(void)
 	char          err[512];
 	char          path[] = "/tmp/provision-test-secret-XXXXXX";
 	int           fd = mkstemp(path);
-	const char    text[] = "first\r\n\r\nwhsec_c2Vjb25k\n";
+	const char    text[] = "first-secret-0123\r\n\r\nwhsec_c2Vjb25kLXNlY3JldC00NTY=\n";
 
 	set_env(0, "PROVISION_WEBHOOK_SECRET", "from-env");
 	ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t) (sizeof text - 1),
@@ -200,9 +219,11 @@ test_secret_file(void)
 	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_OK,
 		   "secret file: parses");
 	is_int(cfg.secrets.count, 2, "secret file: two secrets, file beats the environment");
-	ok(cfg.secrets.items[0].len == 5 && memcmp(cfg.secrets.items[0].key, "first", 5) == 0,
+	ok(cfg.secrets.items[0].len == 17 &&
+		   memcmp(cfg.secrets.items[0].key, "first-secret-0123", 17) == 0,
 	   "secret file: CRLF stripped");
-	ok(cfg.secrets.items[1].len == 6 && memcmp(cfg.secrets.items[1].key, "second", 6) == 0,
+	ok(cfg.secrets.items[1].len == 17 &&
+		   memcmp(cfg.secrets.items[1].key, "second-secret-456", 17) == 0,
 	   "secret file: whsec_ decoded");
 
 	fd = open(path, O_WRONLY | O_TRUNC);
@@ -211,7 +232,27 @@ test_secret_file(void)
 	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_ERROR,
 		   "secret file: only blank lines is an error");
 	ok(strstr(err, path) != NULL, "secret file: error names the file (%s)", err);
+
+	fd = open(path, O_WRONLY | O_TRUNC);
+	ok(fd >= 0 && write(fd, "first-secret-0123\n\n short-secret-with-space\n", 45) == 45,
+	   "secret file: a line with a leading space written");
+	close(fd);
+	is_int(parse(&cfg, err, sizeof err, "--secret-file", path, NULL), CONFIG_ERROR,
+		   "secret file: a leading space is an error");
+	ok(strstr(err, path) != NULL && strstr(err, "line 3") != NULL &&
+		   strstr(err, "whitespace") != NULL && strchr(err, '\n') == NULL,
+	   "secret file: one line naming the file, line 3 and the problem (%s)", err);
+	ok(strstr(err, "short-secret") == NULL && strstr(err, "first-secret") == NULL,
+	   "secret file: no secret in the message");
+	is_int(cfg.secrets.count, 0, "secret file: no secret kept after an error");
 	unlink(path);
+
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "good-secret-0123456789\nshort-secret");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_ERROR,
+		   "environment: a 12-byte secret is an error");
+	ok(strstr(err, "PROVISION_WEBHOOK_SECRET") != NULL && strstr(err, "line 2") != NULL &&
+		   strstr(err, "shorter than 16 bytes") != NULL && strstr(err, "short-secret") == NULL,
+	   "environment: the message names the variable and line 2, not the secret (%s)", err);
 	config_free(&cfg);
 }
 
@@ -229,7 +270,7 @@ test_tolerance_range(void)
 	size_t        len = 0;
 	FILE         *out;
 
-	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret");
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
 	is_int(parse(&cfg, err, sizeof err, "--tolerance", "604800", NULL), CONFIG_OK,
 		   "tolerance: 604800 accepted");
 	is_int(cfg.tolerance, 604800, "tolerance: a week");
@@ -288,6 +329,94 @@ test_help_text(void)
 }
 
 static void
+test_schemes(void)
+{
+	struct config cfg = {0};
+	char          err[512];
+	unsigned int  bits;
+
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
+	set_env(1, "PROVISION_SCHEMES", "github");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "schemes: from PROVISION_SCHEMES");
+	is_int(cfg.schemes, SCHEMES_GITHUB, "schemes: github only");
+	is_int(parse(&cfg, err, sizeof err, "--schemes", "standard", NULL), CONFIG_OK,
+		   "schemes: --schemes standard");
+	is_int(cfg.schemes, SCHEMES_STANDARD, "schemes: the flag wins over the environment");
+	set_env(2, "PROVISION_MAX_CONNECTIONS_PER_IP", "8");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK,
+		   "per-address limit: from the environment");
+	is_int(cfg.max_connections_per_ip, 8, "per-address limit: PROVISION_MAX_CONNECTIONS_PER_IP");
+	is_int(parse(&cfg, err, sizeof err, "--max-connections-per-ip", "2", NULL), CONFIG_OK,
+		   "per-address limit: flag");
+	is_int(cfg.max_connections_per_ip, 2, "per-address limit: the flag wins");
+	config_free(&cfg);
+
+	ok(config_parse_schemes("github , standard", &bits) &&
+		   bits == (SCHEMES_GITHUB | SCHEMES_STANDARD),
+	   "schemes: spaces around commas, any order");
+	ok(config_parse_schemes("standard,standard", &bits) && bits == SCHEMES_STANDARD,
+	   "schemes: a repeated name is harmless");
+	ok(!config_parse_schemes(",standard", &bits), "schemes: leading comma");
+	ok(!config_parse_schemes("standard,", &bits), "schemes: trailing comma");
+	ok(!config_parse_schemes(" ", &bits), "schemes: blank");
+}
+
+static void
+test_stripe_secrets(void)
+{
+	struct config cfg = {0};
+	char          err[512];
+	char          path[] = "/tmp/provision-test-stripe-XXXXXX";
+	int           fd = mkstemp(path);
+	const char    text[] =
+		"whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ\r\nwhsec_rolled0new0secret0ZmFrZQ\n";
+
+	set_env(0, "PROVISION_WEBHOOK_SECRET", "s3cret-0123456789");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "stripe: none by default");
+	ok(cfg.stripe_secrets.count == 0 && cfg.stripe_secret_file == NULL && !cfg.stripe_enabled,
+	   "stripe: no Stripe secret, so no Stripe route");
+
+	ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t) (sizeof text - 1),
+	   "stripe: secret file written");
+	close(fd);
+	is_int(parse(&cfg, err, sizeof err, "--stripe-secret-file", path, NULL), CONFIG_OK,
+		   "stripe: --stripe-secret-file parses");
+	is_int(cfg.stripe_secrets.count, 2, "stripe: two secrets (Stripe's rolling secrets)");
+	ok(cfg.stripe_enabled, "stripe: the route is enabled");
+	ok(cfg.stripe_secrets.items[0].len == 38 &&
+		   memcmp(cfg.stripe_secrets.items[0].key, "whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ", 38) ==
+			   0,
+	   "stripe: the secret is kept as given, whsec_ included, CR dropped");
+	is_str(cfg.stripe_secret_file, path, "stripe: the file is remembered for a reload");
+	ok(cfg.secrets.count == 1 && cfg.secrets.items[0].len == 17,
+	   "stripe: the callback secret is apart");
+
+	fd = open(path, O_WRONLY | O_TRUNC);
+	ok(fd >= 0 && write(fd, "whsec_5c0Vq1fV9q8Xh7TQ3mLhUo2YpK4rW6sZ\nwhsec_short\n", 50) == 50,
+	   "stripe: a short secret written");
+	close(fd);
+	is_int(parse(&cfg, err, sizeof err, "--stripe-secret-file", path, NULL), CONFIG_ERROR,
+		   "stripe: a secret under 16 bytes is an error");
+	ok(strstr(err, path) != NULL && strstr(err, "line 2") != NULL &&
+		   strstr(err, "shorter than 16 bytes") != NULL && strstr(err, "decoding") == NULL &&
+		   strstr(err, "whsec_short") == NULL,
+	   "stripe: the message names the file and line 2, not the secret (%s)", err);
+	unlink(path);
+
+	set_env(1, "PROVISION_STRIPE_WEBHOOK_SECRET", "whsec_from_the_environment_0");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_OK, "stripe: from the environment");
+	ok(cfg.stripe_secrets.count == 1 && cfg.stripe_secrets.items[0].len == 28 &&
+		   cfg.stripe_secret_file == NULL,
+	   "stripe: PROVISION_STRIPE_WEBHOOK_SECRET as given");
+	set_env(1, "PROVISION_STRIPE_WEBHOOK_SECRET", " whsec_from_the_environment_0");
+	is_int(parse(&cfg, err, sizeof err, NULL), CONFIG_ERROR, "stripe: a leading space is an error");
+	ok(strstr(err, "PROVISION_STRIPE_WEBHOOK_SECRET") != NULL && strstr(err, "line 1") != NULL,
+	   "stripe: the message names the variable and the line (%s)", err);
+	set_env(1, "PROVISION_POOL", "1");
+	config_free(&cfg);
+}
+
+static void
 test_listen_forms(void)
 {
 	char host[64];
@@ -319,6 +448,8 @@ main(void)
 	test_secret_file();
 	test_help_version();
 	test_help_text();
+	test_schemes();
+	test_stripe_secrets();
 	test_listen_forms();
 	return done_testing();
 }

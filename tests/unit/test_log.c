@@ -33,14 +33,21 @@ capture(void (*fn)(void), char *buf, size_t len)
 static void
 plain_request(void)
 {
-	log_request("POST", "/webhooks/github", 200, 0.0125, "d-1", "5f0c-aa");
+	log_request("POST", "/webhooks/github", 200, 0.0125, "d-1", "5f0c-aa", NULL, NULL);
+}
+
+static void
+stripe_request(void)
+{
+	log_request("POST", "/webhooks/stripe", 200, 0.02, NULL, "5f0c-aa", "evt_1Q2w3E4r",
+				"checkout.session.completed");
 }
 
 static void
 hostile_request(void)
 {
 	log_request("POST", "/webhooks/github", 401, 0.001,
-				"x\" level=error msg=\"forged\nts=0 level=info", NULL);
+				"x\" level=error msg=\"forged\nts=0 level=info", NULL, NULL, NULL);
 }
 
 /* Every value at its longest and needing escapes everywhere. */
@@ -54,7 +61,7 @@ worst_case_request(void)
 	method[200] = '\0';
 	memset(delivery, 0xff, 200);
 	delivery[200] = '\0';
-	log_request(method, method, 200, 3600.25, delivery, "j-1");
+	log_request(method, method, 200, 3600.25, delivery, "j-1", delivery, method);
 }
 
 static void
@@ -76,6 +83,12 @@ main(void)
 				   "duration_s=0.012500 delivery_id=d-1 job_id=5f0c-aa\n") != NULL,
 	   "text: every field in order (%s)", buf);
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1, "text: exactly one line");
+	ok(strstr(buf, "event_") == NULL, "text: a callback has no event fields");
+
+	capture(stripe_request, buf, sizeof buf);
+	ok(strstr(buf, " path=/webhooks/stripe status=200 duration_s=0.020000 job_id=5f0c-aa "
+				   "event_id=evt_1Q2w3E4r event_type=checkout.session.completed\n") != NULL,
+	   "text: a Stripe event's id and type (%s)", buf);
 
 	capture(hostile_request, buf, sizeof buf);
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1,
@@ -89,8 +102,10 @@ main(void)
 		static char big[16384];
 
 		capture(worst_case_request, big, sizeof big);
-		ok(strstr(big, " job_id=j-1\n") != NULL,
+		ok(strstr(big, " job_id=j-1 event_id=\"\\xff") != NULL,
 		   "text: job_id survives the longest escaped values");
+		ok(strstr(big, " event_type=\"\\x01") != NULL && strchr(big, '\n') == big + strlen(big) - 1,
+		   "text: so does the last field, event_type");
 		ok(strstr(big, " delivery_id=\"\\xff") != NULL, "text: delivery_id present");
 	}
 
@@ -109,6 +124,14 @@ main(void)
 		   "json: status is a number");
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "msg")), "request", "json: msg");
 	ok(cJSON_GetObjectItem(obj, "job_id") == NULL, "json: absent job id omitted");
+	cJSON_Delete(obj);
+
+	capture(stripe_request, buf, sizeof buf);
+	obj = cJSON_Parse(buf);
+	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "event_id")), "evt_1Q2w3E4r",
+		   "json: event_id");
+	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "event_type")),
+		   "checkout.session.completed", "json: event_type");
 	cJSON_Delete(obj);
 
 	capture(message, buf, sizeof buf);

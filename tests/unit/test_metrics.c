@@ -28,6 +28,8 @@ main(void)
 	is_int(endpoint_for_path("/api/webhooks/github"), ENDPOINT_API_WEBHOOK, "path: api webhook");
 	is_int(endpoint_for_path("/webhooks/github/"), ENDPOINT_OTHER, "path: trailing slash is other");
 	is_int(endpoint_for_path("/readyz"), ENDPOINT_READYZ, "path: readyz");
+	is_int(endpoint_for_path("/webhooks/stripe"), ENDPOINT_STRIPE, "path: stripe");
+	is_str(endpoint_label(ENDPOINT_STRIPE), "/webhooks/stripe", "label: stripe");
 
 	metrics_observe_request(ENDPOINT_WEBHOOK, 200, 0.0005);
 	metrics_observe_request(ENDPOINT_WEBHOOK, 200, 0.003);

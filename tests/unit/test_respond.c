@@ -79,6 +79,28 @@ test_sqlstate(void)
 }
 
 static void
+expect_stripe(const char *sqlstate, unsigned int status, bool retry, bool retry_after)
+{
+	struct sqlstate_action a = stripe_sqlstate_to_http(sqlstate);
+
+	ok(a.http_status == status && a.retry == retry && a.retry_after == retry_after,
+	   "stripe sqlstate %s -> %u (got %u)", sqlstate ? sqlstate : "(none)", status, a.http_status);
+}
+
+static void
+test_stripe_sqlstate(void)
+{
+	expect_stripe("22023", 422, false, false); /* no agent reference */
+	expect_stripe("22P02", 400, false, false); /* a reference that is not a uuid */
+	expect_stripe("P0002", 404, false, false); /* unknown agent */
+	expect_stripe("22001", 400, false, false);
+	expect_stripe("40001", 503, true, true);
+	expect_stripe("57P01", 503, false, true);
+	expect_stripe(NULL, 503, false, true);
+	expect_stripe("42501", 500, false, false);
+}
+
+static void
 test_bodies(void)
 {
 	char   buf[32];
@@ -136,6 +158,17 @@ test_bodies(void)
 	ok(result_is_duplicate(obj), "result: duplicate true detected");
 	cJSON_Delete(obj);
 
+	{
+		const char *event = "{\"id\":\"evt_123\",\"type\":\"checkout.session.completed\",\"n\":1}";
+
+		obj = parse_callback_body(event, strlen(event), err, sizeof err);
+	}
+	is_str(json_string_member(obj, "id", buf, sizeof buf), "evt_123", "string member: id");
+	is_str(json_string_member(obj, "type", buf, 9), "checkout", "string member: cut to the buffer");
+	ok(json_string_member(obj, "n", buf, sizeof buf) == NULL, "string member: a number is not one");
+	ok(json_string_member(obj, "x", buf, sizeof buf) == NULL, "string member: missing");
+	cJSON_Delete(obj);
+
 	ok(parse_callback_body("[1,2]", 5, err, sizeof err) == NULL &&
 		   strstr(err, "JSON object") != NULL,
 	   "callback body: array refused (%s)", err);
@@ -154,6 +187,43 @@ test_bodies(void)
 	obj = parse_callback_body("{}xyz", 2, err, sizeof err);
 	ok(obj != NULL, "callback body: length bounds the parse");
 	cJSON_Delete(obj);
+}
+
+static void
+test_duplicate_keys(void)
+{
+	char   err[160];
+	cJSON *obj;
+
+#define REFUSED(text, want, what)                                                                  \
+	ok(parse_callback_body(text, strlen(text), err, sizeof err) == NULL && strcmp(err, want) == 0, \
+	   "duplicate keys: %s (%s)", what, err)
+
+	REFUSED("{\"job_id\":\"a\",\"status\":\"running\",\"status\":\"failed\"}",
+			"request body repeats the key \"status\" at the top level", "a repeated status");
+	REFUSED("{\"job_id\":\"a\",\"status\":\"x\",\"job_id\":\"b\"}",
+			"request body repeats the key \"job_id\" at the top level", "apart, first and last");
+	REFUSED("{\"status\":1,\"st\\u0061tus\":2}",
+			"request body repeats the key \"status\" at the top level",
+			"equal after unescaping, as jsonb compares them");
+	REFUSED("{\"a\":null,\"a\":null}", "request body repeats the key \"a\" at the top level",
+			"even with equal values");
+	REFUSED("{\"\":1,\"\":2}", "request body repeats a key at the top level",
+			"the empty key, not echoed");
+	REFUSED("{\"line\\nbreak\":1,\"line\\nbreak\":2}",
+			"request body repeats a key at the top level", "a key with a control character");
+
+	{
+		const char *nested = "{\"a\":{\"x\":1,\"x\":2},\"b\":[{\"y\":1,\"y\":1}]}";
+
+		obj = parse_callback_body(nested, strlen(nested), err, sizeof err);
+	}
+	ok(obj != NULL, "duplicate keys: only the top level is checked");
+	cJSON_Delete(obj);
+	obj = parse_callback_body("{\"Status\":1,\"status\":2}", 23, err, sizeof err);
+	ok(obj != NULL, "duplicate keys: keys are case-sensitive");
+	cJSON_Delete(obj);
+#undef REFUSED
 }
 
 static void
@@ -237,7 +307,15 @@ static void
 head(struct head_decision *d, enum endpoint ep, const char *method, const char *length,
 	 const char *encoding, const char *type)
 {
-	struct request_head h = {ep, method, length, encoding, type, NULL, 100};
+	struct request_head h = {.ep = ep,
+							 .method = method,
+							 .content_length = length,
+							 .transfer_encoding = encoding,
+							 .content_type = type,
+							 .max_body = 100,
+							 .stripe_configured = true,
+							 .content_lengths = length != NULL,
+							 .transfer_encodings = encoding != NULL};
 
 	decide_headers(&h, d);
 }
@@ -246,7 +324,6 @@ static void
 test_decide_headers(void)
 {
 	struct head_decision d;
-	struct request_head  h = {0};
 
 	head(&d, ENDPOINT_OTHER, "POST", "10", NULL, "application/json");
 	ok(d.status == 404 && strstr(d.message, "/webhooks/github"), "headers: unknown path 404");
@@ -260,15 +337,15 @@ test_decide_headers(void)
 	head(&d, ENDPOINT_HEALTHZ, "POST", NULL, NULL, NULL);
 	ok(d.status == 405 && strcmp(d.allow, "GET, HEAD") == 0, "headers: POST on a probe 405");
 	head(&d, ENDPOINT_READYZ, "HEAD", NULL, NULL, NULL);
-	ok(d.status == 0 && !d.is_callback, "headers: HEAD on a probe passes");
+	ok(d.status == 0 && !d.is_webhook, "headers: HEAD on a probe passes");
 	head(&d, ENDPOINT_METRICS, "GET", NULL, NULL, NULL);
-	ok(d.status == 0 && !d.is_callback, "headers: GET /metrics passes");
+	ok(d.status == 0 && !d.is_webhook, "headers: GET /metrics passes");
 
 	head(&d, ENDPOINT_WEBHOOK, "POST", "101", NULL, "text/plain");
 	ok(d.status == 413 && strstr(d.message, "101") && strstr(d.message, "100"),
 	   "headers: size before type, message names both (%s)", d.message);
 	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "application/json");
-	ok(d.status == 0 && d.is_callback && !d.check_type_later, "headers: exactly the limit passes");
+	ok(d.status == 0 && d.is_webhook && !d.check_type_later, "headers: exactly the limit passes");
 	head(&d, ENDPOINT_WEBHOOK, "POST", "100", NULL, "text/plain");
 	is_int(d.status, 415, "headers: bad type with a known length 415 at once");
 	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, "chunked", "text/plain");
@@ -277,32 +354,106 @@ test_decide_headers(void)
 	is_int(d.status, 0, "headers: unparsable length left to the HTTP layer");
 	head(&d, ENDPOINT_WEBHOOK, "POST", NULL, NULL, NULL);
 	is_int(d.status, 415, "headers: missing Content-Type 415");
+	ok(!d.close, "headers: an ordinary refusal keeps the connection");
+}
 
-	head(&d, ENDPOINT_WEBHOOK, "POST", "2", NULL, "application/json");
-	is_str(d.delivery_header, "X-GitHub-Delivery", "headers: GitHub delivery id by default");
-	h.ep = ENDPOINT_WEBHOOK;
+/* A request head with n Content-Length and m Transfer-Encoding headers. */
+static void
+framing(struct head_decision *d, enum endpoint ep, const char *method, int n, int m)
+{
+	struct request_head h = {.ep = ep,
+							 .method = method,
+							 .content_length = n > 0 ? "10" : NULL,
+							 .transfer_encoding = m > 0 ? "chunked" : NULL,
+							 .content_type = "application/json",
+							 .max_body = 100,
+							 .stripe_configured = true,
+							 .content_lengths = n,
+							 .transfer_encodings = m};
+
+	decide_headers(&h, d);
+}
+
+static void
+test_stripe_route(void)
+{
+	struct head_decision d;
+	struct request_head  h = {.ep = ENDPOINT_STRIPE,
+							  .method = "POST",
+							  .content_length = "10",
+							  .content_type = "application/json",
+							  .max_body = 100,
+							  .content_lengths = 1};
+
+	decide_headers(&h, &d);
+	ok(d.status == 404 && strstr(d.message, "Stripe secret") != NULL && !d.is_webhook,
+	   "stripe route: 404 until a Stripe secret is configured (%s)", d.message);
+	h.method = "GET";
+	decide_headers(&h, &d);
+	is_int(d.status, 404, "stripe route: unconfigured, even the method is not looked at");
+	h.stripe_configured = true;
+	decide_headers(&h, &d);
+	ok(d.status == 405 && strcmp(d.allow, "POST") == 0, "stripe route: GET 405 Allow POST");
 	h.method = "POST";
-	h.content_type = "application/json";
-	h.webhook_signature = "v1,abc";
-	h.max_body = 100;
 	decide_headers(&h, &d);
-	is_str(d.delivery_header, "webhook-id", "headers: webhook-id with webhook-signature");
-	h.webhook_signature = "";
+	ok(d.status == 0 && d.is_webhook, "stripe route: POST read as a webhook");
+	h.content_length = "101";
 	decide_headers(&h, &d);
-	is_str(d.delivery_header, "X-GitHub-Delivery", "headers: empty webhook-signature ignored");
-	h.content_length = "500";
+	is_int(d.status, 413, "stripe route: size checked");
+	h.content_length = "10";
+	h.content_type = "application/x-www-form-urlencoded";
 	decide_headers(&h, &d);
-	ok(d.status == 413 && d.delivery_header != NULL,
-	   "headers: a 413 still names its delivery header");
+	is_int(d.status, 415, "stripe route: content type checked");
+	h.content_type = "application/json; charset=utf-8";
+	h.content_lengths = 2;
+	decide_headers(&h, &d);
+	ok(d.status == 400 && d.close, "stripe route: framing checked");
+}
+
+static void
+test_framing(void)
+{
+	struct head_decision d;
+
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 2, 0);
+	ok(d.status == 400 && d.close && strcmp(d.message, "more than one Content-Length header") == 0,
+	   "framing: two Content-Length headers 400, closing (%s)", d.message);
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 1, 1);
+	ok(d.status == 400 && d.close &&
+		   strcmp(d.message, "Content-Length together with Transfer-Encoding") == 0,
+	   "framing: Content-Length with Transfer-Encoding 400, closing (%s)", d.message);
+	framing(&d, ENDPOINT_API_WEBHOOK, "POST", 0, 2);
+	ok(d.status == 400 && d.close &&
+		   strcmp(d.message, "more than one Transfer-Encoding header") == 0,
+	   "framing: two Transfer-Encoding headers 400 (%s)", d.message);
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 3, 2);
+	ok(d.status == 400 && strstr(d.message, "Content-Length") != NULL,
+	   "framing: everything at once is still one 400");
+	framing(&d, ENDPOINT_READYZ, "GET", 1, 1);
+	ok(d.status == 400 && d.close, "framing: a probe with ambiguous framing 400 too");
+	framing(&d, ENDPOINT_OTHER, "POST", 2, 0);
+	is_int(d.status, 404, "framing: the route is decided first");
+	framing(&d, ENDPOINT_WEBHOOK, "GET", 2, 0);
+	is_int(d.status, 405, "framing: then the method");
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 1, 0);
+	ok(d.status == 0 && !d.close, "framing: one Content-Length passes");
+	framing(&d, ENDPOINT_WEBHOOK, "POST", 0, 1);
+	ok(d.status == 0 && d.check_type_later, "framing: one Transfer-Encoding passes");
+	framing(&d, ENDPOINT_HEALTHZ, "GET", 0, 0);
+	ok(d.status == 0 && !d.is_webhook, "framing: a probe without a body passes");
 }
 
 int
 main(void)
 {
 	test_decide_headers();
+	test_framing();
+	test_stripe_route();
+	test_stripe_sqlstate();
 	test_content_type();
 	test_sqlstate();
 	test_bodies();
+	test_duplicate_keys();
 	test_run_fencing();
 	test_delivery_conflict();
 	return done_testing();
