@@ -67,7 +67,7 @@ C<callback =E<gt> STATUS> answers instead for callbacks of that status.
 
 Every request is recorded (method, path, query, decoded JSON body, whether
 the credentials were right, the answer's status, and for the relay the
-signature headers and the raw body). At each request the fake also reads the command line of
+signature headers, the raw body and the listener's answer). At each request the fake also reads the command line of
 every process on the machine and records any C<watch>ed string found there:
 a secret on a command line is a test failure.
 
@@ -447,6 +447,7 @@ sub _relay
 	my $r = HTTP::Tiny->new(timeout => 30, keep_alive => 0)->request('POST',
 		$st{relay_to} . $path, { headers => { %{ $call->{headers} } }, content => $req->content });
 	$call->{relayed} = $r->{status};
+	$call->{answer} = $r->{content};
 	if ($rule)
 	{
 		# The listener applied it; its answer is lost.

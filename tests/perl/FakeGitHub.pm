@@ -58,6 +58,10 @@ until the client goes away, and whether a dispatch still creates a run
 Each connection is served by its own process, so several dispatchers can
 talk to it at once; the state lives in files under a lock.
 
+With C<actions> (see the constructor) the fake also does what GitHub
+Actions would: every run it creates plays the workflow file's job, its
+steps' C<run:> scripts started with the dispatch's inputs (L</THE RUNNER>).
+
 =cut
 
 package FakeGitHub;
@@ -68,6 +72,7 @@ use warnings;
 use Carp;
 use Crypt::OpenSSL::RSA;
 use Fcntl qw(:flock);
+use File::Path ();
 use HTTP::Daemon;
 use HTTP::Response;
 use IO::Select;
@@ -96,9 +101,11 @@ my $parent_pid = $$;
 C<repo> (default C<acme/agents>), C<workflow> (C<provision.yml>),
 C<tokens> (array ref of valid bearer tokens), C<app> (hash ref: C<id>,
 C<installation>, C<public_key> PEM, C<token_lifetime>), C<run_title>
-(default C<provision {job_id}>), C<run_details> (C<answer>, C<refuse> or
-C<ignore>), C<tls> (serve HTTPS with a certificate from a test CA made
-with openssl; C<ca_file> is then the CA to trust).
+(default C<provision {job_id}>, or the C<run-name> of C<actions>'s
+workflow), C<run_details> (C<answer>, C<refuse> or C<ignore>), C<tls>
+(serve HTTPS with a certificate from a test CA made with openssl;
+C<ca_file> is then the CA to trust), C<actions> (hash ref: run the
+workflow for every run, see L</THE RUNNER>).
 
 =back
 
@@ -115,11 +122,13 @@ sub new
 		tls         => $opts{tls} ? 1 : 0,
 	}, $class;
 	$self->_make_certificates if $self->{tls};
+	my $actions = $opts{actions} ? _load_workflow($opts{actions}) : undef;
 
 	$self->_write_state({
 		tokens      => { map { $_ => 0 } @{ $opts{tokens} // [] } },
 		app         => $opts{app},
-		run_title   => $opts{run_title} // 'provision {job_id}',
+		run_title   => $opts{run_title} // ($actions && $actions->{run_title}) // 'provision {job_id}',
+		hold_runs   => $actions && $actions->{hold} ? 1 : 0,
 		run_details => $opts{run_details} // 'answer',
 		script      => [],
 		runs        => [],
@@ -150,6 +159,7 @@ sub new
 	close $d;
 	$self->{pid} = $pid;
 	push @running, $self;
+	$self->_start_runner($actions) if $actions;
 	return $self;
 }
 
@@ -282,9 +292,12 @@ sub wait_requests
 =item runs
 
 The runs created so far, oldest first: C<id>, C<display_title>,
-C<job_id>, C<created_at> (ISO 8601), C<created> (epoch), C<html_url>.
+C<job_id>, C<inputs> (the dispatch's), C<created_at> (ISO 8601),
+C<created> (epoch), C<html_url>, C<status> (C<queued>, and with
+C<actions> C<in_progress> and C<completed>), and once completed
+C<conclusion> and C<steps> (L</THE RUNNER>).
 
-=item add_run(job_id => $id, created => $epoch)
+=item add_run(job_id => $id, created => $epoch, inputs => \%inputs)
 
 Creates a run as a dispatch would have (for reconciliation tests).
 
@@ -296,7 +309,10 @@ sub add_run
 {
 	my ($self, %opts) = @_;
 	my $run;
-	$self->_update(sub { $run = _new_run($_[0], $opts{job_id}, $opts{created} // time()) });
+	$self->_update(sub {
+		$run = _new_run($_[0], { job_id => $opts{job_id}, %{ $opts{inputs} // {} } },
+			$opts{created} // time());
+	});
 	return $run;
 }
 
@@ -304,7 +320,8 @@ sub add_run
 
 =item stop
 
-Stops the server (also done at exit).
+Stops the server and the runner, killing the runs in progress (also done
+at exit).
 
 =back
 
@@ -313,6 +330,12 @@ Stops the server (also done at exit).
 sub stop
 {
 	my ($self) = @_;
+	if ($self->{runner})
+	{
+		kill 'TERM', $self->{runner};
+		waitpid($self->{runner}, 0);
+		delete $self->{runner};
+	}
 	return unless $self->{pid};
 	kill 'TERM', -$self->{pid};
 	kill 'TERM', $self->{pid};
@@ -392,7 +415,8 @@ sub _iso
 
 sub _new_run
 {
-	my ($s, $job_id, $created) = @_;
+	my ($s, $inputs, $created) = @_;
+	my $job_id = $inputs->{job_id};
 	my $id = $s->{next_run}++;
 	(my $title = $s->{run_title}) =~ s/\{job_id\}/$job_id/g;
 	my $run = {
@@ -400,6 +424,7 @@ sub _new_run
 		name          => 'provision',
 		display_title => $title,
 		job_id        => $job_id,
+		inputs        => $inputs,
 		event         => 'workflow_dispatch',
 		status        => 'queued',
 		created       => $created,
@@ -599,7 +624,7 @@ sub _handle
 	{
 		if ($entry->{create_run} && $endpoint eq 'dispatch')
 		{
-			$self->_update(sub { _new_run($_[0], $decoded->{inputs}{job_id}, time()) });
+			$self->_update(sub { _new_run($_[0], $decoded->{inputs} // {}, time()) });
 		}
 		sleep($entry->{delay}) if $entry->{delay};
 		if ($entry->{hang})
@@ -692,7 +717,7 @@ sub _default
 			});
 		}
 		my $run;
-		$self->_update(sub { $run = _new_run($_[0], $inputs->{job_id}, time()) });
+		$self->_update(sub { $run = _new_run($_[0], $inputs, time()) });
 		if ($b->{return_run_details} && $state->{run_details} eq 'answer')
 		{
 			return _answer(200, {
@@ -718,6 +743,384 @@ sub _default
 	my $page = $q{page} // 1;
 	my @slice = grep { defined } @runs[ ($page - 1) * $per_page .. $page * $per_page - 1 ];
 	return _answer(200, { total_count => scalar @runs, workflow_runs => \@slice });
+}
+
+# ---- the runner ----------------------------------------------------------------
+
+=pod
+
+=head1 THE RUNNER
+
+  my $gh = FakeGitHub->new(tokens => [...], actions => {
+      workflow  => "$root/examples/github-actions/provision.yml",
+      workspace => $root,                  # the checkout the steps run in
+      secrets   => { HCLOUD_TOKEN => ..., ... },
+      vars      => { HCLOUD_LOCATION => 'nbg1' },
+      env       => { PATH => ..., HCLOUD_API => $cloud->url },
+      hold      => 1,                      # runs wait for release_runs
+  });
+  my @runs = $gh->wait_runs(1);            # completed runs
+  print $gh->step_log($runs[0], 'Provision');
+
+With C<actions> a process next to the server plays GitHub Actions for
+every run the fake creates (a dispatch, a scripted C<create_run>,
+C<add_run>), as a hosted runner would once the run is picked up: the
+workflow file's one job, step by step, in C<workspace>:
+
+=over
+
+=item *
+
+C<run:> is written to a file and run with C<bash --noprofile --norc -eo
+pipefail>, GitHub's default shell, its stdout and stderr kept per step.
+C<uses: actions/checkout@...> does nothing (C<workspace> is the checkout);
+any other action fails its step.
+
+=item *
+
+A step's environment is the runner's (C<env>, else C<PATH>, C<HOME> and
+C<TMPDIR> of the test), the variables GitHub sets (C<CI>,
+C<GITHUB_ACTIONS>, C<GITHUB_RUN_ID> and C<GITHUB_RUN_ATTEMPT> (1) of the
+run, C<GITHUB_REPOSITORY>, C<GITHUB_SERVER_URL>
+(C<https://github.example>, the host of the runs' C<html_url>),
+C<GITHUB_EVENT_NAME>, C<GITHUB_REF>, C<GITHUB_WORKSPACE>, C<RUNNER_TEMP>
+(one directory per run), C<GITHUB_OUTPUT> and C<GITHUB_STEP_SUMMARY> (one
+file per step)), then the job's C<env:> and the step's C<env:>.
+
+=item *
+
+C<${{ ... }}> in C<env:> values, in C<run:> and in C<run-name> and the
+C<concurrency> group may be C<inputs.NAME> (the dispatch's inputs),
+C<secrets.NAME> and C<vars.NAME> (empty when not given), C<job.status>,
+C<github.run_id> or C<github.run_attempt>; anything else fails the step.
+C<if:> may combine C<success()>, C<failure()>, C<always()> and
+C<cancelled()> with C<||>, C<&&>, C<!> and parentheses (default
+C<success()>).
+
+=item *
+
+Runs of one C<concurrency> group run one at a time, oldest first (a later
+run waits, as with C<cancel-in-progress: false>; GitHub's replacement of
+a waiting run by a newer one is not played). C<timeout-minutes>,
+C<permissions>, C<runs-on> and cancellation are not played.
+
+=back
+
+A run goes C<queued>, C<in_progress>, C<completed>; its C<conclusion> is
+C<success> unless a step failed (C<failure>), and C<steps> lists each
+step's C<name>, C<conclusion> (C<success>, C<failure>, C<skipped>),
+C<exit> status, C<outputs> (the C<NAME=value> lines of its
+C<GITHUB_OUTPUT>), C<error> (why the runner failed it, if it did) and
+the files C<stdout> and C<stderr>.
+
+=over
+
+=item hold_runs, release_runs
+
+Runs stay queued (no runner is free) until C<release_runs>; C<hold> in
+C<actions> starts held.
+
+=item wait_runs($n, %opts)
+
+Waits (C<timeout>, default C<ProvisionTest::timeout()>) until at least
+C<$n> runs completed; returns the completed runs, oldest first.
+
+=item step_log($run, $step_name)
+
+The step's stdout followed by its stderr. While a run is in progress,
+C<steps> holds the steps started so far, the one running without a
+C<conclusion>.
+
+=back
+
+=cut
+
+sub hold_runs    { $_[0]->_update(sub { $_[0]{hold_runs} = 1 }); }
+sub release_runs { $_[0]->_update(sub { $_[0]{hold_runs} = 0 }); }
+
+sub wait_runs
+{
+	my ($self, $n, %opts) = @_;
+	my @done;
+	ProvisionTest::wait_until(sub {
+		@done = grep { $_->{status} eq 'completed' } $self->runs;
+		return @done >= $n;
+	}, timeout => $opts{timeout});
+	return @done;
+}
+
+sub step_log
+{
+	my ($self, $run, $name) = @_;
+	my ($step) = grep { $_->{name} eq $name } @{ $run->{steps} // [] };
+	return undef unless $step;
+	my $text = '';
+	for my $f (grep { defined } @$step{qw(stdout stderr)})
+	{
+		open(my $fh, '<', $f) or next;
+		local $/;
+		$text .= <$fh> // '';
+		close $fh;
+	}
+	return $text;
+}
+
+# The workflow file read once: its job's steps and env, run-name and
+# concurrency group, checked for what the runner can play.
+sub _load_workflow
+{
+	my ($a) = @_;
+	require YAML::XS;
+	my $doc = YAML::XS::LoadFile($a->{workflow});
+	croak "$a->{workflow}: not a workflow" unless ref $doc eq 'HASH' && ref $doc->{jobs} eq 'HASH';
+	my @jobs = sort keys %{ $doc->{jobs} };
+	croak "$a->{workflow}: the runner plays one job, not " . scalar(@jobs) unless @jobs == 1;
+	my $job = $doc->{jobs}{ $jobs[0] };
+	croak "$a->{workflow}: job $jobs[0] has no steps" unless ref $job->{steps} eq 'ARRAY';
+	my $concurrency = $job->{concurrency} // $doc->{concurrency};
+	$concurrency = $concurrency->{group} if ref $concurrency eq 'HASH';
+	my $title;
+	if (defined $doc->{'run-name'})
+	{
+		($title = $doc->{'run-name'}) =~ s/\$\{\{\s*inputs\.job_id\s*\}\}/{job_id}/g;
+		croak "$a->{workflow}: run-name may only use inputs.job_id here" if $title =~ /\$\{\{/;
+	}
+	my %env = %{ $a->{env} // { map { defined $ENV{$_} ? ($_ => $ENV{$_}) : () } qw(PATH HOME TMPDIR) } };
+	return {
+		%$a,
+		env         => \%env,
+		job_env     => $job->{env} // {},
+		steps       => $job->{steps},
+		concurrency => $concurrency,
+		run_title   => $title,
+	};
+}
+
+# ${{ ... }} of a string, for a run; dies naming what it cannot evaluate.
+sub _expand
+{
+	my ($a, $run, $status, $text) = @_;
+	return $text unless defined $text;
+	$text =~ s{\$\{\{\s*(.*?)\s*\}\}}{
+		my $e = $1;
+		  $e =~ /^inputs\.(\w+)$/   ? $run->{inputs}{$1} // ''
+		: $e =~ /^secrets\.(\w+)$/  ? $a->{secrets}{$1} // ''
+		: $e =~ /^vars\.(\w+)$/     ? $a->{vars}{$1} // ''
+		: $e eq 'job.status'        ? $status
+		: $e eq 'github.run_id'     ? $run->{id}
+		: $e eq 'github.run_attempt' ? 1
+		: die "the runner cannot evaluate \${{ $e }}\n"
+	}ge;
+	return $text;
+}
+
+# A step's if: with the job's status so far.
+sub _condition
+{
+	my ($expr, $status) = @_;
+	$expr //= 'success()';
+	$expr =~ s/^\$\{\{\s*(.*?)\s*\}\}$/$1/;
+	my %f = (success => $status eq 'success', failure => $status eq 'failure',
+		always => 1, cancelled => 0);
+	(my $e = $expr) =~ s/\b(success|failure|always|cancelled)\(\)/$f{$1} ? 1 : 0/ge;
+	die "the runner cannot evaluate if: $expr\n" unless $e =~ /^[01|&!()\s]*$/;
+	my $v = eval $e;
+	die "the runner cannot evaluate if: $expr\n" if $@;
+	return $v;
+}
+
+sub _group
+{
+	my ($a, $run) = @_;
+	return "run $run->{id}" unless defined $a->{concurrency};
+	my $g = eval { _expand($a, $run, 'success', $a->{concurrency}) };
+	return defined $g ? "group $g" : "run $run->{id}";
+}
+
+# The runner: a process of its own that starts the queued runs and plays
+# each in a child, in a process group of its own so that stop ends its
+# steps too.
+sub _start_runner
+{
+	my ($self, $a) = @_;
+	my $pid = fork();
+	croak "fork: $!" unless defined $pid;
+	if ($pid)
+	{
+		$self->{runner} = $pid;
+		return;
+	}
+	my %playing;
+	$SIG{TERM} = sub {
+		kill 'KILL', -$_ for keys %playing;
+		POSIX::_exit(0);
+	};
+	eval {
+		while (1)
+		{
+			while ((my $done = waitpid(-1, POSIX::WNOHANG())) > 0)
+			{
+				delete $playing{$done};
+			}
+			my $s = $self->_read_state;
+			if (!$s->{hold_runs} && grep { $_->{status} eq 'queued' } @{ $s->{runs} })
+			{
+				my @start = $self->_update(sub {
+					my ($s) = @_;
+					return () if $s->{hold_runs};
+					my %busy = map { (_group($a, $_) => 1) }
+					  grep { $_->{status} eq 'in_progress' } @{ $s->{runs} };
+					my @go;
+					for my $run (@{ $s->{runs} })
+					{
+						next unless $run->{status} eq 'queued';
+						my $g = _group($a, $run);
+						next if $busy{$g}++;
+						$run->{status} = 'in_progress';
+						$run->{started} = time();
+						push @go, {%$run};
+					}
+					return @go;
+				});
+				for my $run (@start)
+				{
+					my $child = fork();
+					die "fork: $!" unless defined $child;
+					if ($child == 0)
+					{
+						POSIX::setpgid(0, 0);
+						$SIG{TERM} = 'DEFAULT';
+						eval { $self->_play($a, $run) };
+						print STDERR "FakeGitHub runner, run $run->{id}: $@" if $@;
+						POSIX::_exit(0);
+					}
+					POSIX::setpgid($child, $child);
+					$playing{$child} = $run->{id};
+				}
+			}
+			sleep(0.1);
+		}
+	};
+	print STDERR "FakeGitHub runner: $@" if $@;
+	POSIX::_exit(1);
+}
+
+# One run, step by step; each step's outcome goes into the run's record as
+# it ends, the run's at the end.
+sub _play
+{
+	my ($self, $a, $run) = @_;
+	my $dir = "$self->{dir}/runs/$run->{id}";
+	File::Path::make_path("$dir/temp");
+	my $status = 'success';
+	my @steps;
+	my $n = 0;
+	my $save = sub {
+		my (%done) = @_;
+		$self->_update(sub {
+			my ($r) = grep { $_->{id} == $run->{id} } @{ $_[0]{runs} };
+			%$r = (%$r, steps => \@steps, %done);
+		});
+	};
+	for my $step (@{ $a->{steps} })
+	{
+		$n++;
+		my $name = $step->{name} // ($step->{uses} ? "Run $step->{uses}" : "step $n");
+		my %rec = (name => $name);
+		push @steps, \%rec;
+		my $run_it = eval { _condition($step->{if}, $status) };
+		if ($@)
+		{
+			@rec{qw(conclusion error)} = ('failure', $@);
+		}
+		elsif (!$run_it)
+		{
+			$rec{conclusion} = 'skipped';
+		}
+		else
+		{
+			# visible while it runs, without a conclusion yet
+			@rec{qw(stdout stderr)} = ("$dir/$n.stdout", "$dir/$n.stderr");
+			$save->();
+		}
+		if (!defined $rec{conclusion}
+			&& !eval { $self->_step($a, $run, $status, $step, $dir, $n, \%rec); 1 })
+		{
+			@rec{qw(conclusion error)} = ('failure', $@);
+		}
+		$status = 'failure' if $rec{conclusion} eq 'failure';
+		$save->();
+	}
+	$save->(status => 'completed', conclusion => $status, completed => time());
+}
+
+sub _step
+{
+	my ($self, $a, $run, $status, $step, $dir, $n, $rec) = @_;
+	if (defined $step->{uses})
+	{
+		die "the runner plays no action but actions/checkout ($step->{uses})\n"
+		  unless $step->{uses} =~ m{^actions/checkout@};
+		$rec->{conclusion} = 'success';
+		return;
+	}
+	die "a step with neither run nor uses\n" unless defined $step->{run};
+	my %env = (
+		%{ $a->{env} },
+		CI                  => 'true',
+		GITHUB_ACTIONS      => 'true',
+		GITHUB_RUN_ID       => $run->{id},
+		GITHUB_RUN_ATTEMPT  => 1,
+		GITHUB_REPOSITORY   => $self->{repo},
+		GITHUB_SERVER_URL   => 'https://github.example',
+		GITHUB_EVENT_NAME   => 'workflow_dispatch',
+		GITHUB_REF          => 'refs/heads/main',
+		GITHUB_WORKSPACE    => $a->{workspace},
+		RUNNER_TEMP         => "$dir/temp",
+		GITHUB_OUTPUT       => "$dir/$n.output",
+		GITHUB_STEP_SUMMARY => "$dir/$n.summary",
+	);
+	for my $e ($a->{job_env}, $step->{env} // {})
+	{
+		$env{$_} = _expand($a, $run, $status, $e->{$_}) for keys %$e;
+	}
+	my $script = "$dir/$n.sh";
+	open(my $fh, '>', $script) or die "$script: $!";
+	print $fh _expand($a, $run, $status, $step->{run});
+	close $fh or die "$script: $!";
+	for my $f ("$dir/$n.output", "$dir/$n.summary")
+	{
+		open(my $t, '>', $f) or die "$f: $!";
+		close $t;
+	}
+
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		# the environment is set here, never on a command line
+		%ENV = %env;
+		chdir $a->{workspace} or POSIX::_exit(127);
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>', $rec->{stdout});
+		open(STDERR, '>', $rec->{stderr});
+		exec('bash', '--noprofile', '--norc', '-eo', 'pipefail', $script) or POSIX::_exit(127);
+	}
+	waitpid($pid, 0);
+	my $w = $?;
+	$rec->{exit} = ($w & 127) ? 128 + ($w & 127) : $w >> 8;
+	$rec->{conclusion} = $rec->{exit} == 0 ? 'success' : 'failure';
+	my %out;
+	if (open(my $o, '<', "$dir/$n.output"))
+	{
+		while (my $line = <$o>)
+		{
+			chomp $line;
+			$out{$1} = $2 if $line =~ /^([A-Za-z_][\w-]*)=(.*)$/;
+		}
+		close $o;
+	}
+	$rec->{outputs} = \%out;
 }
 
 package FakeGitHub::TLSConnection;
