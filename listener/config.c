@@ -3,6 +3,8 @@
  */
 #include "config.h"
 
+#include "options.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -15,46 +17,20 @@
 
 #define SECRET_FILE_MAX 65536
 
-struct option_spec;
-
-typedef bool (*option_parser)(const struct option_spec *opt, struct config *cfg, const char *value,
-							  bool from_env, char *err, size_t errlen);
-
-struct option_spec
-{
-	const char   *name; /* the flag, without "--" */
-	const char   *env;  /* environment fallback, or NULL */
-	const char   *def;  /* default, or NULL when there is none */
-	const char   *metavar;
-	option_parser parse;
-	size_t        offset; /* field of struct config for numbers */
-	long          min;
-	long          max;
-	const char   *help;
-};
-
-static bool parse_listen(const struct option_spec *, struct config *, const char *, bool, char *,
-						 size_t);
-static bool parse_database(const struct option_spec *, struct config *, const char *, bool, char *,
-						   size_t);
-static bool parse_secret(const struct option_spec *, struct config *, const char *, bool, char *,
-						 size_t);
-static bool parse_long(const struct option_spec *, struct config *, const char *, bool, char *,
-					   size_t);
-static bool parse_duration_opt(const struct option_spec *, struct config *, const char *, bool,
-							   char *, size_t);
-static bool parse_log_format(const struct option_spec *, struct config *, const char *, bool,
-							 char *, size_t);
-static bool parse_prepared(const struct option_spec *, struct config *, const char *, bool, char *,
-						   size_t);
-static bool parse_stripe_secret(const struct option_spec *, struct config *, const char *, bool,
-								char *, size_t);
-static bool parse_schemes(const struct option_spec *, struct config *, const char *, bool, char *,
-						  size_t);
+/* The listener's own parsers; numbers and strings use options.c's. */
+static bool parse_listen(const struct opt_spec *, void *, const char *, bool, char *, size_t);
+static bool parse_database(const struct opt_spec *, void *, const char *, bool, char *, size_t);
+static bool parse_secret(const struct opt_spec *, void *, const char *, bool, char *, size_t);
+static bool parse_duration_opt(const struct opt_spec *, void *, const char *, bool, char *, size_t);
+static bool parse_log_format(const struct opt_spec *, void *, const char *, bool, char *, size_t);
+static bool parse_prepared(const struct opt_spec *, void *, const char *, bool, char *, size_t);
+static bool parse_stripe_secret(const struct opt_spec *, void *, const char *, bool, char *,
+								size_t);
+static bool parse_schemes(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 
 #define F(field) offsetof(struct config, field)
 
-static const struct option_spec options[] = {
+static const struct opt_spec options[] = {
 	{"listen", "PROVISION_LISTEN", "127.0.0.1:8080", "ADDR:PORT", parse_listen, 0, 0, 0,
 	 "address to serve on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080, localhost:8080"},
 	{"database", "PROVISION_DATABASE_URL", "", "CONNINFO", parse_database, 0, 0, 0,
@@ -71,20 +47,20 @@ static const struct option_spec options[] = {
 	 "file holding the Stripe webhook signing secrets (whsec_...), one per line, used as given; "
 	 "POST /webhooks/stripe answers 404 without one; the environment variable holds the "
 	 "secrets themselves"},
-	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", parse_long, F(max_body), 1,
+	{"max-body", "PROVISION_MAX_BODY", "65536", "BYTES", opt_long, F(max_body), 1,
 	 64L * 1024 * 1024, "largest request body accepted (413 above it)"},
-	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", parse_long, F(tolerance), 0,
+	{"tolerance", "PROVISION_TOLERANCE", "300", "SECONDS", opt_long, F(tolerance), 0,
 	 7L * 24 * 3600,
 	 "how far webhook-timestamp may be from now, either way, 0 to 604800 (a week); a Stripe "
 	 "event's t= too"},
-	{"pool", "PROVISION_POOL", "10", "N", parse_long, F(pool), 1, 1000, "database connections"},
-	{"threads", "PROVISION_THREADS", NULL, "N", parse_long, F(threads), 1, 1000,
+	{"pool", "PROVISION_POOL", "10", "N", opt_long, F(pool), 1, 1000, "database connections"},
+	{"threads", "PROVISION_THREADS", NULL, "N", opt_long, F(threads), 1, 1000,
 	 "worker threads running database calls (default: same as --pool)"},
 	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", parse_log_format, 0, 0, 0,
 	 "stderr log lines as key=value text or one JSON object per line"},
-	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", parse_long, F(max_connections), 4,
+	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", opt_long, F(max_connections), 4,
 	 1000000, "concurrent HTTP connections (capped by the open-file limit)"},
-	{"max-connections-per-ip", "PROVISION_MAX_CONNECTIONS_PER_IP", "0", "N", parse_long,
+	{"max-connections-per-ip", "PROVISION_MAX_CONNECTIONS_PER_IP", "0", "N", opt_long,
 	 F(max_connections_per_ip), 0, 1000000,
 	 "concurrent HTTP connections from one client address, 0 for no limit (behind a proxy every "
 	 "client has the proxy's address)"},
@@ -111,68 +87,6 @@ static const struct option_spec options[] = {
 };
 
 #define NOPTIONS ((int) (sizeof options / sizeof options[0]))
-
-static long *
-long_field(const struct option_spec *opt, struct config *cfg)
-{
-	return (long *) ((char *) cfg + opt->offset);
-}
-
-/* "--name" for flags, the variable for the environment. */
-static const char *
-origin(const struct option_spec *opt, bool from_env, char *buf, size_t len)
-{
-	if (from_env)
-		snprintf(buf, len, "%s", opt->env);
-	else
-		snprintf(buf, len, "--%s", opt->name);
-	return buf;
-}
-
-bool
-config_parse_listen(const char *value, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *colon;
-	const char *h;
-	size_t      hlen;
-	long        p;
-	char       *end;
-
-	if (value[0] == '[')
-	{
-		const char *close = strchr(value, ']');
-
-		if (close == NULL || close[1] != ':')
-			return false;
-		h = value + 1;
-		hlen = (size_t) (close - h);
-		colon = close + 1;
-		if (memchr(h, ':', hlen) == NULL)
-			return false;
-	}
-	else
-	{
-		colon = strrchr(value, ':');
-		if (colon == NULL)
-			return false;
-		h = value;
-		hlen = (size_t) (colon - value);
-		if (memchr(h, ':', hlen) != NULL)
-			return false; /* bare IPv6 needs brackets */
-	}
-	if (hlen == 0 || hlen >= hostlen)
-		return false;
-	if (colon[1] < '0' || colon[1] > '9')
-		return false;
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (errno != 0 || *end != '\0' || p < 1 || p > 65535)
-		return false;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	snprintf(port, portlen, "%ld", p);
-	return true;
-}
 
 bool
 config_parse_duration(const char *value, long *ms)
@@ -233,26 +147,28 @@ config_parse_schemes(const char *value, unsigned int *schemes)
 }
 
 static bool
-parse_listen(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-			 char *err, size_t errlen)
+parse_listen(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env, char *err,
+			 size_t errlen)
 {
-	char name[64];
+	struct config *cfg = cfgp;
+	char           name[64];
 
-	if (!config_parse_listen(value, cfg->listen_host, sizeof cfg->listen_host, cfg->listen_port,
-							 sizeof cfg->listen_port))
+	if (!opt_parse_listen(value, cfg->listen_host, sizeof cfg->listen_host, cfg->listen_port,
+						  sizeof cfg->listen_port))
 	{
 		snprintf(err, errlen,
 				 "invalid %s \"%s\": expected HOST:PORT or [IPV6]:PORT with a port from 1 to 65535",
-				 origin(opt, from_env, name, sizeof name), value);
+				 opt_origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
 }
 
 static bool
-parse_database(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-			   char *err, size_t errlen)
+parse_database(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env, char *err,
+			   size_t errlen)
 {
+	struct config *cfg = cfgp;
 	(void) opt;
 	(void) from_env;
 	free(cfg->database);
@@ -330,10 +246,11 @@ config_read_secret_file(const char *path, enum secret_form form, struct secrets 
 }
 
 static bool
-parse_secret(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-			 char *err, size_t errlen)
+parse_secret(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env, char *err,
+			 size_t errlen)
 {
-	char msg[200];
+	struct config *cfg = cfgp;
+	char           msg[200];
 
 	if (!from_env)
 	{
@@ -355,10 +272,11 @@ parse_secret(const struct option_spec *opt, struct config *cfg, const char *valu
 }
 
 static bool
-parse_stripe_secret(const struct option_spec *opt, struct config *cfg, const char *value,
-					bool from_env, char *err, size_t errlen)
+parse_stripe_secret(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env,
+					char *err, size_t errlen)
 {
-	char msg[200];
+	struct config *cfg = cfgp;
+	char           msg[200];
 
 	if (!from_env)
 	{
@@ -381,29 +299,8 @@ parse_stripe_secret(const struct option_spec *opt, struct config *cfg, const cha
 }
 
 static bool
-parse_long(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-		   char *err, size_t errlen)
-{
-	char  name[64];
-	char *end;
-	long  n;
-
-	errno = 0;
-	n = strtol(value, &end, 10);
-	if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0' || n < opt->min ||
-		n > opt->max)
-	{
-		snprintf(err, errlen, "invalid %s \"%s\": expected an integer from %ld to %ld",
-				 origin(opt, from_env, name, sizeof name), value, opt->min, opt->max);
-		return false;
-	}
-	*long_field(opt, cfg) = n;
-	return true;
-}
-
-static bool
-parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char *value,
-				   bool from_env, char *err, size_t errlen)
+parse_duration_opt(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env,
+				   char *err, size_t errlen)
 {
 	char name[64];
 	long ms;
@@ -413,18 +310,19 @@ parse_duration_opt(const struct option_spec *opt, struct config *cfg, const char
 		snprintf(
 			err, errlen,
 			"invalid %s \"%s\": expected a duration such as 500ms, 10s, 2m or 1h, from %ldms to %lds",
-			origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
+			opt_origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
 		return false;
 	}
-	*long_field(opt, cfg) = ms;
+	*(long *) opt_field(opt, cfgp) = ms;
 	return true;
 }
 
 static bool
-parse_log_format(const struct option_spec *opt, struct config *cfg, const char *value,
-				 bool from_env, char *err, size_t errlen)
+parse_log_format(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env,
+				 char *err, size_t errlen)
 {
-	char name[64];
+	struct config *cfg = cfgp;
+	char           name[64];
 
 	if (strcmp(value, "text") == 0)
 		cfg->log_format = LOG_FORMAT_TEXT;
@@ -433,17 +331,18 @@ parse_log_format(const struct option_spec *opt, struct config *cfg, const char *
 	else
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected text or json",
-				 origin(opt, from_env, name, sizeof name), value);
+				 opt_origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
 }
 
 static bool
-parse_prepared(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-			   char *err, size_t errlen)
+parse_prepared(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env, char *err,
+			   size_t errlen)
 {
-	char name[64];
+	struct config *cfg = cfgp;
+	char           name[64];
 
 	if (strcmp(value, "auto") == 0)
 		cfg->prepared_statements = true;
@@ -452,99 +351,43 @@ parse_prepared(const struct option_spec *opt, struct config *cfg, const char *va
 	else
 	{
 		snprintf(err, errlen, "invalid %s \"%s\": expected auto or off",
-				 origin(opt, from_env, name, sizeof name), value);
+				 opt_origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
 }
 
 static bool
-parse_schemes(const struct option_spec *opt, struct config *cfg, const char *value, bool from_env,
-			  char *err, size_t errlen)
+parse_schemes(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env, char *err,
+			  size_t errlen)
 {
-	char name[64];
+	struct config *cfg = cfgp;
+	char           name[64];
 
 	if (!config_parse_schemes(value, &cfg->schemes))
 	{
 		snprintf(err, errlen,
 				 "invalid %s \"%s\": expected a comma-separated list of standard and github",
-				 origin(opt, from_env, name, sizeof name), value);
+				 opt_origin(opt, from_env, name, sizeof name), value);
 		return false;
 	}
 	return true;
 }
 
-static int
-find_option(const char *name, size_t len)
-{
-	for (int i = 0; i < NOPTIONS; i++)
-		if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0)
-			return i;
-	return -1;
-}
-
 enum config_result
 config_parse(struct config *cfg, int argc, char **argv, config_env_fn env, char *err, size_t errlen)
 {
-	const char *flag_values[NOPTIONS] = {0};
-
 	memset(cfg, 0, sizeof *cfg);
-	err[0] = '\0';
-
-	for (int i = 1; i < argc; i++)
+	switch (opt_parse(options, NOPTIONS, cfg, argc, argv, env, err, errlen))
 	{
-		const char *arg = argv[i];
-		const char *eq;
-		size_t      namelen;
-		int         o;
-
-		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+		case OPT_HELP:
 			return CONFIG_HELP;
-		if (strcmp(arg, "--version") == 0)
+		case OPT_VERSION:
 			return CONFIG_VERSION;
-		if (strncmp(arg, "--", 2) != 0)
-		{
-			snprintf(err, errlen, "unexpected argument \"%s\" (see --help)", arg);
+		case OPT_ERROR:
 			return CONFIG_ERROR;
-		}
-		eq = strchr(arg + 2, '=');
-		namelen = eq ? (size_t) (eq - arg - 2) : strlen(arg + 2);
-		o = find_option(arg + 2, namelen);
-		if (o < 0)
-		{
-			snprintf(err, errlen, "unknown option \"%.*s\" (see --help)", (int) namelen + 2, arg);
-			return CONFIG_ERROR;
-		}
-		if (eq != NULL)
-			flag_values[o] = eq + 1;
-		else if (i + 1 < argc)
-			flag_values[o] = argv[++i];
-		else
-		{
-			snprintf(err, errlen, "option --%s needs a value", options[o].name);
-			return CONFIG_ERROR;
-		}
-	}
-
-	for (int o = 0; o < NOPTIONS; o++)
-	{
-		const struct option_spec *opt = &options[o];
-		const char               *value = flag_values[o];
-		bool                      from_env = false;
-
-		if (value == NULL && opt->env != NULL)
-		{
-			value = env(opt->env);
-			if (value != NULL && value[0] == '\0')
-				value = NULL;
-			from_env = value != NULL;
-		}
-		if (value == NULL)
-			value = opt->def;
-		if (value == NULL)
-			continue;
-		if (!opt->parse(opt, cfg, value, from_env, err, errlen))
-			return CONFIG_ERROR;
+		case OPT_OK:
+			break;
 	}
 
 	if (cfg->secrets.count == 0)
@@ -570,36 +413,6 @@ config_free(struct config *cfg)
 	memset(cfg, 0, sizeof *cfg);
 }
 
-/* Prints text word-wrapped into the help column. */
-static void
-print_wrapped(FILE *out, const char *text)
-{
-	const int width = 78 - 33;
-	int       col = 0;
-
-	while (*text)
-	{
-		int len = (int) strcspn(text, " ");
-
-		if (col > 0 && col + 1 + len > width)
-		{
-			fprintf(out, "\n%33s", "");
-			col = 0;
-		}
-		else if (col > 0)
-		{
-			fputc(' ', out);
-			col++;
-		}
-		fprintf(out, "%.*s", len, text);
-		col += len;
-		text += len;
-		while (*text == ' ')
-			text++;
-	}
-	fputc('\n', out);
-}
-
 void
 config_usage(FILE *out)
 {
@@ -610,21 +423,5 @@ config_usage(FILE *out)
 				 "Every option may also come from its environment variable; flags win.\n"
 				 "Durations take ms, s (the default unit), m or h. SIGHUP re-reads the secret\n"
 				 "files; SIGTERM or SIGINT finishes the requests in progress and exits.\n\n");
-	for (int i = 0; i < NOPTIONS; i++)
-	{
-		const struct option_spec *opt = &options[i];
-		char                      left[64];
-
-		snprintf(left, sizeof left, "--%s %s", opt->name, opt->metavar);
-		fprintf(out, "  %-30s ", left);
-		print_wrapped(out, opt->help);
-		fprintf(out, "  %-30s [%s]", "", opt->env);
-		if (opt->def != NULL && opt->def[0] != '\0')
-			fprintf(out, " default: %s", opt->def);
-		fprintf(out, "\n");
-	}
-	fprintf(out,
-			"  %-30s show this help and exit\n"
-			"  %-30s show the version and exit\n",
-			"--help", "--version");
+	opt_usage(out, options, NOPTIONS);
 }

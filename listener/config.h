@@ -67,9 +67,6 @@ bool config_read_secret_file(const char *path, enum secret_form form, struct sec
 /* Writes --help text, generated from the option table. */
 void config_usage(FILE *out);
 
-/* Parses "host:port", "[v6]:port"; pure, used by the --listen option. */
-bool config_parse_listen(const char *value, char *host, size_t hostlen, char *port, size_t portlen);
-
 /*
  * Parses a --schemes list ("standard,github", spaces around the commas
  * allowed) into SCHEMES_* bits; false on an empty list or entry or an
@@ -77,7 +74,10 @@ bool config_parse_listen(const char *value, char *host, size_t hostlen, char *po
  */
 bool config_parse_schemes(const char *value, unsigned int *schemes);
 
-/* Parses "<n>[ms|s|m]" (seconds without a unit) into milliseconds. */
+/*
+ * Parses "<n>[ms|s|m|min|h]" (seconds without a unit) into milliseconds: the
+ * listener's durations, which take hours too (common/options.c's do not).
+ */
 bool config_parse_duration(const char *value, long *ms);
 
 #endif

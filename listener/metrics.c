@@ -3,6 +3,8 @@
  */
 #include "metrics.h"
 
+#include "promtext.h"
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -89,106 +91,46 @@ metrics_pool_in_use_add(long delta)
 	atomic_fetch_add(&pool_in_use, delta);
 }
 
-struct buffer
-{
-	char  *data;
-	size_t len;
-	size_t cap;
-	bool   failed;
-};
-
-static void append(struct buffer *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 static void
-append(struct buffer *b, const char *fmt, ...)
+counter(struct prom_buffer *b, const char *name, const char *help, atomic_ulong *v)
 {
-	va_list ap;
-	int     n;
-
-	if (b->failed)
-		return;
-	for (;;)
-	{
-		va_start(ap, fmt);
-		n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-		{
-			b->failed = true;
-			return;
-		}
-		if ((size_t) n < b->cap - b->len)
-		{
-			b->len += (size_t) n;
-			return;
-		}
-		{
-			size_t cap = b->cap * 2 + (size_t) n;
-			char  *data = realloc(b->data, cap);
-
-			if (data == NULL)
-			{
-				b->failed = true;
-				return;
-			}
-			b->data = data;
-			b->cap = cap;
-		}
-	}
-}
-
-static void
-counter(struct buffer *b, const char *name, const char *help, atomic_ulong *v)
-{
-	append(b, "# HELP %s %s\n# TYPE %s counter\n%s %lu\n", name, help, name, name, atomic_load(v));
+	prom_header(b, name, "counter", help);
+	prom_append(b, "%s %lu\n", name, atomic_load(v));
 }
 
 char *
 metrics_render(size_t *len)
 {
-	struct buffer b = {malloc(16384), 0, 16384, false};
+	struct prom_buffer b;
 
-	if (b.data == NULL)
-		return NULL;
-
-	append(&b, "# HELP provision_http_requests_total HTTP requests answered, by endpoint and "
-			   "status code.\n"
-			   "# TYPE provision_http_requests_total counter\n");
+	prom_init(&b);
+	prom_header(&b, "provision_http_requests_total", "counter",
+				"HTTP requests answered, by endpoint and status code.");
 	for (int ep = 0; ep < ENDPOINT_COUNT; ep++)
 		for (int s = 0; s < NSTATUS; s++)
 		{
 			unsigned long n = atomic_load_explicit(&requests[ep][s], memory_order_relaxed);
 
 			if (n > 0)
-				append(&b, "provision_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lu\n",
-					   endpoint_label((enum endpoint) ep), s + STATUS_MIN, n);
+				prom_append(&b, "provision_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lu\n",
+							endpoint_label((enum endpoint) ep), s + STATUS_MIN, n);
 		}
 
-	append(&b, "# HELP provision_http_request_duration_seconds Time from the request's headers to "
-			   "its answer.\n"
-			   "# TYPE provision_http_request_duration_seconds histogram\n");
+	prom_header(&b, "provision_http_request_duration_seconds", "histogram",
+				"Time from the request's headers to its answer.");
 	for (int ep = 0; ep < ENDPOINT_COUNT; ep++)
 	{
-		unsigned long cumulative = 0;
 		unsigned long count = atomic_load(&duration_count[ep]);
+		unsigned long counts[NBUCKETS];
+		char          labels[64];
 
 		if (count == 0)
 			continue;
 		for (int i = 0; i < NBUCKETS; i++)
-		{
-			cumulative += atomic_load(&bucket_counts[ep][i]);
-			append(
-				&b,
-				"provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %lu\n",
-				endpoint_label((enum endpoint) ep), buckets[i], cumulative);
-		}
-		append(&b,
-			   "provision_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n",
-			   endpoint_label((enum endpoint) ep), count);
-		append(&b, "provision_http_request_duration_seconds_sum{endpoint=\"%s\"} %.9f\n",
-			   endpoint_label((enum endpoint) ep), atomic_load(&duration_sum_ns[ep]) / 1e9);
-		append(&b, "provision_http_request_duration_seconds_count{endpoint=\"%s\"} %lu\n",
-			   endpoint_label((enum endpoint) ep), count);
+			counts[i] = atomic_load(&bucket_counts[ep][i]);
+		snprintf(labels, sizeof labels, "endpoint=\"%s\"", endpoint_label((enum endpoint) ep));
+		prom_histogram(&b, "provision_http_request_duration_seconds", labels, buckets, counts,
+					   NBUCKETS, count, atomic_load(&duration_sum_ns[ep]) / 1e9);
 	}
 
 	counter(&b, "provision_signature_failures_total",
@@ -208,20 +150,10 @@ metrics_render(size_t *len)
 	counter(&b, "provision_readiness_probes_total",
 			"Readiness probes run against the database for /readyz (at most about one a second).",
 			&readiness_probes);
-	append(&b,
-		   "# HELP provision_db_pool_size Database connections in the pool.\n"
-		   "# TYPE provision_db_pool_size gauge\nprovision_db_pool_size %ld\n",
-		   atomic_load(&pool_size));
-	append(&b,
-		   "# HELP provision_db_pool_in_use Database connections currently borrowed by a request.\n"
-		   "# TYPE provision_db_pool_in_use gauge\nprovision_db_pool_in_use %ld\n",
-		   atomic_load(&pool_in_use));
-
-	if (b.failed)
-	{
-		free(b.data);
-		return NULL;
-	}
-	*len = b.len;
-	return b.data;
+	prom_header(&b, "provision_db_pool_size", "gauge", "Database connections in the pool.");
+	prom_append(&b, "provision_db_pool_size %ld\n", atomic_load(&pool_size));
+	prom_header(&b, "provision_db_pool_in_use", "gauge",
+				"Database connections currently borrowed by a request.");
+	prom_append(&b, "provision_db_pool_in_use %ld\n", atomic_load(&pool_in_use));
+	return prom_finish(&b, len);
 }

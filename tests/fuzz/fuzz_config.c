@@ -13,6 +13,7 @@
  * explains itself in one message that never contains a secret.
  */
 #include "config.h"
+#include "options.h"
 #include "fuzz.h"
 #include "verify.h"
 
@@ -124,7 +125,7 @@ check_listen(const char *value)
 
 	memset(host, 'x', sizeof host);
 	memset(port, 'x', sizeof port);
-	if (!config_parse_listen(value, host, sizeof host, port, sizeof port))
+	if (!opt_parse_listen(value, host, sizeof host, port, sizeof port))
 		return;
 	fuzz_check(memchr(host, '\0', sizeof host) != NULL && host[0] != '\0');
 	fuzz_check(memchr(port, '\0', sizeof port) != NULL);

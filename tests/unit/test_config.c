@@ -3,6 +3,7 @@
  * winning over it, bad values, and the secret sources.
  */
 #include "config.h"
+#include "options.h"
 #include "tap.h"
 
 #include <fcntl.h>
@@ -422,20 +423,18 @@ test_listen_forms(void)
 	char host[64];
 	char port[8];
 
-	ok(config_parse_listen("0.0.0.0:8080", host, sizeof host, port, sizeof port) &&
+	ok(opt_parse_listen("0.0.0.0:8080", host, sizeof host, port, sizeof port) &&
 		   strcmp(host, "0.0.0.0") == 0 && strcmp(port, "8080") == 0,
 	   "listen: 0.0.0.0:8080");
-	ok(config_parse_listen("[::1]:8080", host, sizeof host, port, sizeof port) &&
+	ok(opt_parse_listen("[::1]:8080", host, sizeof host, port, sizeof port) &&
 		   strcmp(host, "::1") == 0,
 	   "listen: [::1]:8080");
-	ok(config_parse_listen("localhost:1", host, sizeof host, port, sizeof port),
+	ok(opt_parse_listen("localhost:1", host, sizeof host, port, sizeof port),
 	   "listen: localhost:1");
-	ok(!config_parse_listen("[::1]8080", host, sizeof host, port, sizeof port),
+	ok(!opt_parse_listen("[::1]8080", host, sizeof host, port, sizeof port),
 	   "listen: missing colon after bracket");
-	ok(!config_parse_listen("host:+80", host, sizeof host, port, sizeof port),
-	   "listen: signed port");
-	ok(!config_parse_listen("[]:80", host, sizeof host, port, sizeof port),
-	   "listen: empty brackets");
+	ok(!opt_parse_listen("host:+80", host, sizeof host, port, sizeof port), "listen: signed port");
+	ok(!opt_parse_listen("[]:80", host, sizeof host, port, sizeof port), "listen: empty brackets");
 }
 
 int
