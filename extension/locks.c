@@ -188,11 +188,22 @@ cache_probe_oids(ProbeTarget target)
 static void
 probe_begin(RowProbe *p, ProbeTarget target, LOCKMODE lockmode)
 {
+	Oid relid;
+	Oid indexid;
+
 	if (!OidIsValid(probe_oids[target].relid))
 		cache_probe_oids(target);
+
+	/*
+	 * Read both OIDs before opening anything: taking a lock accepts pending
+	 * invalidation messages, and the callback may empty the cache between
+	 * the two opens (after a VACUUM, ANALYZE or ALTER of any cached table).
+	 */
+	relid = probe_oids[target].relid;
+	indexid = probe_oids[target].indexid;
 	p->target = target;
-	p->rel = table_open(probe_oids[target].relid, lockmode);
-	p->index = index_open(probe_oids[target].indexid, AccessShareLock);
+	p->rel = table_open(relid, lockmode);
+	p->index = index_open(indexid, AccessShareLock);
 	p->slot = table_slot_create(p->rel, NULL);
 	p->snapshot = RegisterSnapshot(GetTransactionSnapshot());
 }
