@@ -30,7 +30,6 @@ static bool parse_api(const struct opt_spec *, void *, const char *, bool, char 
 static bool parse_ca_file(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_metrics_listen(const struct opt_spec *, void *, const char *, bool, char *,
 								 size_t);
-static bool parse_log_format(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 
 #define F(field) offsetof(struct config, field)
 
@@ -67,8 +66,8 @@ static const struct opt_spec options[] = {
 	 "the job is failed"},
 	{"metrics-listen", "PROVISION_METRICS_LISTEN", NULL, "ADDR:PORT", parse_metrics_listen, 0, 0, 0,
 	 "serve GET /healthz, /readyz and /metrics there (default: no HTTP server)"},
-	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", parse_log_format, 0, 0, 0,
-	 "stderr log lines as key=value text or one JSON object per line"},
+	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", log_format_option, F(log_format), 0,
+	 0, "stderr log lines as key=value text or one JSON object per line"},
 	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", opt_duration,
 	 F(request_timeout_ms), 1000, 600L * 1000,
 	 "longest GitHub API call, connecting included (then it counts as a transient failure)"},
@@ -281,26 +280,6 @@ parse_metrics_listen(const struct opt_spec *opt, void *cfg, const char *value, b
 		return false;
 	}
 	c->metrics = true;
-	return true;
-}
-
-static bool
-parse_log_format(const struct opt_spec *opt, void *cfg, const char *value, bool from_env, char *err,
-				 size_t errlen)
-{
-	struct config *c = cfg;
-	char           name[64];
-
-	if (strcmp(value, "text") == 0)
-		c->log_format = LOG_FORMAT_TEXT;
-	else if (strcmp(value, "json") == 0)
-		c->log_format = LOG_FORMAT_JSON;
-	else
-	{
-		snprintf(err, errlen, "invalid %s \"%.64s\": expected text or json",
-				 opt_origin(opt, from_env, name, sizeof name), value);
-		return false;
-	}
 	return true;
 }
 

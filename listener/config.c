@@ -22,7 +22,6 @@ static bool parse_listen(const struct opt_spec *, void *, const char *, bool, ch
 static bool parse_database(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_secret(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_duration_opt(const struct opt_spec *, void *, const char *, bool, char *, size_t);
-static bool parse_log_format(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_prepared(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_stripe_secret(const struct opt_spec *, void *, const char *, bool, char *,
 								size_t);
@@ -56,8 +55,8 @@ static const struct opt_spec options[] = {
 	{"pool", "PROVISION_POOL", "10", "N", opt_long, F(pool), 1, 1000, "database connections"},
 	{"threads", "PROVISION_THREADS", NULL, "N", opt_long, F(threads), 1, 1000,
 	 "worker threads running database calls (default: same as --pool)"},
-	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", parse_log_format, 0, 0, 0,
-	 "stderr log lines as key=value text or one JSON object per line"},
+	{"log-format", "PROVISION_LOG_FORMAT", "text", "text|json", log_format_option, F(log_format), 0,
+	 0, "stderr log lines as key=value text or one JSON object per line"},
 	{"max-connections", "PROVISION_MAX_CONNECTIONS", "4096", "N", opt_long, F(max_connections), 4,
 	 1000000, "concurrent HTTP connections (capped by the open-file limit)"},
 	{"max-connections-per-ip", "PROVISION_MAX_CONNECTIONS_PER_IP", "0", "N", opt_long,
@@ -314,26 +313,6 @@ parse_duration_opt(const struct opt_spec *opt, void *cfgp, const char *value, bo
 		return false;
 	}
 	*(long *) opt_field(opt, cfgp) = ms;
-	return true;
-}
-
-static bool
-parse_log_format(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env,
-				 char *err, size_t errlen)
-{
-	struct config *cfg = cfgp;
-	char           name[64];
-
-	if (strcmp(value, "text") == 0)
-		cfg->log_format = LOG_FORMAT_TEXT;
-	else if (strcmp(value, "json") == 0)
-		cfg->log_format = LOG_FORMAT_JSON;
-	else
-	{
-		snprintf(err, errlen, "invalid %s \"%s\": expected text or json",
-				 opt_origin(opt, from_env, name, sizeof name), value);
-		return false;
-	}
 	return true;
 }
 

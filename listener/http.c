@@ -18,6 +18,7 @@
 #include "deadline.h"
 #include "log.h"
 #include "metrics.h"
+#include "net.h"
 #include "respond.h"
 #include "route.h"
 #include "verify.h"
@@ -25,8 +26,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -776,74 +775,12 @@ raise_fd_limit(void)
 	return rl.rlim_cur;
 }
 
-/* A listening socket for one address, or -1 with errno set. */
-static int
-listen_on(const struct addrinfo *ai, long backlog, const char **call)
-{
-	int one = 1;
-	int fd;
-	int saved;
-
-	*call = "socket";
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (ai->ai_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-	*call = "bind";
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-	{
-		*call = "listen";
-		if (listen(fd, (int) (backlog < SOMAXCONN ? SOMAXCONN : backlog)) == 0)
-			return fd;
-	}
-	saved = errno;
-	close(fd);
-	errno = saved;
-	return -1;
-}
-
 int
 http_bind(const struct config *cfg, char *err, size_t errlen)
 {
-	struct addrinfo  hints;
-	struct addrinfo *res;
-	int              rc;
-	int              fd = -1;
-	int              saved = 0;
-	const char      *call = "bind";
+	long backlog = cfg->max_connections < SOMAXCONN ? SOMAXCONN : cfg->max_connections;
 
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(cfg->listen_host, cfg->listen_port, &hints, &res);
-	if (rc != 0)
-	{
-		snprintf(err, errlen, "cannot resolve listen address %s: getaddrinfo: %s", cfg->listen_host,
-				 gai_strerror(rc));
-		return -1;
-	}
-	/*
-	 * A name such as localhost may resolve to both ::1 and 127.0.0.1; only
-	 * one socket is served, and IPv4 first is what clients dialing
-	 * 127.0.0.1 expect.
-	 */
-	for (int pass = 0; pass < 2 && fd < 0; pass++)
-		for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-		{
-			if ((ai->ai_family == AF_INET) != (pass == 0))
-				continue;
-			fd = listen_on(ai, cfg->max_connections, &call);
-			if (fd < 0)
-				saved = errno;
-		}
-	freeaddrinfo(res);
-	if (fd < 0)
-		snprintf(err, errlen, "cannot listen on %s port %s: %s: %s", cfg->listen_host,
-				 cfg->listen_port, call, strerror(saved));
-	return fd;
+	return net_listen(cfg->listen_host, cfg->listen_port, (int) backlog, err, errlen);
 }
 
 struct http_server *

@@ -13,8 +13,8 @@
 struct http_server;
 
 /*
- * Resolves and binds cfg's listen address and raises the open-file limit.
- * Returns the listening socket, or -1 with one line in err.
+ * Listens on cfg's address (net_listen) with a backlog of at least
+ * SOMAXCONN.  Returns the listening socket, or -1 with one line in err.
  */
 int http_bind(const struct config *cfg, char *err, size_t errlen);
 

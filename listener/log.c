@@ -9,6 +9,8 @@
  */
 #include "log.h"
 
+#include "options.h"
+
 #include <assert.h>
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -35,6 +37,26 @@ void
 log_set_format(enum log_format format)
 {
 	log_format = format;
+}
+
+bool
+log_format_option(const struct opt_spec *opt, void *cfg, const char *value, bool from_env,
+				  char *err, size_t errlen)
+{
+	enum log_format *format = opt_field(opt, cfg);
+	char             name[64];
+
+	if (strcmp(value, "text") == 0)
+		*format = LOG_FORMAT_TEXT;
+	else if (strcmp(value, "json") == 0)
+		*format = LOG_FORMAT_JSON;
+	else
+	{
+		snprintf(err, errlen, "invalid %s \"%.64s\": expected text or json",
+				 opt_origin(opt, from_env, name, sizeof name), value);
+		return false;
+	}
+	return true;
 }
 
 static void

@@ -16,6 +16,15 @@ enum log_format
 
 void log_set_format(enum log_format format);
 
+struct opt_spec;
+
+/*
+ * Option-table parser (options.h) for --log-format: "text" or "json" into
+ * the enum log_format at the option's offset.
+ */
+bool log_format_option(const struct opt_spec *opt, void *cfg, const char *value, bool from_env,
+					   char *err, size_t errlen);
+
 /*
  * msg on one line, for a log message: its lines joined with "; ", without
  * the tab-indented lines under them (libpq's hints).  libpq's message after
