@@ -54,6 +54,23 @@ content_type_is_json(const char *content_type)
 	return *p == '\0' || *p == ';';
 }
 
+/* "chunked", any case, with optional whitespace around it. */
+static bool
+transfer_encoding_is_chunked(const char *value)
+{
+	const char *p = value;
+	size_t      n = strlen("chunked");
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, "chunked", n) != 0)
+		return false;
+	p += n;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p == '\0';
+}
+
 void
 decide_headers(const struct request_head *head, struct head_decision *d)
 {
@@ -116,6 +133,18 @@ decide_headers(const struct request_head *head, struct head_decision *d)
 				 head->content_lengths > 1      ? "more than one Content-Length header"
 				 : head->transfer_encodings > 1 ? "more than one Transfer-Encoding header"
 												: "Content-Length together with Transfer-Encoding");
+		return;
+	}
+	/*
+	 * Any other coding leaves the end of the body unknown (RFC 9112 6.1):
+	 * libmicrohttpd would read until the client closes, and the request
+	 * would end only at --request-timeout.
+	 */
+	if (head->transfer_encoding != NULL && !transfer_encoding_is_chunked(head->transfer_encoding))
+	{
+		d->status = 400;
+		d->close = true;
+		snprintf(d->message, sizeof d->message, "header Transfer-Encoding must be chunked");
 		return;
 	}
 	if (!d->is_webhook)

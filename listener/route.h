@@ -56,7 +56,8 @@ struct head_decision
 
 /*
  * Route (404, 405), framing (400: more than one Content-Length or
- * Transfer-Encoding header, or both kinds), size (413 by Content-Length)
+ * Transfer-Encoding header, both kinds, or a Transfer-Encoding other than
+ * chunked), size (413 by Content-Length)
  * and, when the length is known, content type (415), in that order, from
  * the headers alone.
  */

@@ -1,7 +1,8 @@
 
 # Every error row of SPEC's response table over HTTP, and the order of the
 # checks: route (404, 405) -> framing (400: more than one Content-Length, or
-# Content-Length with Transfer-Encoding, answered with Connection: close) ->
+# Content-Length with Transfer-Encoding, or a Transfer-Encoding other than
+# chunked, answered with Connection: close) ->
 # size (413) -> content type (415) -> signature (401) -> JSON (400, a key
 # repeated at the top level too) -> database (404 unknown job, 409).  413 is pinned both
 # by Content-Length (answered before any body byte is sent) and by a chunked
@@ -261,6 +262,14 @@ for my $len ($max + 1, 10_000_000_000)
 		[ 'two Transfer-Encoding headers',
 			"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n$chunked$smuggled",
 			qr/^more than one Transfer-Encoding header$/ ],
+		# Without chunked the body has no known end; answered at once, not
+		# at --request-timeout (the 5 s read below would miss that).
+		[ 'Transfer-Encoding gzip',
+			"Transfer-Encoding: gzip\r\n\r\n$body$smuggled",
+			qr/^header Transfer-Encoding must be chunked$/ ],
+		[ 'Transfer-Encoding gzip, chunked',
+			"Transfer-Encoding: gzip, chunked\r\n\r\n$chunked$smuggled",
+			qr/^header Transfer-Encoding must be chunked$/ ],
 	);
 	for my $c (@cases)
 	{
@@ -289,7 +298,7 @@ for my $len ($max + 1, 10_000_000_000)
 		'no ambiguously framed request reached the database');
 	my $m = $l->metrics;
 	ok(ProvisionTest::metric_sum($m, 'provision_http_requests_total',
-			{ endpoint => '/webhooks/github', code => '400' }) >= 5, 'the 400s are counted');
+			{ endpoint => '/webhooks/github', code => '400' }) >= 7, 'the 400s are counted');
 
 	# A probe too: its framing is as ambiguous.
 	my $r = $l->raw("GET /readyz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");

@@ -267,6 +267,29 @@ test_framing(void)
 	ok(d.status == 0 && d.check_type_later, "framing: one Transfer-Encoding passes");
 	framing(&d, ENDPOINT_HEALTHZ, "GET", 0, 0);
 	ok(d.status == 0 && !d.is_webhook, "framing: a probe without a body passes");
+
+	/* codings other than chunked: the end of the body is unknown */
+	{
+		static const char *const refused[] = {"gzip",     "gzip, chunked", "chunked, gzip",
+											  "chunkedx", "identity",      ""};
+		static const char *const accepted[] = {"chunked", "Chunked", " CHUNKED\t"};
+
+		for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		{
+			head(&d, ENDPOINT_WEBHOOK, "POST", NULL, refused[i], "application/json");
+			ok(d.status == 400 && d.close &&
+				   strcmp(d.message, "header Transfer-Encoding must be chunked") == 0,
+			   "framing: Transfer-Encoding \"%s\" 400, closing (%s)", refused[i], d.message);
+		}
+		for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++)
+		{
+			head(&d, ENDPOINT_WEBHOOK, "POST", NULL, accepted[i], "application/json");
+			ok(d.status == 0 && d.check_type_later, "framing: Transfer-Encoding \"%s\" passes",
+			   accepted[i]);
+		}
+		head(&d, ENDPOINT_READYZ, "GET", NULL, "gzip", NULL);
+		ok(d.status == 400 && d.close, "framing: a probe with Transfer-Encoding gzip 400 too");
+	}
 }
 
 int
