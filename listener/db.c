@@ -93,21 +93,27 @@ static const char ROLLBACK_SQL[] = "ROLLBACK";
 
 /*
  * What /readyz checks, in one round trip: the extension is installed, and
+ * its version is the one the server's extension files make the default
+ * (the library is shared by every version: after the files are upgraded, a
+ * database not yet updated with ALTER EXTENSION fails its callbacks), and
  * the listener's role may use schema provision and EXECUTE handle_callback
  * (and handle_stripe_event when $3 names it).  Functions are looked up only
  * once USAGE is known, because to_regprocedure raises an error for a schema
  * the role may not use; a NULL privilege means the function does not exist.
  */
 static const char READY_SQL[] =
-	"SELECT p.role, p.installed, p.usage,"
+	"SELECT p.role, p.installed IS NOT NULL, p.usage,"
 	" CASE WHEN p.usage THEN pg_catalog.has_function_privilege("
 	"pg_catalog.to_regprocedure($2::pg_catalog.text), 'EXECUTE') END,"
 	" CASE WHEN p.usage AND $3::pg_catalog.text IS NOT NULL THEN"
 	" pg_catalog.has_function_privilege(pg_catalog.to_regprocedure($3::pg_catalog.text),"
-	" 'EXECUTE') END"
+	" 'EXECUTE') END,"
+	" p.installed, p.available"
 	" FROM (SELECT current_user::pg_catalog.text AS role,"
-	" EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = $1::pg_catalog.name)"
+	" (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = $1::pg_catalog.name)"
 	" AS installed,"
+	" (SELECT a.default_version FROM pg_catalog.pg_available_extensions a"
+	" WHERE a.name = $1::pg_catalog.name) AS available,"
 	" (SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') FROM pg_catalog.pg_namespace n"
 	" WHERE n.nspname = $1::pg_catalog.name) AS usage) AS p";
 static const char READY_SCHEMA[] = "provision";
@@ -162,7 +168,7 @@ struct db_pool
 	bool            probe_cached;  /* probe_status and probe_reason hold a result */
 	struct timespec probe_started; /* when the cached result's probe began */
 	unsigned int    probe_status;  /* 200 or 503 */
-	char            probe_reason[160];
+	char            probe_reason[256];
 	struct db_job  *probe_waiters;
 	bool            probe_stripe; /* also require EXECUTE on handle_stripe_event */
 	PGconn         *probe_conn;   /* the prober's own; read elsewhere only when idle */
@@ -891,7 +897,7 @@ probe_database(struct db_pool *pool, char *reason, size_t len, char *detail, siz
 				 PROBE_TIMEOUT_MS);
 		return 503;
 	}
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 5)
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 7)
 	{
 		const char *msg = PQresultErrorMessage(res);
 
@@ -907,6 +913,11 @@ probe_database(struct db_pool *pool, char *reason, size_t len, char *detail, siz
 	snprintf(detail, detail_len, "role %s", role);
 	if (strcmp(PQgetvalue(res, 0, 1), "t") != 0)
 		snprintf(reason, len, "extension provision is not installed in the database");
+	else if (!PQgetisnull(res, 0, 6) && strcmp(PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6)) != 0)
+		snprintf(reason, len,
+				 "extension provision is at version %.32s in the database, but the server's "
+				 "extension files are version %.32s; run ALTER EXTENSION provision UPDATE",
+				 PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6));
 	else if (strcmp(PQgetvalue(res, 0, 2), "t") != 0)
 		snprintf(reason, len, "the database role lacks USAGE on schema provision");
 	else if (PQgetisnull(res, 0, 3))

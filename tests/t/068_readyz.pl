@@ -1,7 +1,8 @@
 
 # /readyz is answered from a readiness probe at most a second old, run on a
-# connection of its own: it checks that the extension is installed and that
-# the listener's role may use schema provision and EXECUTE
+# connection of its own: it checks that the extension is installed, at the
+# version the server's extension files make the default, and that the
+# listener's role may use schema provision and EXECUTE
 # provision.handle_callback(jsonb, text), and answers 503 naming what is
 # missing.  A REVOKE shows within about a second, and so does the GRANT that
 # repairs it.  Probes never wait for a pool connection: with every pool
@@ -167,6 +168,26 @@ cmp_ok($probe_count, '<=', $flood_seconds + 2,
 is(ProvisionTest::metric_sum($l->metrics, 'provision_db_pool_in_use'), 0, 'no pool connection left borrowed');
 
 is($l->stop, 0, 'listener exits 0');
+
+# --- a database whose extension is older than the server's files ---
+# The library is shared by every version, so callbacks in such a database
+# fail until ALTER EXTENSION ... UPDATE: not ready until then.
+my $default = ProvisionTest::query_scalar($node,
+	"SELECT default_version FROM pg_catalog.pg_available_extensions WHERE name = 'provision'");
+$node->safe_psql('postgres', 'CREATE DATABASE older');
+$node->safe_psql('older', "CREATE EXTENSION provision VERSION '1.0'");
+my $lo = ProvisionTest::start_listener(node => $node, dbname => 'older');
+$r = $lo->get('/readyz');
+is($r->{status}, 503, 'extension 1.0 under newer files: /readyz 503');
+is_deeply($r->{json},
+	{ error => "extension provision is at version 1.0 in the database, but the server's "
+		  . "extension files are version $default; run ALTER EXTENSION provision UPDATE" },
+	'the error names both versions and the command');
+$node->safe_psql('older', 'ALTER EXTENSION provision UPDATE');
+my $ready = ProvisionTest::wait_until(sub { $lo->get('/readyz')->{status} == 200 }, timeout => 5,
+	interval => 0.1);
+ok($ready, 'after ALTER EXTENSION provision UPDATE: /readyz 200');
+is($lo->stop, 0, 'listener exits 0');
 
 # --- an unknown role: not ready, saying the database is unreachable ---
 my $l2 = ProvisionTest::start_listener(node => $node, user => 'no_such_role');
