@@ -45,6 +45,8 @@ opt_parse_duration(const char *value, long *ms)
 		scale = 1;
 	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
 		scale = 60000;
+	else if (strcmp(end, "h") == 0)
+		scale = 3600000;
 	else
 		return false;
 	if (n > LONG_MAX / scale)
@@ -129,8 +131,8 @@ opt_duration(const struct opt_spec *opt, void *cfg, const char *value, bool from
 	if (!opt_parse_duration(value, &ms) || ms < opt->min || ms > opt->max)
 	{
 		snprintf(err, errlen,
-				 "invalid %s \"%s\": expected a duration such as 500ms, 10s or 2m, from %ldms to "
-				 "%lds",
+				 "invalid %s \"%s\": expected a duration such as 500ms, 10s, 2m or 1h, from %ldms "
+				 "to %lds",
 				 opt_origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
 		return false;
 	}

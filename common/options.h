@@ -73,7 +73,7 @@ bool opt_duration(const struct opt_spec *opt, void *cfg, const char *value, bool
 bool opt_string(const struct opt_spec *opt, void *cfg, const char *value, bool from_env, char *err,
 				size_t errlen); /* char *, strdup'ed; the caller frees */
 
-/* Parses "<n>[ms|s|m|min]" (seconds without a unit) into milliseconds. */
+/* Parses "<n>[ms|s|m|min|h]" (seconds without a unit) into milliseconds. */
 bool opt_parse_duration(const char *value, long *ms);
 
 /* Parses "host:port" and "[v6]:port" with a port from 1 to 65535. */

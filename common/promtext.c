@@ -61,6 +61,13 @@ prom_header(struct prom_buffer *b, const char *name, const char *type, const cha
 }
 
 void
+prom_counter(struct prom_buffer *b, const char *name, const char *help, unsigned long value)
+{
+	prom_header(b, name, "counter", help);
+	prom_append(b, "%s %lu\n", name, value);
+}
+
+void
 prom_histogram(struct prom_buffer *b, const char *name, const char *labels, const double *bounds,
 			   const unsigned long *counts, int nbounds, unsigned long count, double sum)
 {

@@ -24,6 +24,9 @@ void prom_append(struct prom_buffer *b, const char *fmt, ...) __attribute__((for
 /* "# HELP name help" and "# TYPE name type". */
 void prom_header(struct prom_buffer *b, const char *name, const char *type, const char *help);
 
+/* A counter without labels: its HELP and TYPE lines and its one sample. */
+void prom_counter(struct prom_buffer *b, const char *name, const char *help, unsigned long value);
+
 /*
  * One histogram series: bucket counts (not cumulative) for the upper
  * bounds, then +Inf, _sum and _count.  labels is "" or 'key="value"'.

@@ -111,27 +111,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	}
 }
 
-/* Clients that go away are normal; only the daemon's own troubles are logged. */
-static void
-mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	static const char *const client_noise[] = {
-		"closed",         "timed out",  "timeout", "Connection reset", "Failed to receive",
-		"Failed to send", "Broken pipe"};
-	char   msg[512];
-	size_t len;
-
-	(void) cls;
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	for (size_t i = 0; i < sizeof client_noise / sizeof client_noise[0]; i++)
-		if (strstr(msg, client_noise[i]) != NULL)
-			return;
-	len = strlen(msg);
-	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
-		msg[--len] = '\0';
-	log_warn("libmicrohttpd: %s", msg);
-}
-
 struct http_server *
 http_start(int listen_fd, http_ready_fn ready, void *arg, char *err, size_t errlen)
 {
@@ -146,9 +125,10 @@ http_start(int listen_fd, http_ready_fn ready, void *arg, char *err, size_t errl
 	server->ready_arg = arg;
 	server->daemon = MHD_start_daemon(
 		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-		on_request, server, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-		listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) CONNECTION_LIMIT,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) IDLE_TIMEOUT_S, MHD_OPTION_END);
+		on_request, server, MHD_OPTION_EXTERNAL_LOGGER, log_libmicrohttpd, NULL,
+		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned int) CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned int) IDLE_TIMEOUT_S, MHD_OPTION_END);
 	if (server->daemon == NULL)
 	{
 		snprintf(err, errlen, "cannot start the metrics server: MHD_start_daemon failed");

@@ -111,13 +111,6 @@ metrics_set_paused(bool on)
 	atomic_store(&paused, on ? 1 : 0);
 }
 
-static void
-counter(struct prom_buffer *b, const char *name, const char *help, atomic_ulong *v)
-{
-	prom_header(b, name, "counter", help);
-	prom_append(b, "%s %lu\n", name, atomic_load(v));
-}
-
 char *
 metrics_render(size_t *len)
 {
@@ -162,10 +155,12 @@ metrics_render(size_t *len)
 					   counts, NBUCKETS, count, atomic_load(&api_sum_ns[ep]) / 1e9);
 	}
 
-	counter(&b, "provision_dispatcher_rate_limit_pauses_total",
-			"Times dispatching paused for a GitHub rate limit.", &rate_limit_pauses);
-	counter(&b, "provision_dispatcher_retries_total",
-			"Dispatch calls that failed transiently and were scheduled again.", &retries);
+	prom_counter(&b, "provision_dispatcher_rate_limit_pauses_total",
+				 "Times dispatching paused for a GitHub rate limit.",
+				 atomic_load(&rate_limit_pauses));
+	prom_counter(&b, "provision_dispatcher_retries_total",
+				 "Dispatch calls that failed transiently and were scheduled again.",
+				 atomic_load(&retries));
 	prom_header(&b, "provision_dispatcher_reconciled_jobs_total", "counter",
 				"Dispatched jobs without a recorded run that reconciliation adopted a run for or "
 				"sent again.");
@@ -173,12 +168,13 @@ metrics_render(size_t *len)
 				"provision_dispatcher_reconciled_jobs_total{action=\"adopted\"} %lu\n"
 				"provision_dispatcher_reconciled_jobs_total{action=\"resent\"} %lu\n",
 				atomic_load(&reconciled_adopted), atomic_load(&reconciled_resent));
-	counter(&b, "provision_dispatcher_token_renewals_total",
-			"GitHub App installation tokens obtained.", &token_renewals);
-	counter(&b, "provision_dispatcher_db_errors_total",
-			"Database calls and connection attempts that failed.", &db_errors);
-	counter(&b, "provision_dispatcher_db_reconnects_total",
-			"Database connections re-established after a failure.", &db_reconnects);
+	prom_counter(&b, "provision_dispatcher_token_renewals_total",
+				 "GitHub App installation tokens obtained.", atomic_load(&token_renewals));
+	prom_counter(&b, "provision_dispatcher_db_errors_total",
+				 "Database calls and connection attempts that failed.", atomic_load(&db_errors));
+	prom_counter(&b, "provision_dispatcher_db_reconnects_total",
+				 "Database connections re-established after a failure.",
+				 atomic_load(&db_reconnects));
 	prom_header(&b, "provision_dispatcher_held_jobs", "gauge",
 				"Claimed jobs this dispatcher is working on (sending, retrying or recording).");
 	prom_append(&b, "provision_dispatcher_held_jobs %ld\n", atomic_load(&held_jobs));

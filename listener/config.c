@@ -21,7 +21,6 @@
 static bool parse_listen(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_database(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_secret(const struct opt_spec *, void *, const char *, bool, char *, size_t);
-static bool parse_duration_opt(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_prepared(const struct opt_spec *, void *, const char *, bool, char *, size_t);
 static bool parse_stripe_secret(const struct opt_spec *, void *, const char *, bool, char *,
 								size_t);
@@ -63,19 +62,19 @@ static const struct opt_spec options[] = {
 	 F(max_connections_per_ip), 0, 1000000,
 	 "concurrent HTTP connections from one client address, 0 for no limit (behind a proxy every "
 	 "client has the proxy's address)"},
-	{"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION", parse_duration_opt,
-	 F(idle_timeout_ms), 1000, 3600L * 1000, "close a connection that sends nothing for this long"},
-	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", parse_duration_opt,
+	{"idle-timeout", "PROVISION_IDLE_TIMEOUT", "10s", "DURATION", opt_duration, F(idle_timeout_ms),
+	 1000, 3600L * 1000, "close a connection that sends nothing for this long"},
+	{"request-timeout", "PROVISION_REQUEST_TIMEOUT", "30s", "DURATION", opt_duration,
 	 F(request_timeout_ms), 1000, 3600L * 1000,
 	 "longest time from connecting (or from the previous answer) until a whole request has "
 	 "arrived; then the connection is closed"},
-	{"statement-timeout", "PROVISION_STATEMENT_TIMEOUT", "10s", "DURATION", parse_duration_opt,
+	{"statement-timeout", "PROVISION_STATEMENT_TIMEOUT", "10s", "DURATION", opt_duration,
 	 F(statement_timeout_ms), 1, 3600L * 1000,
 	 "statement_timeout set on each database connection (503 when reached)"},
-	{"pool-wait", "PROVISION_POOL_WAIT", "5s", "DURATION", parse_duration_opt, F(pool_wait_ms), 0,
+	{"pool-wait", "PROVISION_POOL_WAIT", "5s", "DURATION", opt_duration, F(pool_wait_ms), 0,
 	 600L * 1000,
 	 "longest wait for a database connection, from when the request is complete (then 503)"},
-	{"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION", parse_duration_opt,
+	{"shutdown-timeout", "PROVISION_SHUTDOWN_TIMEOUT", "30s", "DURATION", opt_duration,
 	 F(shutdown_timeout_ms), 0, 3600L * 1000,
 	 "on SIGTERM/SIGINT, longest wait for in-flight requests to finish"},
 	{"prepared-statements", "PROVISION_PREPARED_STATEMENTS", "auto", "auto|off", parse_prepared, 0,
@@ -86,35 +85,6 @@ static const struct opt_spec options[] = {
 };
 
 #define NOPTIONS ((int) (sizeof options / sizeof options[0]))
-
-bool
-config_parse_duration(const char *value, long *ms)
-{
-	char *end;
-	long  n;
-	long  scale;
-
-	if (value[0] < '0' || value[0] > '9')
-		return false;
-	errno = 0;
-	n = strtol(value, &end, 10);
-	if (errno != 0)
-		return false;
-	if (*end == '\0' || strcmp(end, "s") == 0)
-		scale = 1000;
-	else if (strcmp(end, "ms") == 0)
-		scale = 1;
-	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
-		scale = 60000;
-	else if (strcmp(end, "h") == 0)
-		scale = 3600000;
-	else
-		return false;
-	if (n > LONG_MAX / scale)
-		return false;
-	*ms = n * scale;
-	return true;
-}
 
 bool
 config_parse_schemes(const char *value, unsigned int *schemes)
@@ -294,25 +264,6 @@ parse_stripe_secret(const struct opt_spec *opt, void *cfgp, const char *value, b
 		snprintf(err, errlen, "invalid %s: %s", opt->env, msg);
 		return false;
 	}
-	return true;
-}
-
-static bool
-parse_duration_opt(const struct opt_spec *opt, void *cfgp, const char *value, bool from_env,
-				   char *err, size_t errlen)
-{
-	char name[64];
-	long ms;
-
-	if (!config_parse_duration(value, &ms) || ms < opt->min || ms > opt->max)
-	{
-		snprintf(
-			err, errlen,
-			"invalid %s \"%s\": expected a duration such as 500ms, 10s, 2m or 1h, from %ldms to %lds",
-			opt_origin(opt, from_env, name, sizeof name), value, opt->min, opt->max / 1000);
-		return false;
-	}
-	*(long *) opt_field(opt, cfgp) = ms;
 	return true;
 }
 

@@ -74,10 +74,4 @@ void config_usage(FILE *out);
  */
 bool config_parse_schemes(const char *value, unsigned int *schemes);
 
-/*
- * Parses "<n>[ms|s|m|min|h]" (seconds without a unit) into milliseconds: the
- * listener's durations, which take hours too (common/options.c's do not).
- */
-bool config_parse_duration(const char *value, long *ms);
-
 #endif

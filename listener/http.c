@@ -728,31 +728,6 @@ reaper_main(void *arg)
 	return NULL;
 }
 
-/*
- * MHD reports every client that disconnects or times out; those are normal
- * for a server on the network (and the reaper causes some on purpose), so
- * only the daemon's own troubles reach the log.
- */
-static void
-mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	static const char *const client_noise[] = {
-		"closed",         "timed out",  "timeout", "Connection reset", "Failed to receive",
-		"Failed to send", "Broken pipe"};
-	char   msg[512];
-	size_t len;
-
-	(void) cls;
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	for (size_t i = 0; i < sizeof client_noise / sizeof client_noise[0]; i++)
-		if (strstr(msg, client_noise[i]) != NULL)
-			return;
-	len = strlen(msg);
-	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
-		msg[--len] = '\0';
-	log_warn("libmicrohttpd: %s", msg);
-}
-
 /* Raises the open-file limit to its hard limit; returns the new soft limit. */
 static rlim_t
 raise_fd_limit(void)
@@ -843,7 +818,7 @@ http_start(const struct config *cfg, int listen_fd, struct db_pool *pool, char *
 	server->daemon = MHD_start_daemon(
 		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
 			MHD_USE_ERROR_LOG,
-		0, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		0, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER, log_libmicrohttpd, NULL,
 		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) cfg->max_connections_per_ip,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ((cfg->idle_timeout_ms + 999) / 1000),

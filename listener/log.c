@@ -39,6 +39,26 @@ log_set_format(enum log_format format)
 	log_format = format;
 }
 
+void
+log_libmicrohttpd(void *cls, const char *fmt, va_list ap)
+{
+	static const char *const client_noise[] = {
+		"closed",         "timed out",  "timeout", "Connection reset", "Failed to receive",
+		"Failed to send", "Broken pipe"};
+	char   msg[512];
+	size_t len;
+
+	(void) cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	for (size_t i = 0; i < sizeof client_noise / sizeof client_noise[0]; i++)
+		if (strstr(msg, client_noise[i]) != NULL)
+			return;
+	len = strlen(msg);
+	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+		msg[--len] = '\0';
+	log_warn("libmicrohttpd: %s", msg);
+}
+
 bool
 log_format_option(const struct opt_spec *opt, void *cfg, const char *value, bool from_env,
 				  char *err, size_t errlen)

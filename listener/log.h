@@ -5,6 +5,7 @@
 #ifndef PROVISION_LOG_H
 #define PROVISION_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -15,6 +16,14 @@ enum log_format
 };
 
 void log_set_format(enum log_format format);
+
+/*
+ * libmicrohttpd's error log (MHD_OPTION_EXTERNAL_LOGGER), as warnings.  MHD
+ * reports every client that disconnects or times out; those are normal for
+ * a server on the network (and the listener's reaper causes some on
+ * purpose), so only the daemon's own troubles reach the log.
+ */
+void log_libmicrohttpd(void *cls, const char *fmt, va_list ap);
 
 struct opt_spec;
 

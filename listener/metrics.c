@@ -91,13 +91,6 @@ metrics_pool_in_use_add(long delta)
 	atomic_fetch_add(&pool_in_use, delta);
 }
 
-static void
-counter(struct prom_buffer *b, const char *name, const char *help, atomic_ulong *v)
-{
-	prom_header(b, name, "counter", help);
-	prom_append(b, "%s %lu\n", name, atomic_load(v));
-}
-
 char *
 metrics_render(size_t *len)
 {
@@ -133,23 +126,27 @@ metrics_render(size_t *len)
 					   NBUCKETS, count, atomic_load(&duration_sum_ns[ep]) / 1e9);
 	}
 
-	counter(&b, "provision_signature_failures_total",
-			"Callbacks and Stripe events refused because their signature was missing, malformed, "
-			"wrong, expired or of a scheme not accepted.",
-			&signature_failures);
-	counter(&b, "provision_duplicate_deliveries_total",
-			"Callbacks whose delivery id, and Stripe events whose event id, had already been "
-			"applied.",
-			&duplicates);
-	counter(&b, "provision_db_errors_total",
-			"Database calls and connection attempts that failed (including calls later retried; "
-			"not callbacks the database refused with a 4xx answer).",
-			&db_errors);
-	counter(&b, "provision_db_reconnects_total",
-			"Database connections re-established after a failure.", &db_reconnects);
-	counter(&b, "provision_readiness_probes_total",
-			"Readiness probes run against the database for /readyz (at most about one a second).",
-			&readiness_probes);
+	prom_counter(
+		&b, "provision_signature_failures_total",
+		"Callbacks and Stripe events refused because their signature was missing, malformed, "
+		"wrong, expired or of a scheme not accepted.",
+		atomic_load(&signature_failures));
+	prom_counter(&b, "provision_duplicate_deliveries_total",
+				 "Callbacks whose delivery id, and Stripe events whose event id, had already been "
+				 "applied.",
+				 atomic_load(&duplicates));
+	prom_counter(
+		&b, "provision_db_errors_total",
+		"Database calls and connection attempts that failed (including calls later retried; "
+		"not callbacks the database refused with a 4xx answer).",
+		atomic_load(&db_errors));
+	prom_counter(&b, "provision_db_reconnects_total",
+				 "Database connections re-established after a failure.",
+				 atomic_load(&db_reconnects));
+	prom_counter(
+		&b, "provision_readiness_probes_total",
+		"Readiness probes run against the database for /readyz (at most about one a second).",
+		atomic_load(&readiness_probes));
 	prom_header(&b, "provision_db_pool_size", "gauge", "Database connections in the pool.");
 	prom_append(&b, "provision_db_pool_size %ld\n", atomic_load(&pool_size));
 	prom_header(&b, "provision_db_pool_in_use", "gauge",

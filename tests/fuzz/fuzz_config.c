@@ -139,7 +139,7 @@ check_duration(const char *value)
 {
 	long ms = -1;
 
-	if (config_parse_duration(value, &ms))
+	if (opt_parse_duration(value, &ms))
 		fuzz_check(ms >= 0);
 }
 

@@ -77,11 +77,14 @@ test_table(void)
 		parse(&c, (const char *const[]){"p", NULL}, (const char *const[]){"T_COUNT=11", NULL}, err),
 		OPT_ERROR, "out of range from a variable");
 	is_str(err, "invalid T_COUNT \"11\": expected an integer from 1 to 10", "names the variable");
-	is_int(parse(&c, (const char *const[]){"p", "--wait", "2h", NULL}, NULL, err), OPT_ERROR,
+	is_int(parse(&c, (const char *const[]){"p", "--wait", "2d", NULL}, NULL, err), OPT_ERROR,
 		   "an unknown unit");
 	is_str(err,
-		   "invalid --wait \"2h\": expected a duration such as 500ms, 10s or 2m, from 0ms to 60s",
+		   "invalid --wait \"2d\": expected a duration such as 500ms, 10s, 2m or 1h, from 0ms to "
+		   "60s",
 		   "names the flag and the range");
+	is_int(parse(&c, (const char *const[]){"p", "--wait", "1h", NULL}, NULL, err), OPT_ERROR,
+		   "hours, out of range");
 	is_int(parse(&c, (const char *const[]){"p", "stray", NULL}, NULL, err), OPT_ERROR,
 		   "a stray argument");
 	is_str(err, "unexpected argument \"stray\" (see --help)", "says so");
@@ -99,6 +102,7 @@ test_values(void)
 	ok(opt_parse_duration("250ms", &ms) && ms == 250, "ms");
 	ok(opt_parse_duration("2m", &ms) && ms == 120000, "m");
 	ok(opt_parse_duration("2min", &ms) && ms == 120000, "min");
+	ok(opt_parse_duration("2h", &ms) && ms == 7200000, "h");
 	ok(!opt_parse_duration("-1", &ms), "negative refused");
 	ok(!opt_parse_duration("1.5s", &ms), "fractions refused");
 	ok(!opt_parse_duration("99999999999999999999", &ms), "overflow refused");
