@@ -665,8 +665,9 @@ pool_release(struct db_pool *pool, struct slot *s)
 	if (s->conn == NULL)
 		s->failed_generation = pool->generation;
 	metrics_pool_in_use_add(-1);
-	pthread_cond_signal(&pool->slot_free);
 	pthread_mutex_unlock(&pool->lock);
+	/* after the unlock, so that the woken worker does not wait for the lock */
+	pthread_cond_signal(&pool->slot_free);
 }
 
 /* Borrows a slot with a live connection, or sets the outcome and returns NULL. */
@@ -1191,10 +1192,15 @@ db_submit(struct db_pool *pool, struct db_job *job)
 		}
 		pool->tail = job;
 		pool->queued++;
-		pthread_cond_signal(&pool->work);
 		ok = true;
 	}
 	pthread_mutex_unlock(&pool->lock);
+	/*
+	 * Signalled after the unlock: a worker woken while the polling thread
+	 * still held the lock would at once sleep again waiting for it.
+	 */
+	if (ok)
+		pthread_cond_signal(&pool->work);
 	return ok;
 }
 
