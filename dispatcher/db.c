@@ -13,6 +13,7 @@
 #include "db.h"
 
 #include "log.h"
+#include "pqlog.h"
 #include "metrics.h"
 
 #include <cjson/cJSON.h>
@@ -86,24 +87,6 @@ monotonic_seconds(void)
 	return (double) ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Length of the first line of a libpq message, for one-line logs. */
-static int
-first_line(const char *msg)
-{
-	return (int) strcspn(msg, "\n");
-}
-
-static void
-log_notice(void *arg, const PGresult *res)
-{
-	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
-
-	(void) arg;
-	if (msg != NULL)
-		log_warn("database %s: %.*s", severity ? severity : "notice", first_line(msg), msg);
-}
-
 struct db *
 db_new(const struct config *cfg)
 {
@@ -159,7 +142,7 @@ mark_down(struct db *db, const char *why)
 	char reason[sizeof db->down_reason];
 
 	/* why may be PQerrorMessage(db->conn), which PQfinish frees */
-	snprintf(reason, sizeof reason, "%.*s", first_line(why), why);
+	snprintf(reason, sizeof reason, "%.*s", pq_first_line(why), why);
 	if (db->conn != NULL)
 	{
 		log_warn("database connection lost: %s", reason);
@@ -250,7 +233,7 @@ exec(struct db *db, const char *sql, int nparams, const char *const *values, PGr
 	}
 	if (!PQsendQueryParams(db->conn, sql, nparams, NULL, values, NULL, NULL, 0))
 	{
-		snprintf(err->message, sizeof err->message, "%.*s", first_line(PQerrorMessage(db->conn)),
+		snprintf(err->message, sizeof err->message, "%.*s", pq_first_line(PQerrorMessage(db->conn)),
 				 PQerrorMessage(db->conn));
 		mark_down(db, PQerrorMessage(db->conn));
 		return DB_DOWN;
@@ -276,7 +259,7 @@ exec(struct db *db, const char *sql, int nparams, const char *const *values, PGr
 			if ((n < 0 && errno != EINTR) || (n > 0 && !PQconsumeInput(db->conn)))
 			{
 				snprintf(err->message, sizeof err->message, "%.*s",
-						 first_line(PQerrorMessage(db->conn)), PQerrorMessage(db->conn));
+						 pq_first_line(PQerrorMessage(db->conn)), PQerrorMessage(db->conn));
 				PQclear(first);
 				mark_down(db, PQerrorMessage(db->conn));
 				return DB_DOWN;
@@ -307,7 +290,7 @@ exec(struct db *db, const char *sql, int nparams, const char *const *values, PGr
 		snprintf(err->message, sizeof err->message, "%s", msg ? msg : PQresultErrorMessage(first));
 	}
 	else
-		snprintf(err->message, sizeof err->message, "%.*s", first_line(PQerrorMessage(db->conn)),
+		snprintf(err->message, sizeof err->message, "%.*s", pq_first_line(PQerrorMessage(db->conn)),
 				 PQerrorMessage(db->conn));
 	if (connection_error(db->conn, first))
 	{
@@ -345,7 +328,7 @@ db_ensure(struct db *db, bool *fresh)
 		char why[512];
 
 		snprintf(why, sizeof why, "cannot connect to the database: %.*s",
-				 db->conn ? first_line(PQerrorMessage(db->conn)) : 13,
+				 db->conn ? pq_first_line(PQerrorMessage(db->conn)) : 13,
 				 db->conn ? PQerrorMessage(db->conn) : "out of memory");
 		if (db->conn != NULL)
 			PQfinish(db->conn);
@@ -355,7 +338,7 @@ db_ensure(struct db *db, bool *fresh)
 		mark_down(db, why);
 		return false;
 	}
-	PQsetNoticeReceiver(db->conn, log_notice, NULL);
+	PQsetNoticeReceiver(db->conn, pq_log_notice, NULL);
 
 	snprintf(timeout, sizeof timeout, "%ldms", db->cfg->statement_timeout_ms);
 	rc = exec(db, SETUP_SQL, 1, params, &res, &err);

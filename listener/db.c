@@ -52,6 +52,7 @@
 
 #include "deadline.h"
 #include "log.h"
+#include "pqlog.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -196,13 +197,6 @@ slot_usable(const struct slot *s)
 		   PQtransactionStatus(s->conn) == PQTRANS_IDLE;
 }
 
-/* Length of the first line of a libpq message, for one-line logs. */
-static int
-first_line(const char *msg)
-{
-	return (int) strcspn(msg, "\n");
-}
-
 /*
  * An idle connection has nothing to read unless the server sent an error
  * (shutdown, restart, idle timeout) or closed it; notice that before the
@@ -232,18 +226,6 @@ idle_connection_alive(PGconn *conn)
 			return false;
 	}
 	return false;
-}
-
-/* Server notices and asynchronous errors go to the log, one line each. */
-static void
-log_notice(void *arg, const PGresult *res)
-{
-	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
-
-	(void) arg;
-	if (msg != NULL)
-		log_warn("database %s: %.*s", severity ? severity : "notice", first_line(msg), msg);
 }
 
 /*
@@ -437,7 +419,7 @@ exec_transaction(PGconn *conn, const char *name, const char *sql, int nparams,
 		{
 			const char *msg = PQresultErrorMessage(rollback);
 
-			log_warn("rollback after a failed call failed: %.*s", first_line(msg), msg);
+			log_warn("rollback after a failed call failed: %.*s", pq_first_line(msg), msg);
 		}
 		PQclear(rollback);
 	}
@@ -474,7 +456,7 @@ prepare_callback(struct db_pool *pool, struct slot *s, PGconn *conn)
 			msg = "no message";
 		log_info("preparing %s failed (SQLSTATE %s: %.*s); this connection uses unnamed "
 				 "statements",
-				 CALLBACK_STMT, sqlstate ? sqlstate : "none", first_line(msg), msg);
+				 CALLBACK_STMT, sqlstate ? sqlstate : "none", pq_first_line(msg), msg);
 	}
 	PQclear(res);
 	return true;
@@ -497,7 +479,7 @@ open_connection(const struct db_pool *pool, const char *application_name, char *
 		PQfinish(conn);
 		return NULL;
 	}
-	PQsetNoticeReceiver(conn, log_notice, NULL);
+	PQsetNoticeReceiver(conn, pq_log_notice, NULL);
 	return conn;
 }
 
@@ -538,7 +520,8 @@ slot_connect(struct db_pool *pool, struct slot *s)
 	{
 		const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
 
-		log_warn("database connection failed: set statement_timeout: %.*s", first_line(msg), msg);
+		log_warn("database connection failed: set statement_timeout: %.*s", pq_first_line(msg),
+				 msg);
 		metrics_db_error();
 		PQclear(res);
 		PQfinish(conn);
@@ -550,7 +533,7 @@ slot_connect(struct db_pool *pool, struct slot *s)
 	{
 		const char *msg = PQerrorMessage(conn);
 
-		log_warn("database connection failed: prepare %s: %.*s", CALLBACK_STMT, first_line(msg),
+		log_warn("database connection failed: prepare %s: %.*s", CALLBACK_STMT, pq_first_line(msg),
 				 msg);
 		metrics_db_error();
 		PQfinish(conn);
@@ -823,7 +806,8 @@ run_callback(struct db_pool *pool, struct db_job *job, unsigned int *seed)
 			/* the call may or may not have committed: let the sender retry */
 			const char *msg = PQerrorMessage(s->conn);
 
-			log_warn("%s failed: connection lost: %.*s", job_function(job), first_line(msg), msg);
+			log_warn("%s failed: connection lost: %.*s", job_function(job), pq_first_line(msg),
+					 msg);
 			metrics_db_error();
 			slot_fail(s);
 			pool_release(pool, s);
@@ -890,7 +874,7 @@ probe_database(struct db_pool *pool, char *reason, size_t len, char *detail, siz
 	{
 		const char *msg = PQerrorMessage(pool->probe_conn);
 
-		snprintf(detail, detail_len, "%.*s", first_line(msg), msg);
+		snprintf(detail, detail_len, "%.*s", pq_first_line(msg), msg);
 		metrics_db_error();
 		PQfinish(pool->probe_conn);
 		pool->probe_conn = NULL;
@@ -902,7 +886,7 @@ probe_database(struct db_pool *pool, char *reason, size_t len, char *detail, siz
 	{
 		const char *msg = PQresultErrorMessage(res);
 
-		snprintf(detail, detail_len, "%.*s", first_line(msg), msg);
+		snprintf(detail, detail_len, "%.*s", pq_first_line(msg), msg);
 		metrics_db_error();
 		PQclear(res);
 		snprintf(reason, len, "database readiness query failed");

@@ -8,7 +8,9 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int tap_run;
 static int tap_failed;
@@ -75,6 +77,27 @@ is_str(const char *got, const char *want, const char *fmt, ...)
 }
 
 /* Prints the plan and returns the exit status for main(). */
+/* Runs fn with stderr captured into buf (NUL-terminated, truncated to fit). */
+static void __attribute__((unused)) tap_capture_stderr(void (*fn)(void), char *buf, size_t len)
+{
+	char    path[] = "/tmp/provision-test-stderr-XXXXXX";
+	int     fd = mkstemp(path);
+	int     saved = dup(STDERR_FILENO);
+	ssize_t n;
+
+	fflush(stderr);
+	dup2(fd, STDERR_FILENO);
+	fn();
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	lseek(fd, 0, SEEK_SET);
+	n = read(fd, buf, len - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	close(fd);
+	unlink(path);
+}
+
 static int __attribute__((unused)) done_testing(void)
 {
 	printf("1..%d\n", tap_run);

@@ -12,25 +12,6 @@
 #include <unistd.h>
 
 static void
-capture(void (*fn)(void), char *buf, size_t len)
-{
-	char    path[] = "/tmp/provision-test-log-XXXXXX";
-	int     fd = mkstemp(path);
-	int     saved = dup(STDERR_FILENO);
-	ssize_t n;
-
-	dup2(fd, STDERR_FILENO);
-	fn();
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	lseek(fd, 0, SEEK_SET);
-	n = read(fd, buf, len - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	close(fd);
-	unlink(path);
-}
-
-static void
 dispatch_line(void)
 {
 	const struct log_field fields[] = {
@@ -65,21 +46,21 @@ main(void)
 	cJSON *obj;
 
 	log_set_format(LOG_FORMAT_TEXT);
-	capture(dispatch_line, buf, sizeof buf);
+	tap_capture_stderr(dispatch_line, buf, sizeof buf);
 	ok(strncmp(buf, "ts=", 3) == 0, "text: starts with ts=");
 	ok(strstr(buf, " level=info msg=dispatch job_id=3f0b8c36-2a57-4b1e-9d7c-5a1e0c9b2f41 "
 				   "status=200 run_id=9007199254740993 duration_s=0.250000 attempt=1 "
 				   "outcome=run\n") != NULL,
 	   "text: every field in order, the absent one left out (%s)", buf);
 
-	capture(hostile_line, buf, sizeof buf);
+	tap_capture_stderr(hostile_line, buf, sizeof buf);
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1, "text: one line (%s)", buf);
 	ok(strstr(buf, "error=\"dispatch: HTTP 422: x\\x22 level=error msg=\\x22forged\\x0ats=0 "
 				   "level=info\"") != NULL,
 	   "text: the message quoted and escaped");
 
 	log_set_format(LOG_FORMAT_JSON);
-	capture(dispatch_line, buf, sizeof buf);
+	tap_capture_stderr(dispatch_line, buf, sizeof buf);
 	obj = cJSON_Parse(buf);
 	ok(obj != NULL, "json: one object (%s)", buf);
 	ok(strstr(buf, "\"run_id\":9007199254740993") != NULL,
@@ -91,7 +72,7 @@ main(void)
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "msg")), "dispatch", "json: msg");
 	cJSON_Delete(obj);
 
-	capture(hostile_line, buf, sizeof buf);
+	tap_capture_stderr(hostile_line, buf, sizeof buf);
 	obj = cJSON_Parse(buf);
 	ok(obj != NULL && strchr(buf, '\n') == buf + strlen(buf) - 1, "json: one valid line");
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "status")), "12 OR 1",

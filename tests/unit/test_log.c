@@ -10,26 +10,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* Runs fn with stderr captured into buf. */
-static void
-capture(void (*fn)(void), char *buf, size_t len)
-{
-	char    path[] = "/tmp/provision-test-log-XXXXXX";
-	int     fd = mkstemp(path);
-	int     saved = dup(STDERR_FILENO);
-	ssize_t n;
-
-	dup2(fd, STDERR_FILENO);
-	fn();
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	lseek(fd, 0, SEEK_SET);
-	n = read(fd, buf, len - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	close(fd);
-	unlink(path);
-}
-
 static void
 plain_request(void)
 {
@@ -77,7 +57,7 @@ main(void)
 	cJSON *obj;
 
 	log_set_format(LOG_FORMAT_TEXT);
-	capture(plain_request, buf, sizeof buf);
+	tap_capture_stderr(plain_request, buf, sizeof buf);
 	ok(strncmp(buf, "ts=", 3) == 0, "text: starts with ts=");
 	ok(strstr(buf, " level=info msg=request method=POST path=/webhooks/github status=200 "
 				   "duration_s=0.012500 delivery_id=d-1 job_id=5f0c-aa\n") != NULL,
@@ -85,12 +65,12 @@ main(void)
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1, "text: exactly one line");
 	ok(strstr(buf, "event_") == NULL, "text: a callback has no event fields");
 
-	capture(stripe_request, buf, sizeof buf);
+	tap_capture_stderr(stripe_request, buf, sizeof buf);
 	ok(strstr(buf, " path=/webhooks/stripe status=200 duration_s=0.020000 job_id=5f0c-aa "
 				   "event_id=evt_1Q2w3E4r event_type=checkout.session.completed\n") != NULL,
 	   "text: a Stripe event's id and type (%s)", buf);
 
-	capture(hostile_request, buf, sizeof buf);
+	tap_capture_stderr(hostile_request, buf, sizeof buf);
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1,
 		   "text: newline in a value does not split the line");
 	ok(strstr(buf, "delivery_id=\"x\\x22 level=error msg=\\x22forged\\x0ats=0 level=info\"") !=
@@ -101,7 +81,7 @@ main(void)
 	{
 		static char big[16384];
 
-		capture(worst_case_request, big, sizeof big);
+		tap_capture_stderr(worst_case_request, big, sizeof big);
 		ok(strstr(big, " job_id=j-1 event_id=\"\\xff") != NULL,
 		   "text: job_id survives the longest escaped values");
 		ok(strstr(big, " event_type=\"\\x01") != NULL && strchr(big, '\n') == big + strlen(big) - 1,
@@ -109,12 +89,12 @@ main(void)
 		ok(strstr(big, " delivery_id=\"\\xff") != NULL, "text: delivery_id present");
 	}
 
-	capture(message, buf, sizeof buf);
+	tap_capture_stderr(message, buf, sizeof buf);
 	ok(strstr(buf, "level=warning msg=\"cannot connect: refused\"\n") != NULL,
 	   "text: message with spaces quoted");
 
 	log_set_format(LOG_FORMAT_JSON);
-	capture(hostile_request, buf, sizeof buf);
+	tap_capture_stderr(hostile_request, buf, sizeof buf);
 	is_int((long) (strchr(buf, '\n') - buf), (long) strlen(buf) - 1, "json: one line");
 	obj = cJSON_Parse(buf);
 	ok(obj != NULL, "json: line parses");
@@ -126,7 +106,7 @@ main(void)
 	ok(cJSON_GetObjectItem(obj, "job_id") == NULL, "json: absent job id omitted");
 	cJSON_Delete(obj);
 
-	capture(stripe_request, buf, sizeof buf);
+	tap_capture_stderr(stripe_request, buf, sizeof buf);
 	obj = cJSON_Parse(buf);
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "event_id")), "evt_1Q2w3E4r",
 		   "json: event_id");
@@ -134,7 +114,7 @@ main(void)
 		   "checkout.session.completed", "json: event_type");
 	cJSON_Delete(obj);
 
-	capture(message, buf, sizeof buf);
+	tap_capture_stderr(message, buf, sizeof buf);
 	obj = cJSON_Parse(buf);
 	is_str(cJSON_GetStringValue(cJSON_GetObjectItem(obj, "level")), "warning", "json: level");
 	cJSON_Delete(obj);
