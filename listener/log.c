@@ -142,57 +142,54 @@ append_field(char *buf, size_t *used, size_t cap, const char *key, const char *v
 	*used = pos;
 }
 
+/* Starts a text line with the fields every line has: ts, level, msg. */
 static void
-emit_text(const char *level, const char *msg, const char *const *fields, int nfields)
+text_head(char *line, size_t *used, size_t cap, const char *level, const char *msg)
 {
-	char   line[LOG_LINE_MAX];
-	char   ts[32];
-	size_t used = 0;
-
-	assert(nfields / 2 + 2 <= LOG_FIELDS_MAX);
+	char ts[32];
 
 	format_timestamp(ts, sizeof ts);
 	line[0] = '\0';
-	append_field(line, &used, sizeof line - 1, "ts", ts, LOG_VALUE_MAX);
-	append_field(line, &used, sizeof line - 1, "level", level, LOG_VALUE_MAX);
-	append_field(line, &used, sizeof line - 1, "msg", msg, LOG_MSG_MAX);
-	for (int i = 0; i + 1 < nfields; i += 2)
-		if (fields[i + 1] != NULL)
-			append_field(line, &used, sizeof line - 1, fields[i], fields[i + 1], LOG_VALUE_MAX);
-	/* drop the leading space of the first field */
+	append_field(line, used, cap, "ts", ts, LOG_VALUE_MAX);
+	append_field(line, used, cap, "level", level, LOG_VALUE_MAX);
+	append_field(line, used, cap, "msg", msg, LOG_MSG_MAX);
+}
+
+/*
+ * Ends a text line and writes it, without the leading space of its first
+ * field; line has room for the newline past the cap given to text_head.
+ */
+static void
+text_write(char *line, size_t used)
+{
 	line[used++] = '\n';
 	write_line(line + 1, used - 1);
 }
 
-/*
- * status and duration are numbers in JSON so log processors can aggregate
- * them; has_request says whether they belong in the line at all.
- */
-static void
-emit_json(const char *level, const char *msg, const char *const *fields, int nfields,
-		  bool has_request, unsigned int status, double duration)
+/* Starts a JSON line with the members every line has; NULL without memory. */
+static cJSON *
+json_head(const char *level, const char *msg)
 {
 	cJSON *obj = cJSON_CreateObject();
 	char   ts[32];
-	char  *text;
-	char  *line;
-	size_t len;
 
 	if (obj == NULL)
-		return;
+		return NULL;
 	format_timestamp(ts, sizeof ts);
 	cJSON_AddStringToObject(obj, "ts", ts);
 	cJSON_AddStringToObject(obj, "level", level);
 	cJSON_AddStringToObject(obj, "msg", msg);
-	for (int i = 0; i + 1 < nfields; i += 2)
-		if (fields[i + 1] != NULL)
-			cJSON_AddStringToObject(obj, fields[i], fields[i + 1]);
-	if (has_request)
-	{
-		cJSON_AddNumberToObject(obj, "status", status);
-		cJSON_AddNumberToObject(obj, "duration_s", duration);
-	}
-	text = cJSON_PrintUnformatted(obj);
+	return obj;
+}
+
+/* Prints obj as one line, writes it, and frees obj. */
+static void
+json_write(cJSON *obj)
+{
+	char  *text = cJSON_PrintUnformatted(obj);
+	char  *line;
+	size_t len;
+
 	cJSON_Delete(obj);
 	if (text == NULL)
 		return;
@@ -206,6 +203,44 @@ emit_json(const char *level, const char *msg, const char *const *fields, int nfi
 		free(line);
 	}
 	cJSON_free(text);
+}
+
+static void
+emit_text(const char *level, const char *msg, const char *const *fields, int nfields)
+{
+	char   line[LOG_LINE_MAX];
+	size_t used = 0;
+
+	assert(nfields / 2 + 2 <= LOG_FIELDS_MAX);
+
+	text_head(line, &used, sizeof line - 1, level, msg);
+	for (int i = 0; i + 1 < nfields; i += 2)
+		if (fields[i + 1] != NULL)
+			append_field(line, &used, sizeof line - 1, fields[i], fields[i + 1], LOG_VALUE_MAX);
+	text_write(line, used);
+}
+
+/*
+ * status and duration are numbers in JSON so log processors can aggregate
+ * them; has_request says whether they belong in the line at all.
+ */
+static void
+emit_json(const char *level, const char *msg, const char *const *fields, int nfields,
+		  bool has_request, unsigned int status, double duration)
+{
+	cJSON *obj = json_head(level, msg);
+
+	if (obj == NULL)
+		return;
+	for (int i = 0; i + 1 < nfields; i += 2)
+		if (fields[i + 1] != NULL)
+			cJSON_AddStringToObject(obj, fields[i], fields[i + 1]);
+	if (has_request)
+	{
+		cJSON_AddNumberToObject(obj, "status", status);
+		cJSON_AddNumberToObject(obj, "duration_s", duration);
+	}
+	json_write(obj);
 }
 
 const char *
@@ -342,18 +377,10 @@ log_event(const char *level, const char *msg, const struct log_field *fields, in
 		nfields = LOG_EVENT_FIELDS_MAX;
 	if (log_format == LOG_FORMAT_JSON)
 	{
-		cJSON *obj = cJSON_CreateObject();
-		char   ts[32];
-		char  *text;
-		char  *line;
-		size_t len;
+		cJSON *obj = json_head(level, msg);
 
 		if (obj == NULL)
 			return;
-		format_timestamp(ts, sizeof ts);
-		cJSON_AddStringToObject(obj, "ts", ts);
-		cJSON_AddStringToObject(obj, "level", level);
-		cJSON_AddStringToObject(obj, "msg", msg);
 		for (int i = 0; i < nfields; i++)
 		{
 			if (fields[i].value == NULL)
@@ -364,40 +391,21 @@ log_event(const char *level, const char *msg, const struct log_field *fields, in
 			else
 				cJSON_AddStringToObject(obj, fields[i].key, fields[i].value);
 		}
-		text = cJSON_PrintUnformatted(obj);
-		cJSON_Delete(obj);
-		if (text == NULL)
-			return;
-		len = strlen(text);
-		line = malloc(len + 1);
-		if (line != NULL)
-		{
-			memcpy(line, text, len);
-			line[len] = '\n';
-			write_line(line, len + 1);
-			free(line);
-		}
-		cJSON_free(text);
+		json_write(obj);
 	}
 	else
 	{
 		char  *line = malloc(LOG_EVENT_LINE_MAX);
-		char   ts[32];
 		size_t used = 0;
 		size_t cap = LOG_EVENT_LINE_MAX - 1;
 
 		if (line == NULL)
 			return;
-		format_timestamp(ts, sizeof ts);
-		line[0] = '\0';
-		append_field(line, &used, cap, "ts", ts, LOG_VALUE_MAX);
-		append_field(line, &used, cap, "level", level, LOG_VALUE_MAX);
-		append_field(line, &used, cap, "msg", msg, LOG_MSG_MAX);
+		text_head(line, &used, cap, level, msg);
 		for (int i = 0; i < nfields; i++)
 			if (fields[i].value != NULL)
 				append_field(line, &used, cap, fields[i].key, fields[i].value, LOG_VALUE_MAX);
-		line[used++] = '\n';
-		write_line(line + 1, used - 1);
+		text_write(line, used);
 		free(line);
 	}
 }
