@@ -12,9 +12,10 @@
  */
 #include "db.h"
 
+#include "deadline.h"
 #include "log.h"
-#include "pqlog.h"
 #include "metrics.h"
+#include "pqlog.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -77,15 +78,6 @@ struct db
 	bool                 wakeup;
 	char                 down_reason[512];
 };
-
-static double
-monotonic_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 struct db *
 db_new(const struct config *cfg)

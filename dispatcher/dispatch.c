@@ -17,6 +17,7 @@
 
 #include "answer.h"
 #include "db.h"
+#include "deadline.h"
 #include "github.h"
 #include "log.h"
 #include "metrics.h"
@@ -93,15 +94,6 @@ struct dispatcher
 	bool              ready;
 	char              ready_reason[700];
 };
-
-static double
-mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* xorshift64*: jitter only needs to differ between dispatchers. */
 static double
@@ -232,7 +224,7 @@ add_job(struct dispatcher *d, const char *id, const char *agent_id, bool locked,
 	j->locked = locked;
 	j->run_details = true;
 	j->resend = resend;
-	j->next_try = mono();
+	j->next_try = monotonic_seconds();
 	metrics_set_held_jobs(d->njobs);
 	return j;
 }
@@ -345,7 +337,7 @@ paused(struct dispatcher *d)
 static double
 pause_end(const struct dispatcher *d)
 {
-	return mono() + (double) (d->paused_until - time(NULL));
+	return monotonic_seconds() + (double) (d->paused_until - time(NULL));
 }
 
 /*
@@ -356,7 +348,7 @@ static bool
 ensure_auth(struct dispatcher *d, bool force)
 {
 	struct token_decision t;
-	double                now = mono();
+	double                now = monotonic_seconds();
 	time_t                before = github_token_expires(d->gh);
 
 	if (!github_uses_app(d->gh))
@@ -470,7 +462,7 @@ send_one(struct dispatcher *d, struct held_job *j)
 	j->calls++;
 	github_dispatch(d->gh, j->id, j->agent_id, call.asked_run_details, &ans);
 	decide_dispatch(&ans.a, &call, time(NULL), &dec);
-	now = mono();
+	now = monotonic_seconds();
 	j->next_try = now;
 	if (dec.pause_until > 0)
 		pause_until(d, dec.pause_until);
@@ -549,7 +541,7 @@ send_one(struct dispatcher *d, struct held_job *j)
 static void
 flush(struct dispatcher *d, bool force)
 {
-	double now = mono();
+	double now = monotonic_seconds();
 
 	for (int i = 0; i < d->njobs && db_is_up(d->db);)
 	{
@@ -693,7 +685,7 @@ reconcile(struct dispatcher *d)
 	struct orphan    *found = calloc(RECONCILE_BATCH, sizeof *found);
 	struct candidate *c = calloc(RECONCILE_BATCH, sizeof *c);
 	struct db_error   err;
-	double            now = mono();
+	double            now = monotonic_seconds();
 	int               n = 0;
 	int               nc = 0;
 	bool              listed;
@@ -808,7 +800,7 @@ poll_database(struct dispatcher *d)
 	long            enqueued;
 
 	d->poll_now = false;
-	d->next_poll = mono() + d->cfg->poll_ms / 1000.0;
+	d->next_poll = monotonic_seconds() + d->cfg->poll_ms / 1000.0;
 	d->poll_error[0] = '\0';
 
 	switch (db_retry_failed_jobs(d->db, &enqueued, &err))
@@ -841,7 +833,7 @@ send_due(struct dispatcher *d, struct dispatcher_signals *sig)
 	{
 		struct held_job *j = &d->jobs[i];
 
-		if (j->phase != PHASE_SEND || j->next_try > mono())
+		if (j->phase != PHASE_SEND || j->next_try > monotonic_seconds())
 		{
 			i++;
 			continue;
@@ -852,7 +844,7 @@ send_due(struct dispatcher *d, struct dispatcher_signals *sig)
 		/* recorded right after its answer, so that a stop finds it done */
 		if (j->phase != PHASE_SEND)
 			flush(d, false);
-		else if (j->next_try > mono())
+		else if (j->next_try > monotonic_seconds())
 			i++;
 		/* else: a fallback or a renewed token sends the same job again at once */
 	}
@@ -873,7 +865,7 @@ drain_pipe(int fd)
 static void
 wait_for_work(struct dispatcher *d, struct dispatcher_signals *sig)
 {
-	double        now = mono();
+	double        now = monotonic_seconds();
 	double        until = d->poll_now ? now : d->next_poll;
 	bool          is_paused = paused(d);
 	struct pollfd pfd[2];
@@ -911,14 +903,14 @@ wait_for_work(struct dispatcher *d, struct dispatcher_signals *sig)
 static void
 drain(struct dispatcher *d)
 {
-	double deadline = mono() + d->cfg->shutdown_timeout_ms / 1000.0;
+	double deadline = monotonic_seconds() + d->cfg->shutdown_timeout_ms / 1000.0;
 	int    unsent;
 	int    unrecorded;
 
 	d->stopping = true;
 	publish_readiness(d);
 	log_info("stopping: claiming nothing more; recording the answers received");
-	while (d->njobs > count_phase(d, PHASE_SEND) && mono() < deadline)
+	while (d->njobs > count_phase(d, PHASE_SEND) && monotonic_seconds() < deadline)
 	{
 		bool   fresh;
 		double wake;
@@ -927,11 +919,11 @@ drain(struct dispatcher *d)
 			flush(d, true);
 		if (d->njobs == count_phase(d, PHASE_SEND))
 			break;
-		wake = db_is_up(d->db) ? mono() + 0.2 : db_next_attempt(d->db);
+		wake = db_is_up(d->db) ? monotonic_seconds() + 0.2 : db_next_attempt(d->db);
 		if (wake > deadline)
 			wake = deadline;
-		if (wake > mono())
-			poll(NULL, 0, (int) ((wake - mono()) * 1000) + 1);
+		if (wake > monotonic_seconds())
+			poll(NULL, 0, (int) ((wake - monotonic_seconds()) * 1000) + 1);
 	}
 	unsent = count_phase(d, PHASE_SEND);
 	unrecorded = d->njobs - unsent;
@@ -996,7 +988,7 @@ dispatcher_run(struct dispatcher *d, struct dispatcher_signals *sig)
 			d->poll_now = true;
 		if (db_is_up(d->db))
 			flush(d, false);
-		if (db_is_up(d->db) && (d->poll_now || mono() >= d->next_poll))
+		if (db_is_up(d->db) && (d->poll_now || monotonic_seconds() >= d->next_poll))
 			poll_database(d);
 		send_due(d, sig);
 		publish_readiness(d);

@@ -8,6 +8,7 @@
  */
 #include "github.h"
 
+#include "deadline.h"
 #include "jwt.h"
 #include "log.h"
 #include "metrics.h"
@@ -34,15 +35,6 @@ struct github
 	char  *app_token;
 	time_t app_token_expires;
 };
-
-static double
-monotonic_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void
 forget_app_token(struct github *gh)

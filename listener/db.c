@@ -52,8 +52,8 @@
 
 #include "deadline.h"
 #include "log.h"
-#include "pqlog.h"
 #include "metrics.h"
+#include "pqlog.h"
 
 #include <errno.h>
 #include <libpq-fe.h>

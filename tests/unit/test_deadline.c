@@ -47,6 +47,13 @@ test_after(void)
 	ok(left <= -1500 && left > -2500, "ms left: negative once past (%ld)", left);
 	since = deadline_seconds_since(&t, CLOCK_MONOTONIC);
 	ok(since >= 1.5 && since < 2.5, "seconds since: 1.5s ago (%g)", since);
+	{
+		double seconds = monotonic_seconds();
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ok(seconds <= (double) now.tv_sec + now.tv_nsec / 1e9 && seconds > (double) now.tv_sec - 1,
+		   "monotonic seconds: the monotonic clock as a double (%f)", seconds);
+	}
 
 	deadline_after_ms(&t, CLOCK_REALTIME, 1000);
 	left = deadline_ms_left(&t, CLOCK_REALTIME);

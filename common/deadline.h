@@ -1,7 +1,8 @@
 /*
- * deadline.h - absolute deadlines as struct timespec, for poll timeouts and
- * pthread_cond_timedwait (which takes a time on the condition's clock): the
- * one place the listener does arithmetic on a timespec.
+ * deadline.h - time for the daemons' waits: the listener's absolute
+ * deadlines as struct timespec, for poll timeouts and pthread_cond_timedwait
+ * (which takes a time on the condition's clock), and the dispatcher's
+ * seconds as a double.  The one place either does arithmetic on a timespec.
  */
 #ifndef PROVISION_DEADLINE_H
 #define PROVISION_DEADLINE_H
@@ -55,6 +56,16 @@ deadline_seconds_since(const struct timespec *t, clockid_t clock)
 
 	clock_gettime(clock, &now);
 	return (double) (now.tv_sec - t->tv_sec) + (now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Seconds on CLOCK_MONOTONIC, for deadlines and backoffs kept as a double. */
+static inline double
+monotonic_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double) now.tv_sec + now.tv_nsec / 1e9;
 }
 
 #endif
