@@ -426,15 +426,20 @@ read_secret_file(const char *what, const char *path, size_t *len, char *err, siz
 	return NULL;
 }
 
+void
+config_free_secret(char *secret)
+{
+	if (secret == NULL)
+		return;
+	OPENSSL_cleanse(secret, strlen(secret));
+	free(secret);
+}
+
 static void
 free_token(struct config *c)
 {
-	if (c->token != NULL)
-	{
-		OPENSSL_cleanse(c->token, strlen(c->token));
-		free(c->token);
-		c->token = NULL;
-	}
+	config_free_secret(c->token);
+	c->token = NULL;
 }
 
 /* The token from value (environment) or the file value names (flag). */

@@ -69,6 +69,12 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, confi
 
 void config_free(struct config *cfg);
 
+/*
+ * Overwrites a credential held as a string (a token, a signed JWT) and
+ * frees it; NULL is fine.  The caller forgets the pointer.
+ */
+void config_free_secret(char *secret);
+
 /* Writes --help text, generated from the option table. */
 void config_usage(FILE *out);
 

@@ -39,12 +39,8 @@ struct github
 static void
 forget_app_token(struct github *gh)
 {
-	if (gh->app_token != NULL)
-	{
-		OPENSSL_cleanse(gh->app_token, strlen(gh->app_token));
-		free(gh->app_token);
-		gh->app_token = NULL;
-	}
+	config_free_secret(gh->app_token);
+	gh->app_token = NULL;
 	gh->app_token_expires = 0;
 }
 
@@ -299,8 +295,7 @@ exchange_token(struct github *gh, time_t now, struct token_decision *d)
 	snprintf(url, sizeof url, "%s/app/installations/%s/access_tokens", cfg->api,
 			 cfg->installation_id);
 	perform(gh, API_TOKEN, url, "{}", jwt, &ans);
-	OPENSSL_cleanse(jwt, strlen(jwt));
-	free(jwt);
+	config_free_secret(jwt);
 	decide_token(&ans.a, now, d);
 	if (ans.body != NULL)
 		OPENSSL_cleanse(ans.body, ans.body_len);
