@@ -77,6 +77,25 @@ is_str(const char *got, const char *want, const char *fmt, ...)
 }
 
 /* Prints the plan and returns the exit status for main(). */
+/*
+ * A fake environment for parsers that take a getenv-like function:
+ * tap_env is a NULL-terminated list of NAME=value entries (NULL: empty),
+ * and tap_getenv looks names up in it.
+ */
+static const char *const *tap_env;
+
+static char *tap_getenv(const char *name) __attribute__((unused));
+static char *
+tap_getenv(const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *const *e = tap_env; e != NULL && *e != NULL; e++)
+		if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
+			return (char *) *e + len + 1;
+	return NULL;
+}
+
 /* Runs fn with stderr captured into buf (NUL-terminated, truncated to fit). */
 static void __attribute__((unused)) tap_capture_stderr(void (*fn)(void), char *buf, size_t len)
 {

@@ -25,19 +25,6 @@ static const struct opt_spec specs[] = {
 	{"name", "T_NAME", NULL, "NAME", opt_string, offsetof(struct cfg, name), 0, 0, "what"},
 };
 
-static const char *const *test_env;
-
-static char *
-fake_getenv(const char *name)
-{
-	size_t len = strlen(name);
-
-	for (const char *const *e = test_env; e != NULL && *e != NULL; e++)
-		if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
-			return (char *) *e + len + 1;
-	return NULL;
-}
-
 static enum opt_result
 parse(struct cfg *c, const char *const *argv, const char *const *env, char *err)
 {
@@ -46,8 +33,8 @@ parse(struct cfg *c, const char *const *argv, const char *const *env, char *err)
 	while (argv[argc] != NULL)
 		argc++;
 	memset(c, 0, sizeof *c);
-	test_env = env;
-	return opt_parse(specs, 3, c, argc, (char **) argv, fake_getenv, err, 256);
+	tap_env = env;
+	return opt_parse(specs, 3, c, argc, (char **) argv, tap_getenv, err, 256);
 }
 
 static void

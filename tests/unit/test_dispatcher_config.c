@@ -15,20 +15,6 @@
 
 #define TOKEN "ghp_R2d2C3p0Secret0123456789abcdefghij"
 
-/* The environment the parser sees: NAME=value entries, NULL-terminated. */
-static const char *const *test_env;
-
-static char *
-fake_getenv(const char *name)
-{
-	size_t len = strlen(name);
-
-	for (const char *const *e = test_env; e != NULL && *e != NULL; e++)
-		if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
-			return (char *) *e + len + 1;
-	return NULL;
-}
-
 static char tmpdir[] = "/tmp/provision-test-dispatcher-config-XXXXXX";
 
 static const char *
@@ -54,8 +40,8 @@ parse(struct config *cfg, const char *const *argv, const char *const *env, char 
 
 	while (argv[argc] != NULL)
 		argc++;
-	test_env = env;
-	return config_parse(cfg, argc, (char **) argv, fake_getenv, err, len);
+	tap_env = env;
+	return config_parse(cfg, argc, (char **) argv, tap_getenv, err, len);
 }
 
 /* Expects a refusal whose line holds want and no credential. */
